@@ -1,0 +1,163 @@
+"""Reading and writing tasks, always scoped to their owner.
+
+Every statement that touches one task goes through `_owned`, so a task of
+another user is indistinguishable from one that does not exist. Each write is
+a single statement that returns the row: atomic under concurrent requests, and
+no re-read.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, delete, func, not_, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col
+
+from backend.errors import NotFound
+from backend.models import (
+    SortOrder,
+    Task,
+    TaskCreate,
+    TaskReplace,
+    TaskSort,
+    TaskStatus,
+    TaskUpdate,
+    User,
+    utc_now,
+)
+from backend.security import TokenClaims
+
+
+class TaskNotFound(NotFound):
+    def __init__(self) -> None:
+        super().__init__("no task with this id belongs to this user")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPage:
+    tasks: Sequence[Task]
+    total: int
+
+
+def _owned(owner_id: str, task_id: int) -> ColumnElement[bool]:
+    return (col(Task.id) == task_id) & (col(Task.user_id) == owner_id)
+
+
+async def record_user(session: AsyncSession, claims: TokenClaims) -> None:
+    """Create the user's row on their first write, and keep email and name current."""
+    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    statement = insert(User).values(
+        id=claims.subject, email=claims.email, name=claims.name, created_at=utc_now()
+    )
+    known = {column: value for column, value in (("email", claims.email), ("name", claims.name)) if value}
+    if not known:
+        await session.execute(statement.on_conflict_do_nothing(index_elements=["id"]))
+        return
+    columns = User.__table__.c  # type: ignore[attr-defined]
+    await session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["id"],
+            set_={column: statement.excluded[column] for column in known},
+            # Skip the write (and its row lock) when nothing changed, the usual case.
+            where=or_(*(columns[column].is_distinct_from(statement.excluded[column]) for column in known)),
+        )
+    )
+
+
+async def create_task(session: AsyncSession, owner: TokenClaims, data: TaskCreate) -> Task:
+    await record_user(session, owner)
+    now = utc_now()
+    task = Task(**data.model_dump(), user_id=owner.subject, created_at=now, updated_at=now)
+    session.add(task)
+    await session.flush()
+    return task
+
+
+async def get_task(session: AsyncSession, owner_id: str, task_id: int) -> Task:
+    task = await session.scalar(select(Task).where(_owned(owner_id, task_id)))
+    if task is None:
+        raise TaskNotFound()
+    return task
+
+
+_SORT_COLUMNS: dict[TaskSort, Any] = {
+    "created": col(Task.created_at),
+    "updated": col(Task.updated_at),
+    "title": col(Task.title),
+}
+
+
+def default_order(sort: TaskSort) -> SortOrder:
+    """Newest first for dates, alphabetical for titles."""
+    return "asc" if sort == "title" else "desc"
+
+
+async def list_tasks(
+    session: AsyncSession,
+    owner_id: str,
+    *,
+    status: TaskStatus,
+    sort: TaskSort,
+    order: SortOrder,
+    limit: int,
+    offset: int,
+) -> TaskPage:
+    matching: Select[Any] = select(Task).where(col(Task.user_id) == owner_id)
+    if status != "all":
+        matching = matching.where(col(Task.completed) == (status == "completed"))
+    column, tie_breaker = _SORT_COLUMNS[sort], col(Task.id)
+    ordering = (column.desc(), tie_breaker.desc()) if order == "desc" else (column, tie_breaker)
+    # The total rides along with the page, so one statement answers both.
+    page = (
+        matching.add_columns(func.count().over().label("total"))
+        .order_by(*ordering)
+        .limit(limit)
+        .offset(offset)
+    )
+    rows = (await session.execute(page)).all()
+    if rows:
+        return TaskPage(tasks=[row[0] for row in rows], total=rows[0].total)
+    if offset == 0:
+        return TaskPage(tasks=[], total=0)
+    # Past the end there is no row to carry the total: count separately.
+    total = await session.scalar(select(func.count()).select_from(matching.subquery()))
+    return TaskPage(tasks=[], total=total or 0)
+
+
+async def _update_owned(session: AsyncSession, owner_id: str, task_id: int, values: dict[str, Any]) -> Task:
+    statement = (
+        update(Task)
+        .where(_owned(owner_id, task_id))
+        .values(**values, updated_at=utc_now())
+        .returning(Task)
+        .execution_options(synchronize_session=False)
+    )
+    task = await session.scalar(statement)
+    if task is None:
+        raise TaskNotFound()
+    return task
+
+
+async def replace_task(session: AsyncSession, owner_id: str, task_id: int, data: TaskReplace) -> Task:
+    values = data.model_dump()
+    if data.completed is None:
+        del values["completed"]  # unchanged when omitted
+    return await _update_owned(session, owner_id, task_id, values)
+
+
+async def update_task(session: AsyncSession, owner_id: str, task_id: int, data: TaskUpdate) -> Task:
+    return await _update_owned(session, owner_id, task_id, data.model_dump(exclude_unset=True))
+
+
+async def set_completion(session: AsyncSession, owner_id: str, task_id: int, completed: bool | None) -> Task:
+    """Set `completed`, or flip it when `completed` is None, in one statement."""
+    value = not_(col(Task.completed)) if completed is None else completed
+    return await _update_owned(session, owner_id, task_id, {"completed": value})
+
+
+async def delete_task(session: AsyncSession, owner_id: str, task_id: int) -> None:
+    deleted = await session.scalar(delete(Task).where(_owned(owner_id, task_id)).returning(col(Task.id)))
+    if deleted is None:
+        raise TaskNotFound()

@@ -1,0 +1,59 @@
+"""The engine, and the session each request gets."""
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import Request
+from sqlalchemy import event
+from sqlalchemy.engine import URL
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+# Seconds to wait for a connection, so an unreachable database becomes a 503, not a hang.
+CONNECT_TIMEOUT_SECONDS = 5
+
+
+def create_engine(url: URL) -> AsyncEngine:
+    if url.get_backend_name() == "sqlite":
+        engine = create_async_engine(url, connect_args={"timeout": CONNECT_TIMEOUT_SECONDS})
+        event.listen(engine.sync_engine, "connect", _configure_sqlite)
+        return engine
+    return create_async_engine(
+        url,
+        # Neon suspends idle computes after five minutes and drops their
+        # connections: check a connection before use and recycle it before then.
+        pool_pre_ping=True,
+        pool_recycle=240,
+        pool_timeout=CONNECT_TIMEOUT_SECONDS,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+    )
+
+
+def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # SQLite ignores foreign keys unless asked, per connection.
+    cursor.execute("PRAGMA foreign_keys = ON")
+    # WAL lets readers proceed while one request writes.
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.execute("PRAGMA synchronous = NORMAL")
+    cursor.close()
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    # Objects stay readable after commit: responses are built from them without a re-read.
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    """One transaction per request: committed when the handler returns, rolled back if it raises.
+
+    Used with `scope="function"`, so the commit happens before the response is
+    sent and a 2xx always means the change is stored.
+    """
+    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    async with sessionmaker() as session:
+        try:
+            yield session
+        except BaseException:
+            await session.rollback()
+            raise
+        await session.commit()

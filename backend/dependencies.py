@@ -1,0 +1,62 @@
+"""What handlers receive: a session, and the caller authorised for the path's user."""
+
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from backend.db import get_session
+from backend.errors import Forbidden, NotAuthenticated
+from backend.models import USER_ID_MAX_LENGTH
+from backend.security import InvalidTokenError, TokenClaims, TokenVerifier
+
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+
+# auto_error=False: a missing or non-Bearer header is ours to answer, as problem+json.
+bearer_scheme = HTTPBearer(
+    auto_error=False,
+    bearerFormat="JWT",
+    description="A JWT issued by Better Auth for the signed-in user (or by `todo-api token`).",
+)
+
+
+def get_token_claims(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
+) -> TokenClaims:
+    if credentials is None:
+        token_sent = "authorization" in request.headers
+        raise NotAuthenticated(
+            "the Authorization header is not a Bearer token" if token_sent else "a Bearer token is required",
+            token_sent=token_sent,
+        )
+    verifier: TokenVerifier = request.app.state.token_verifier
+    try:
+        return verifier.verify(credentials.credentials)
+    except InvalidTokenError as error:
+        raise NotAuthenticated(str(error), token_sent=True) from None
+
+
+UserIdPath = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=USER_ID_MAX_LENGTH,
+        description="The signed-in user's id: the `sub` claim of the token.",
+        examples=["u_8KJx2mQ"],
+    ),
+]
+
+
+def get_current_user(
+    user_id: UserIdPath, claims: Annotated[TokenClaims, Depends(get_token_claims)]
+) -> TokenClaims:
+    # A 403, not a 404: the caller is known and the path is plainly not theirs,
+    # so saying so leaks nothing and helps a client with a wrong id.
+    if user_id != claims.subject:
+        raise Forbidden("the path's user id is not the signed-in user")
+    return claims
+
+
+CurrentUser = Annotated[TokenClaims, Depends(get_current_user)]

@@ -1,0 +1,153 @@
+"""Every error the API returns is RFC 9457 `application/problem+json`, rendered here."""
+
+import logging
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from types import MappingProxyType
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger("backend.errors")
+
+PROBLEM_JSON = "application/problem+json"
+RETRY_AFTER_SECONDS = 5
+
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    errors: list[ValidationIssue] | None = None
+
+
+class ProblemError(Exception):
+    """Base of the API's own errors: each knows its status; `detail` is shown to the client."""
+
+    status: HTTPStatus = HTTPStatus.INTERNAL_SERVER_ERROR
+    headers: Mapping[str, str] = MappingProxyType({})
+
+    def __init__(self, detail: str, *, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if headers is not None:
+            self.headers = headers
+
+
+class NotAuthenticated(ProblemError):
+    status = HTTPStatus.UNAUTHORIZED
+
+    def __init__(self, detail: str, *, token_sent: bool) -> None:
+        # RFC 6750 §3: name the error only when a token was sent.
+        challenge = f'Bearer error="invalid_token", error_description="{detail}"' if token_sent else "Bearer"
+        super().__init__(detail, headers={"WWW-Authenticate": challenge})
+
+
+class Forbidden(ProblemError):
+    status = HTTPStatus.FORBIDDEN
+
+
+class NotFound(ProblemError):
+    status = HTTPStatus.NOT_FOUND
+
+
+class ServiceUnavailable(ProblemError):
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    headers = MappingProxyType({"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+def problem_response(
+    status: int,
+    detail: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    errors: list[ValidationIssue] | None = None,
+) -> JSONResponse:
+    problem = Problem(title=HTTPStatus(status).phrase, status=status, detail=detail, errors=errors)
+    return JSONResponse(
+        problem.model_dump(exclude_none=True),
+        status_code=status,
+        headers=dict(headers or {}),
+        media_type=PROBLEM_JSON,
+    )
+
+
+async def _problem_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProblemError)
+    return problem_response(exc.status, exc.detail, headers=exc.headers)
+
+
+async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+    # Starlette's own errors: unknown routes, 405s, and anything raised as HTTPException.
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    if exc.status_code == HTTPStatus.NOT_FOUND and detail == "Not Found":
+        detail = "no route matches this path"
+    elif exc.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
+        detail = "this method is not allowed on this path"
+    return problem_response(exc.status_code, detail, headers=exc.headers)
+
+
+async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    issues = [_issue(error) for error in exc.errors()]
+    where = ", ".join(sorted({".".join(map(str, issue.loc)) for issue in issues}))
+    return problem_response(
+        HTTPStatus.UNPROCESSABLE_ENTITY,
+        f"the request is invalid: {where}" if where else "the request is invalid",
+        errors=issues,
+    )
+
+
+def _issue(error: Mapping[str, Any]) -> ValidationIssue:
+    # Only location, message and type: pydantic's `input` and `ctx` could echo
+    # back whatever the client sent, secrets included.
+    loc: Sequence[str | int] = error.get("loc", ())
+    return ValidationIssue(
+        loc=list(loc),
+        msg=str(error.get("msg", "")).removeprefix("Value error, "),
+        type=str(error.get("type", "")),
+    )
+
+
+async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
+    logger.warning("database unavailable: %s", type(exc).__name__)
+    return problem_response(
+        HTTPStatus.SERVICE_UNAVAILABLE,
+        "the database is unreachable; retry shortly",
+        headers=ServiceUnavailable.headers,
+    )
+
+
+async def _unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
+    logger.error("unhandled error", exc_info=exc)
+    return problem_response(HTTPStatus.INTERNAL_SERVER_ERROR, "an unexpected error occurred")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ProblemError, _problem_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    for database_error in (OperationalError, InterfaceError, PoolTimeoutError, ConnectionError):
+        app.add_exception_handler(database_error, _database_unavailable)
+    app.add_exception_handler(Exception, _unexpected_error)
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for error statuses; `main` files them under `application/problem+json`."""
+    return {status: {"model": Problem, "description": HTTPStatus(status).phrase} for status in statuses}

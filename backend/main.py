@@ -1,0 +1,110 @@
+"""The application: `create_app()` wires settings, database, auth, routes and error handling."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from importlib.metadata import version
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.utils import get_openapi
+from sqlalchemy import text
+
+from backend.config import Settings, get_settings
+from backend.db import create_engine, create_sessionmaker
+from backend.errors import PROBLEM_JSON, install_error_handlers, problem_responses
+from backend.request_log import RequestLogMiddleware, configure_logging
+from backend.routes import tasks
+from backend.security import TokenVerifier
+
+DESCRIPTION = """
+Tasks for a multi-user todo app whose users sign in with Better Auth.
+
+Every `/api/{user_id}/tasks` route needs `Authorization: Bearer <jwt>`, and the
+path's `user_id` must be the token's `sub`. Errors are `application/problem+json`
+(RFC 9457).
+"""
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+    engine = create_engine(settings.async_database_url)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await engine.dispose()
+
+    app = FastAPI(
+        title="Todo API",
+        description=DESCRIPTION,
+        version=version("todo-api"),
+        lifespan=lifespan,
+        separate_input_output_schemas=False,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.sessionmaker = create_sessionmaker(engine)
+    app.state.token_verifier = TokenVerifier(
+        secret=settings.better_auth_secret.get_secret_value(),
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        leeway_seconds=settings.jwt_leeway_seconds,
+    )
+
+    install_error_handlers(app)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        expose_headers=["Location", "Link", "X-Total-Count", "X-Request-ID"],
+    )
+    # Outermost, so the line is written even for requests the inner layers reject.
+    app.add_middleware(RequestLogMiddleware)
+
+    app.include_router(tasks.router)
+    app.add_api_route("/health", health, methods=["GET"], tags=["operations"], operation_id="health")
+    app.add_api_route(
+        "/ready",
+        ready,
+        methods=["GET"],
+        tags=["operations"],
+        operation_id="ready",
+        responses=problem_responses(503),
+    )
+    app.openapi_schema = None
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+async def health() -> dict[str, str]:
+    """Liveness: the process answers. Touches no database."""
+    return {"status": "ok"}
+
+
+async def ready(request: Request) -> dict[str, str]:
+    """Readiness: the database answers a query."""
+    async with request.app.state.engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
+    return {"status": "ok"}
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema, with every error response under `application/problem+json` only."""
+    if app.openapi_schema is None:
+        schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
+            separate_input_output_schemas=False,
+        )
+        for operation in (op for path in schema["paths"].values() for op in path.values()):
+            for status, response in operation.get("responses", {}).items():
+                content = response.get("content", {})
+                if int(status) >= 400 and "application/json" in content:
+                    content[PROBLEM_JSON] = content.pop("application/json")
+        app.openapi_schema = schema
+    return app.openapi_schema

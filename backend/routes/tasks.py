@@ -1,0 +1,160 @@
+"""The task routes: each checks nothing itself; the dependencies and `crud` do."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Path, Query, Request, Response, status
+from starlette.datastructures import URL
+
+from backend import crud
+from backend.dependencies import CurrentUser, SessionDep
+from backend.errors import problem_responses
+from backend.models import (
+    SortOrder,
+    TaskCompletion,
+    TaskCreate,
+    TaskPublic,
+    TaskReplace,
+    TaskSort,
+    TaskStatus,
+    TaskUpdate,
+)
+
+MAX_PAGE_SIZE = 500
+# Far beyond any real list, and small enough for every database's OFFSET.
+MAX_OFFSET = 1_000_000_000
+
+router = APIRouter(
+    prefix="/api/{user_id}/tasks",
+    tags=["tasks"],
+    responses=problem_responses(401, 403, 422, 500, 503),
+)
+
+TaskId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The task's id.", examples=[42])]
+not_found = problem_responses(404)
+
+
+def link_header(url: URL, *, total: int, limit: int, offset: int) -> str | None:
+    """RFC 8288 `next` and `prev` links, keeping the request's other query parameters."""
+    links = []
+    if offset + limit < total:
+        links.append(f'<{url.include_query_params(offset=offset + limit, limit=limit)}>; rel="next"')
+    if offset > 0:
+        previous = min(max(offset - limit, 0), max(total - limit, 0))
+        links.append(f'<{url.include_query_params(offset=previous, limit=limit)}>; rel="prev"')
+    return ", ".join(links) or None
+
+
+@router.get(
+    "",
+    operation_id="listTasks",
+    response_model=list[TaskPublic],
+    responses={
+        200: {
+            "headers": {
+                "X-Total-Count": {
+                    "description": "Tasks matching the filter, before paging.",
+                    "schema": {"type": "integer"},
+                },
+                "Link": {
+                    "description": "RFC 8288 links to the `next` and `prev` pages, when they exist.",
+                    "schema": {"type": "string"},
+                },
+            }
+        }
+    },
+)
+async def list_tasks(
+    request: Request,
+    response: Response,
+    user: CurrentUser,
+    session: SessionDep,
+    status_filter: Annotated[
+        TaskStatus, Query(alias="status", description="Which tasks: all, pending or completed.")
+    ] = "all",
+    sort: Annotated[TaskSort, Query(description="Sort key; ties are broken by id.")] = "created",
+    order: Annotated[
+        SortOrder | None, Query(description="Default: `desc` for dates, `asc` for title.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Page size.")] = 100,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Tasks to skip.")] = 0,
+) -> list[TaskPublic]:
+    """List the user's tasks, filtered, sorted and paged."""
+    page = await crud.list_tasks(
+        session,
+        user.subject,
+        status=status_filter,
+        sort=sort,
+        order=order or crud.default_order(sort),
+        limit=limit,
+        offset=offset,
+    )
+    response.headers["X-Total-Count"] = str(page.total)
+    if links := link_header(request.url, total=page.total, limit=limit, offset=offset):
+        response.headers["Link"] = links
+    return [TaskPublic.model_validate(task) for task in page.tasks]
+
+
+@router.post(
+    "",
+    operation_id="createTask",
+    status_code=status.HTTP_201_CREATED,
+    responses={
+        201: {"headers": {"Location": {"description": "The new task's URL.", "schema": {"type": "string"}}}}
+    },
+)
+async def create_task(
+    request: Request, response: Response, user: CurrentUser, session: SessionDep, body: TaskCreate
+) -> TaskPublic:
+    """Create a task for the user."""
+    task = await crud.create_task(session, user, body)
+    response.headers["Location"] = str(request.url_for("get_task", user_id=user.subject, task_id=task.id))
+    return TaskPublic.model_validate(task)
+
+
+@router.get("/{task_id}", operation_id="getTask", responses=not_found)
+async def get_task(task_id: TaskId, user: CurrentUser, session: SessionDep) -> TaskPublic:
+    """Read one of the user's tasks."""
+    return TaskPublic.model_validate(await crud.get_task(session, user.subject, task_id))
+
+
+@router.put("/{task_id}", operation_id="replaceTask", responses=not_found)
+async def replace_task(
+    task_id: TaskId, user: CurrentUser, session: SessionDep, body: TaskReplace
+) -> TaskPublic:
+    """Replace a task's title and description (and `completed`, when given)."""
+    return TaskPublic.model_validate(await crud.replace_task(session, user.subject, task_id, body))
+
+
+@router.patch("/{task_id}", operation_id="updateTask", responses=not_found)
+async def update_task(
+    task_id: TaskId, user: CurrentUser, session: SessionDep, body: TaskUpdate
+) -> TaskPublic:
+    """Change some of a task's fields; `description: null` clears it."""
+    return TaskPublic.model_validate(await crud.update_task(session, user.subject, task_id, body))
+
+
+@router.delete(
+    "/{task_id}",
+    operation_id="deleteTask",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=not_found,
+)
+async def delete_task(task_id: TaskId, user: CurrentUser, session: SessionDep) -> None:
+    """Delete a task."""
+    await crud.delete_task(session, user.subject, task_id)
+
+
+@router.patch("/{task_id}/complete", operation_id="setTaskCompletion", responses=not_found)
+async def set_task_completion(
+    task_id: TaskId,
+    user: CurrentUser,
+    session: SessionDep,
+    body: Annotated[
+        TaskCompletion | None,
+        Body(description="Omit the body to toggle; send `completed` to set it (safe to retry)."),
+    ] = None,
+) -> TaskPublic:
+    """Toggle a task's completion, or set it explicitly."""
+    completed = None if body is None else body.completed
+    return TaskPublic.model_validate(await crud.set_completion(session, user.subject, task_id, completed))

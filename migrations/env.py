@@ -1,0 +1,60 @@
+"""Alembic environment: async engines, the models' metadata, batch mode for SQLite."""
+
+import asyncio
+import logging.config
+
+from alembic import context
+from sqlalchemy import String
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+from sqlmodel.sql.sqltypes import AutoString
+
+from backend.config import DatabaseSettings, async_database_url
+from backend.models import metadata
+
+config = context.config
+if config.config_file_name is not None:
+    logging.config.fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+
+def render_item(type_: str, obj: object, autogen_context: object) -> str | bool:
+    # SQLModel's AutoString is a plain VARCHAR: render it so, and keep
+    # migrations free of SQLModel imports.
+    if type_ == "type" and isinstance(obj, AutoString):
+        return repr(String(length=obj.length)).replace("String(", "sa.String(")
+    return False
+
+
+def run_migrations(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=metadata,
+        # SQLite cannot ALTER most things; batch mode rebuilds the table instead.
+        render_as_batch=True,
+        compare_type=True,
+        render_item=render_item,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+async def run_async_migrations(url: str) -> None:
+    engine = create_async_engine(async_database_url(url), poolclass=NullPool)
+    try:
+        async with engine.connect() as connection:
+            await connection.run_sync(run_migrations)
+    finally:
+        await engine.dispose()
+
+
+if context.is_offline_mode():
+    raise SystemExit("offline (--sql) migrations are not supported; run against a database")
+
+connection = config.attributes.get("connection")
+if connection is not None:
+    run_migrations(connection)
+else:
+    asyncio.run(
+        run_async_migrations(config.attributes.get("database_url") or DatabaseSettings().database_url)
+    )
