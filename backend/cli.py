@@ -48,6 +48,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(host: str, port: int, workers: int, reload: bool) -> int:
     import uvicorn
 
+    from backend.request_log import logging_config
+
     settings = get_settings()  # fail here, in one line, rather than in every worker
     uvicorn.run(
         "backend.main:create_app",
@@ -56,7 +58,7 @@ def _serve(host: str, port: int, workers: int, reload: bool) -> int:
         port=port,
         workers=workers,
         reload=reload,
-        log_config=None,  # create_app installs the JSON logging
+        log_config=logging_config(settings.log_level),
         log_level=settings.log_level,
         access_log=False,  # replaced by our own line per request
         proxy_headers=True,

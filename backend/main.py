@@ -13,7 +13,7 @@ from sqlalchemy import text
 from backend.config import Settings, get_settings
 from backend.db import create_engine, create_sessionmaker
 from backend.errors import PROBLEM_JSON, install_error_handlers, problem_responses
-from backend.request_log import RequestLogMiddleware, configure_logging
+from backend.request_log import RequestLogMiddleware
 from backend.routes import tasks
 from backend.security import TokenVerifier
 
@@ -28,7 +28,6 @@ path's `user_id` must be the token's `sub`. Errors are `application/problem+json
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    configure_logging(settings.log_level)
     engine = create_engine(settings.async_database_url)
 
     @asynccontextmanager

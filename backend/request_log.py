@@ -3,7 +3,6 @@
 import json
 import logging
 import re
-import sys
 import time
 import uuid
 from typing import Any
@@ -32,17 +31,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str)
 
 
-def configure_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    # Our access line replaces uvicorn's, which would log the raw request line.
-    logging.getLogger("uvicorn.access").disabled = True
-    for name in ("uvicorn", "uvicorn.error"):
-        logging.getLogger(name).handlers[:] = []
-        logging.getLogger(name).propagate = True
+def logging_config(level: str) -> dict[str, Any]:
+    """`logging.config.dictConfig` settings: JSON lines on stderr, applied by uvicorn in every worker."""
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": JsonFormatter}},
+        "handlers": {
+            "stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+        },
+        "root": {"handlers": ["stderr"], "level": level.upper()},
+        "loggers": {
+            "uvicorn": {"handlers": [], "propagate": True},
+            "uvicorn.error": {"handlers": [], "propagate": True},
+            # Our access line replaces uvicorn's, which would log the raw request line.
+            "uvicorn.access": {"handlers": [], "propagate": False},
+        },
+    }
 
 
 class RequestLogMiddleware:

@@ -1,0 +1,62 @@
+# Two commands: `make run` and `make test`. Everything else they need is set up here.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+HOST ?= 127.0.0.1
+PORT ?= 8000
+UV_VERSION := 0.13.9
+PYTHON ?= python3
+
+# uv from PATH, else a private copy in .tools/ (installed from PyPI on first use).
+UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
+RUN := $(UV) run --frozen --no-sync
+
+.PHONY: help run test lint format typecheck pytest migrate clean
+
+help:
+	@echo "make run    set up, migrate the SQLite database, serve on http://$(HOST):$(PORT)"
+	@echo "make test   set up, then ruff, mypy and the whole pytest suite"
+
+$(CURDIR)/.tools/bin/uv:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
+	  || { echo "error: Python 3.11+ is required ($(PYTHON) is $$($(PYTHON) -V 2>&1))"; exit 1; }
+	@$(PYTHON) -m venv .tools \
+	  || { echo "error: '$(PYTHON) -m venv' failed; on Debian: apt-get install python3-venv"; exit 1; }
+	.tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+# The environment, exactly as uv.lock pins it.
+.venv/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen
+	@touch $@
+
+# A fresh secret for local use; never committed (.gitignore).
+.env:
+	@echo "BETTER_AUTH_SECRET=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(48))')" > .env
+	@echo "wrote .env with a freshly generated BETTER_AUTH_SECRET"
+
+run: .venv/.synced .env
+	$(RUN) todo-api migrate
+	@echo "API docs: http://$(HOST):$(PORT)/docs"
+	$(RUN) todo-api serve --host $(HOST) --port $(PORT)
+
+migrate: .venv/.synced
+	$(RUN) todo-api migrate
+
+test: lint typecheck pytest
+
+lint: .venv/.synced
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+
+typecheck: .venv/.synced
+	$(RUN) mypy
+
+pytest: .venv/.synced
+	$(RUN) pytest $(PYTEST_ARGS)
+
+format: .venv/.synced
+	$(RUN) ruff check --fix .
+	$(RUN) ruff format .
+
+clean:
+	rm -rf .venv .tools .mypy_cache .ruff_cache .pytest_cache

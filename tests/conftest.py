@@ -1,0 +1,200 @@
+"""Fixtures: a migrated database per backend, the app on it, and signed-in users.
+
+Every API test runs twice, on SQLite and on PostgreSQL. PostgreSQL comes from
+TEST_DATABASE_URL; the run creates its own databases there and drops them after.
+Without PostgreSQL those cases skip, saying why; with CI=true they fail.
+"""
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from alembic import command
+from httpx import ASGITransport, AsyncClient, Response
+from psycopg import sql
+from sqlalchemy.engine import make_url
+
+from backend.cli import alembic_config
+from backend.config import Settings
+from backend.main import create_app
+from backend.security import issue_token
+
+SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
+DEFAULT_TEST_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+# --- databases --------------------------------------------------------------------------
+
+
+def postgres_admin_url() -> str:
+    return os.environ.get("TEST_DATABASE_URL", DEFAULT_TEST_DATABASE_URL)
+
+
+def require_postgres() -> None:
+    """Skip (or, in CI, fail) the current test when PostgreSQL is not there."""
+    try:
+        with psycopg.connect(_libpq(postgres_admin_url()), connect_timeout=3):
+            pass
+    except psycopg.OperationalError as error:
+        message = f"PostgreSQL is not reachable at TEST_DATABASE_URL: {str(error).strip()}"
+        if IN_CI:
+            pytest.fail(f"{message} (CI=true requires it)", pytrace=False)
+        pytest.skip(message)
+
+
+def _libpq(url: str) -> str:
+    """A SQLAlchemy-style URL as libpq understands it."""
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """A new, empty PostgreSQL database for this run, dropped afterwards."""
+    require_postgres()
+    admin = _libpq(postgres_admin_url())
+    name = f"todo_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin, autocommit=True) as connection:
+        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield make_url(postgres_admin_url()).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(admin, autocommit=True) as connection:
+            connection.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@contextmanager
+def fresh_database(backend: str, directory: Path) -> Iterator[str]:
+    if backend == "postgresql":
+        with fresh_postgres_database() as url:
+            yield url
+    else:
+        yield f"sqlite:///{directory / f'todo-{uuid.uuid4().hex[:8]}.db'}"
+
+
+def migrate(url: str, revision: str = "head") -> None:
+    command.upgrade(alembic_config(url), revision)
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A database migrated to head, shared by the tests of one backend."""
+    with fresh_database(request.param, tmp_path_factory.mktemp("sqlite")) as url:
+        migrate(url)
+        yield url
+
+
+@pytest.fixture
+def backend_name(database_url: str) -> str:
+    return make_url(database_url).get_backend_name()
+
+
+@pytest.fixture
+def postgresql_only(backend_name: str) -> None:
+    if backend_name != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite serialises writers, so there is no race to test")
+
+
+# --- the app ----------------------------------------------------------------------------
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"database_url": database_url, "better_auth_secret": SECRET, **overrides}
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return make_settings(database_url)
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[Any]:
+    application = create_app(settings)
+    yield application
+    # Each test starts from empty tables.
+    async with application.state.engine.begin() as connection:
+        await connection.exec_driver_sql("DELETE FROM tasks")
+        await connection.exec_driver_sql("DELETE FROM users")
+    await application.state.engine.dispose()
+
+
+@pytest.fixture
+async def client(app: Any) -> AsyncIterator[AsyncClient]:
+    async with AsyncClient(transport=ASGITransport(app=app), base_url="http://testserver") as http:
+        yield http
+
+
+# --- users ------------------------------------------------------------------------------
+
+
+@dataclass
+class Caller:
+    """A signed-in user talking to the API through `client`."""
+
+    client: AsyncClient
+    user_id: str
+    token: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def url(self, suffix: str = "", *, user_id: str | None = None) -> str:
+        return f"/api/{user_id or self.user_id}/tasks{suffix}"
+
+    async def request(self, method: str, suffix: str = "", **kwargs: Any) -> Response:
+        user_id = kwargs.pop("user_id", None)
+        headers = {**self.headers, **kwargs.pop("headers", {})}
+        return await self.client.request(method, self.url(suffix, user_id=user_id), headers=headers, **kwargs)
+
+    async def create(self, **body: Any) -> dict[str, Any]:
+        response = await self.request("POST", json={"title": "a task", **body})
+        assert response.status_code == 201, response.text
+        created: dict[str, Any] = response.json()
+        return created
+
+
+def sign_in(client: AsyncClient, user_id: str, **claims: Any) -> Caller:
+    return Caller(client, user_id, issue_token(SECRET, user_id, **claims))
+
+
+@pytest.fixture
+def alice(client: AsyncClient) -> Caller:
+    return sign_in(client, "alice-8KJx2mQ", email="alice@example.com", name="Alice")
+
+
+@pytest.fixture
+def bob(client: AsyncClient) -> Caller:
+    return sign_in(client, "bob-3Lp0qZ")
+
+
+@pytest.fixture
+async def alice_task(alice: Caller) -> dict[str, Any]:
+    return await alice.create(title="Buy milk", description="2 litres, oat")
+
+
+def assert_problem(response: Response, status: int) -> dict[str, Any]:
+    """The response is an RFC 9457 problem with this status, and a detail that says something."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["type"] == "about:blank"
+    assert isinstance(body["title"], str) and body["title"]
+    assert isinstance(body["detail"], str) and body["detail"]
+    return body
