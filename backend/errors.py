@@ -106,12 +106,13 @@ async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     issues = [_issue(error) for error in exc.errors()]
-    where = ", ".join(sorted({".".join(map(str, issue.loc)) for issue in issues}))
-    return problem_response(
-        HTTPStatus.UNPROCESSABLE_ENTITY,
-        f"the request is invalid: {where}" if where else "the request is invalid",
-        errors=issues,
-    )
+    if any(issue.type == "json_invalid" for issue in issues):
+        position = issues[0].loc[-1]
+        detail = f"the request body is not valid JSON (error at character {position})"
+    else:
+        where = ", ".join(sorted({".".join(map(str, issue.loc)) for issue in issues}))
+        detail = f"the request is invalid: {where}" if where else "the request is invalid"
+    return problem_response(HTTPStatus.UNPROCESSABLE_ENTITY, detail, errors=issues)
 
 
 def _issue(error: Mapping[str, Any]) -> ValidationIssue:

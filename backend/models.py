@@ -5,7 +5,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, StringConstraints, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
-from sqlalchemy import Column, DateTime, ForeignKey, Index, MetaData, String
+from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Index, Integer, MetaData, String
 from sqlmodel import Field, SQLModel
 
 TITLE_MAX_LENGTH = 200
@@ -52,7 +52,10 @@ class Task(SQLModel, table=True):
         Index(None, "user_id", "title", "id"),
     )
 
-    id: int | None = Field(default=None, primary_key=True)
+    # BIGINT on PostgreSQL; on SQLite only INTEGER PRIMARY KEY is the auto-incrementing rowid.
+    id: int | None = Field(
+        default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    )
     user_id: str = Field(
         sa_column=Column(
             String(USER_ID_MAX_LENGTH), ForeignKey("users.id", ondelete="CASCADE"), nullable=False

@@ -1,8 +1,8 @@
 """create users and tasks
 
-Revision ID: d37e26881b3c
+Revision ID: 9a25722cd9f9
 Revises:
-Create Date: 2026-11-22 22:39:41.239301
+Create Date: 2026-11-22 22:42:48.477156
 """
 
 from collections.abc import Sequence
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "d37e26881b3c"
+revision: str = "9a25722cd9f9"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
@@ -27,7 +27,7 @@ def upgrade() -> None:
     )
     op.create_table(
         "tasks",
-        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("user_id", sa.String(length=255), nullable=False),
         sa.Column("title", sa.String(length=200), nullable=False),
         sa.Column("description", sa.String(length=1000), nullable=True),
@@ -35,28 +35,19 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(
-            ["user_id"],
-            ["users.id"],
-            name=op.f("fk_tasks_user_id_users"),
-            ondelete="CASCADE",
+            ["user_id"], ["users.id"], name=op.f("fk_tasks_user_id_users"), ondelete="CASCADE"
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_tasks")),
     )
     with op.batch_alter_table("tasks", schema=None) as batch_op:
         batch_op.create_index(
-            batch_op.f("ix_tasks_user_id_created_at_id"),
-            ["user_id", "created_at", "id"],
-            unique=False,
+            batch_op.f("ix_tasks_user_id_created_at_id"), ["user_id", "created_at", "id"], unique=False
         )
         batch_op.create_index(
-            batch_op.f("ix_tasks_user_id_title_id"),
-            ["user_id", "title", "id"],
-            unique=False,
+            batch_op.f("ix_tasks_user_id_title_id"), ["user_id", "title", "id"], unique=False
         )
         batch_op.create_index(
-            batch_op.f("ix_tasks_user_id_updated_at_id"),
-            ["user_id", "updated_at", "id"],
-            unique=False,
+            batch_op.f("ix_tasks_user_id_updated_at_id"), ["user_id", "updated_at", "id"], unique=False
         )
 
 
