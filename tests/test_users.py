@@ -1,0 +1,51 @@
+"""The users table: a row appears with a user's first write, filled from the token's claims."""
+
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from httpx import AsyncClient
+
+from tests.conftest import Caller, sign_in
+
+pytestmark = pytest.mark.anyio
+
+
+async def users(app: FastAPI) -> list[tuple[Any, ...]]:
+    async with app.state.engine.connect() as connection:
+        result = await connection.exec_driver_sql("SELECT id, email, name FROM users ORDER BY id")
+        return [tuple(row) for row in result]
+
+
+async def test_reading_creates_no_user(app: FastAPI, alice: Caller) -> None:
+    await alice.request("GET")
+    assert await users(app) == []
+
+
+async def test_first_write_records_the_user_with_email_and_name(app: FastAPI, alice: Caller) -> None:
+    await alice.create()
+    await alice.create()
+    assert await users(app) == [(alice.user_id, "alice@example.com", "Alice")]
+
+
+async def test_a_token_without_email_or_name_records_just_the_id(app: FastAPI, bob: Caller) -> None:
+    await bob.create()
+    assert await users(app) == [(bob.user_id, None, None)]
+
+
+async def test_a_newer_email_or_name_replaces_the_old_one(app: FastAPI, client: AsyncClient) -> None:
+    await sign_in(client, "carol", email="carol@old.example", name="Carol").create()
+    await sign_in(client, "carol", email="carol@new.example").create()
+    assert await users(app) == [("carol", "carol@new.example", "Carol")]
+    # A token that carries neither leaves what is known alone.
+    await sign_in(client, "carol").create()
+    assert await users(app) == [("carol", "carol@new.example", "Carol")]
+
+
+async def test_tasks_reference_their_user(app: FastAPI, alice: Caller) -> None:
+    await alice.create()
+    async with app.state.engine.connect() as connection:
+        orphans = await connection.exec_driver_sql(
+            "SELECT count(*) FROM tasks LEFT JOIN users ON users.id = tasks.user_id WHERE users.id IS NULL"
+        )
+        assert orphans.scalar_one() == 0
