@@ -42,7 +42,8 @@ def test_defaults() -> None:
     assert settings.database_url == "sqlite:///./todo.db"
     assert settings.cors_origins == ["http://localhost:3000"]
     assert settings.jwt_leeway_seconds == 30
-    assert settings.jwt_issuer is None and settings.jwt_audience is None
+    assert settings.jwt_issuer is None
+    assert settings.jwt_audience is None
     assert settings.log_level == "info"
 
 

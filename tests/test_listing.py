@@ -1,4 +1,4 @@
-"""Listing: every filter × sort × order, paged, against a model of the expected order."""
+"""Listing: every filter by sort by order, paged, against a model of the expected order."""
 
 import itertools
 import re

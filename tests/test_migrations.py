@@ -76,7 +76,8 @@ def test_the_list_query_uses_the_owner_index_on_postgresql(tmp_path: Path) -> No
                     plan = "\n".join(
                         row[0]
                         for row in connection.exec_driver_sql(
-                            f"EXPLAIN SELECT * FROM tasks WHERE user_id = 'u' ORDER BY {column} DESC, id DESC LIMIT 100"  # noqa: S608
+                            "EXPLAIN SELECT * FROM tasks WHERE user_id = 'u' "
+                            f"ORDER BY {column} DESC, id DESC LIMIT 100"
                         )
                     )
                     assert f"ix_tasks_user_id_{column}_id" in plan, plan

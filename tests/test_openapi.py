@@ -1,0 +1,87 @@
+"""The OpenAPI document is complete enough to generate a client from."""
+
+from typing import Any
+
+import pytest
+from httpx import AsyncClient
+
+pytestmark = pytest.mark.anyio
+
+OPERATIONS = {
+    ("get", "/api/{user_id}/tasks"): "listTasks",
+    ("post", "/api/{user_id}/tasks"): "createTask",
+    ("get", "/api/{user_id}/tasks/{task_id}"): "getTask",
+    ("put", "/api/{user_id}/tasks/{task_id}"): "replaceTask",
+    ("patch", "/api/{user_id}/tasks/{task_id}"): "updateTask",
+    ("delete", "/api/{user_id}/tasks/{task_id}"): "deleteTask",
+    ("patch", "/api/{user_id}/tasks/{task_id}/complete"): "setTaskCompletion",
+}
+
+
+@pytest.fixture
+async def spec(client: AsyncClient) -> dict[str, Any]:
+    response = await client.get("/openapi.json")
+    assert response.status_code == 200
+    document: dict[str, Any] = response.json()
+    return document
+
+
+async def test_title_description_and_version(spec: dict[str, Any]) -> None:
+    assert spec["info"]["title"] == "Todo API"
+    assert "Better Auth" in spec["info"]["description"]
+    assert spec["info"]["version"]
+
+
+async def test_operation_ids_are_readable(spec: dict[str, Any]) -> None:
+    found = {
+        (method, path): operation["operationId"]
+        for path, methods in spec["paths"].items()
+        for method, operation in methods.items()
+        if path.startswith("/api/")
+    }
+    assert found == OPERATIONS
+
+
+async def test_task_routes_require_the_bearer_scheme(spec: dict[str, Any]) -> None:
+    schemes = spec["components"]["securitySchemes"]
+    assert schemes["HTTPBearer"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": schemes["HTTPBearer"]["description"],
+    }
+    for (method, path), _ in OPERATIONS.items():
+        assert spec["paths"][path][method]["security"] == [{"HTTPBearer": []}]
+    assert "security" not in spec["paths"]["/health"]["get"]
+
+
+async def test_every_error_response_is_a_documented_problem(spec: dict[str, Any]) -> None:
+    problem_ref = {"$ref": "#/components/schemas/Problem"}
+    for (method, path), _ in OPERATIONS.items():
+        responses = spec["paths"][path][method]["responses"]
+        expected = {"401", "403", "422", "500", "503"} | ({"404"} if "{task_id}" in path else set())
+        assert expected <= set(responses), (method, path)
+        for status in expected:
+            assert responses[status]["content"] == {"application/problem+json": {"schema": problem_ref}}
+    assert set(spec["components"]["schemas"]["Problem"]["required"]) == {"title", "status", "detail"}
+
+
+async def test_request_and_response_bodies_have_examples(spec: dict[str, Any]) -> None:
+    schemas = spec["components"]["schemas"]
+    for name in ("TaskCreate", "TaskReplace", "TaskUpdate", "TaskCompletion", "TaskPublic"):
+        assert schemas[name].get("examples"), name
+    assert schemas["TaskCreate"]["additionalProperties"] is False
+
+
+async def test_list_documents_its_headers_and_parameters(spec: dict[str, Any]) -> None:
+    operation = spec["paths"]["/api/{user_id}/tasks"]["get"]
+    assert set(operation["responses"]["200"]["headers"]) == {"X-Total-Count", "Link"}
+    parameters = {parameter["name"]: parameter for parameter in operation["parameters"]}
+    assert set(parameters) == {"user_id", "status", "sort", "order", "limit", "offset"}
+    assert parameters["status"]["schema"]["enum"] == ["all", "pending", "completed"]
+    assert parameters["limit"]["schema"]["maximum"] == 500
+
+
+async def test_create_documents_its_location_header(spec: dict[str, Any]) -> None:
+    created = spec["paths"]["/api/{user_id}/tasks"]["post"]["responses"]["201"]
+    assert "Location" in created["headers"]
