@@ -11,6 +11,8 @@ from sqlmodel import Field, SQLModel
 TITLE_MAX_LENGTH = 200
 DESCRIPTION_MAX_LENGTH = 1000
 USER_ID_MAX_LENGTH = 255
+EMAIL_MAX_LENGTH = 320
+NAME_MAX_LENGTH = 255
 
 # Stable constraint names, so migrations can drop and alter them on every database.
 SQLModel.metadata.naming_convention = {
@@ -37,8 +39,8 @@ class User(SQLModel, table=True):
     __tablename__ = "users"
 
     id: str = Field(primary_key=True, max_length=USER_ID_MAX_LENGTH)
-    email: str | None = Field(default=None, max_length=320)
-    name: str | None = Field(default=None, max_length=255)
+    email: str | None = Field(default=None, max_length=EMAIL_MAX_LENGTH)
+    name: str | None = Field(default=None, max_length=NAME_MAX_LENGTH)
     created_at: datetime = Field(default_factory=utc_now, sa_column=_timestamp_column())
 
 
@@ -70,8 +72,13 @@ class Task(SQLModel, table=True):
 
 # --- request bodies -------------------------------------------------------------------
 
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=TITLE_MAX_LENGTH)]
-Description = Annotated[str, StringConstraints(max_length=DESCRIPTION_MAX_LENGTH)]
+# PostgreSQL text cannot hold NUL; refuse it here rather than fail in the database.
+NO_NUL = r"^[^\x00]*$"
+Title = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=TITLE_MAX_LENGTH, pattern=NO_NUL),
+]
+Description = Annotated[str, StringConstraints(max_length=DESCRIPTION_MAX_LENGTH, pattern=NO_NUL)]
 
 
 class RequestBody(BaseModel):

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 
 import jwt
 
+from backend.models import EMAIL_MAX_LENGTH, NAME_MAX_LENGTH, USER_ID_MAX_LENGTH
+
 HS256 = "HS256"
-# A Better Auth user id is a short opaque string; anything far longer is not one.
-MAX_SUBJECT_LENGTH = 255
 
 
 class InvalidTokenError(Exception):
@@ -74,14 +74,20 @@ class TokenVerifier:
 
 def claims_from_payload(payload: dict[str, object]) -> TokenClaims:
     subject = payload.get("sub")
-    if not isinstance(subject, str) or not subject or len(subject) > MAX_SUBJECT_LENGTH:
+    if not isinstance(subject, str) or not _fits(subject, USER_ID_MAX_LENGTH):
         raise InvalidTokenError("the token's 'sub' claim is not a user id")
     email, name = payload.get("email"), payload.get("name")
+    # Profile claims are a courtesy: one that could not be stored is dropped, not fatal.
     return TokenClaims(
         subject=subject,
-        email=email if isinstance(email, str) and email else None,
-        name=name if isinstance(name, str) and name else None,
+        email=email if isinstance(email, str) and _fits(email, EMAIL_MAX_LENGTH) else None,
+        name=name if isinstance(name, str) and _fits(name, NAME_MAX_LENGTH) else None,
     )
+
+
+def _fits(value: str, max_length: int) -> bool:
+    """Non-empty, short enough for its column, and free of NUL (which PostgreSQL refuses)."""
+    return 0 < len(value) <= max_length and "\x00" not in value
 
 
 def issue_token(

@@ -188,3 +188,10 @@ async def test_a_user_id_with_spaces_and_non_ascii_works(client: AsyncClient) ->
     task = await caller.create(title="mine")
     assert task["user_id"] == "user with spaces ünï"
     assert (await caller.request("GET", f"/{task['id']}")).status_code == 200
+
+
+@pytest.mark.parametrize("subject", ["nul\x00byte", "x" * 256])
+async def test_a_subject_that_cannot_be_a_user_id_is_401(client: AsyncClient, subject: str) -> None:
+    token = hs256(valid_claims(sub=subject))
+    response = await client.get("/api/anyone/tasks", headers={"Authorization": f"Bearer {token}"})
+    assert "'sub'" in assert_problem(response, 401)["detail"]

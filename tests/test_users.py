@@ -49,3 +49,9 @@ async def test_tasks_reference_their_user(app: FastAPI, alice: Caller) -> None:
             "SELECT count(*) FROM tasks LEFT JOIN users ON users.id = tasks.user_id WHERE users.id IS NULL"
         )
         assert orphans.scalar_one() == 0
+
+
+async def test_profile_claims_that_cannot_be_stored_are_dropped(app: FastAPI, client: AsyncClient) -> None:
+    caller = sign_in(client, "dave", email="d" * 400 + "@example.com", name="Dave\x00")
+    await caller.create()
+    assert await users(app) == [("dave", None, None)]

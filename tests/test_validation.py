@@ -140,3 +140,9 @@ async def test_task_id_must_be_a_positive_integer(alice: Caller, task_id: str) -
 
 async def test_largest_task_id_is_a_clean_404(alice: Caller) -> None:
     assert_problem(await alice.request("GET", f"/{2**63 - 1}"), 404)
+
+
+@pytest.mark.parametrize("body", [{"title": "a\x00b"}, {"title": "ok", "description": "nul \x00 here"}])
+async def test_nul_characters_are_rejected(alice: Caller, body: dict[str, Any]) -> None:
+    assert_problem(await alice.request("POST", json=body), 422)
+    assert await stored_tasks(alice) == []
