@@ -21,7 +21,7 @@ bearer_scheme = HTTPBearer(
 )
 
 
-def get_token_claims(
+async def get_token_claims(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> TokenClaims:
@@ -49,7 +49,7 @@ UserIdPath = Annotated[
 ]
 
 
-def get_current_user(
+async def get_current_user(
     user_id: UserIdPath, claims: Annotated[TokenClaims, Depends(get_token_claims)]
 ) -> TokenClaims:
     # A 403, not a 404: the caller is known and the path is plainly not theirs,
