@@ -83,6 +83,9 @@ def _token(user_id: str, email: str | None, name: str | None, minutes: int) -> i
     from backend.security import issue_token
 
     settings: Settings = get_settings()
+    if settings.better_auth_secret is None:
+        print("configuration error: BETTER_AUTH_SECRET must be set to sign tokens", file=sys.stderr)
+        return 2
     print(
         issue_token(
             settings.better_auth_secret.get_secret_value(),

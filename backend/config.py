@@ -1,12 +1,15 @@
 """Settings: read once from the environment and `.env`, validated at start."""
 
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
+
+from backend.security import HS256, KEY_TYPE_FOR_ALGORITHM
 
 MIN_SECRET_LENGTH = 32
 
@@ -56,32 +59,58 @@ class DatabaseSettings(BaseSettings):
         return async_database_url(self.database_url)
 
 
+ASYMMETRIC_ALGORITHMS = tuple(KEY_TYPE_FOR_ALGORITHM)
+SUPPORTED_ALGORITHMS = frozenset({HS256, *ASYMMETRIC_ALGORITHMS})
+
+
 class Settings(DatabaseSettings):
     """Everything the API needs to start."""
 
-    better_auth_secret: SecretStr
+    better_auth_secret: SecretStr | None = None
+    better_auth_url: str | None = None
+    better_auth_jwks_url: str | None = None
+    jwt_algorithms: Annotated[list[str], NoDecode] = []
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_leeway_seconds: int = Field(default=30, ge=0, le=600)
+    jwks_cache_seconds: float = Field(default=300, gt=0)
+    jwks_min_refresh_seconds: float = Field(default=30, ge=0)
+    jwks_timeout_seconds: float = Field(default=3, gt=0, le=30)
     cors_origins: Annotated[list[str], NoDecode] = ["http://localhost:3000"]
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
     @field_validator("better_auth_secret")
     @classmethod
-    def _secret_is_long_enough(cls, value: SecretStr) -> SecretStr:
+    def _secret_is_long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         # The message must not echo the value: it is printed at start-up.
-        if len(value.get_secret_value()) < MIN_SECRET_LENGTH:
+        if value is not None and len(value.get_secret_value()) < MIN_SECRET_LENGTH:
             raise ValueError(f"must be at least {MIN_SECRET_LENGTH} characters")
         return value
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("better_auth_url", "better_auth_jwks_url")
     @classmethod
-    def _split_origins(cls, value: object) -> object:
+    def _is_http_url(cls, value: str | None) -> str | None:
+        if value is not None and (
+            urlsplit(value).scheme not in {"http", "https"} or not urlsplit(value).netloc
+        ):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/") if value else None
+
+    @field_validator("cors_origins", "jwt_algorithms", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
-            return [origin.strip() for origin in value.split(",") if origin.strip()]
+            return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("jwt_issuer", "jwt_audience", mode="before")
+    @field_validator(
+        "better_auth_secret",
+        "better_auth_url",
+        "better_auth_jwks_url",
+        "jwt_issuer",
+        "jwt_audience",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -91,16 +120,50 @@ class Settings(DatabaseSettings):
     def _lowercase_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
+    @model_validator(mode="after")
+    def _derive_token_settings(self) -> Self:
+        if self.better_auth_jwks_url is None and self.better_auth_url is not None:
+            self.better_auth_jwks_url = f"{self.better_auth_url}/api/auth/jwks"
+        if self.better_auth_secret is None and self.better_auth_jwks_url is None:
+            raise ValueError(
+                "BETTER_AUTH_URL (or BETTER_AUTH_JWKS_URL) for Better Auth's jwt plugin, "
+                "or BETTER_AUTH_SECRET for HS256 tokens, must be set"
+            )
+        if self.better_auth_url is not None:
+            # Better Auth puts the origin of its baseURL in both `iss` and `aud`.
+            origin = "{0.scheme}://{0.netloc}".format(urlsplit(self.better_auth_url))
+            self.jwt_issuer = self.jwt_issuer or origin
+            self.jwt_audience = self.jwt_audience or origin
+        if not self.jwt_algorithms:
+            self.jwt_algorithms = [
+                *(ASYMMETRIC_ALGORITHMS if self.better_auth_jwks_url else ()),
+                *((HS256,) if self.better_auth_secret else ()),
+            ]
+        unknown = set(self.jwt_algorithms) - SUPPORTED_ALGORITHMS
+        if unknown:
+            raise ValueError(
+                f"JWT_ALGORITHMS has unsupported {', '.join(sorted(unknown))}; "
+                f"choose from {', '.join(sorted(SUPPORTED_ALGORITHMS))}"
+            )
+        if HS256 in self.jwt_algorithms and self.better_auth_secret is None:
+            raise ValueError("JWT_ALGORITHMS includes HS256, which needs BETTER_AUTH_SECRET")
+        if set(self.jwt_algorithms) - {HS256} and self.better_auth_jwks_url is None:
+            raise ValueError("JWT_ALGORITHMS includes asymmetric algorithms, which need BETTER_AUTH_URL")
+        return self
+
 
 def describe_validation_error(error: ValidationError) -> str:
     """One line per bad setting, naming the variable and never its value."""
     lines = []
     for item in error.errors(include_input=False, include_url=False):
-        variable = "_".join(str(part) for part in item["loc"]).upper() or "settings"
+        variable = "_".join(str(part) for part in item["loc"]).upper()
         message = str(item["msg"]).removeprefix("Value error, ")
         if item["type"] == "missing":
             message = "is required but not set"
-        lines.append(f"configuration error: {variable} {message}")
+        # Errors spanning several settings name them in the message itself.
+        lines.append(
+            f"configuration error: {variable} {message}" if variable else f"configuration error: {message}"
+        )
     return "\n".join(lines)
 
 

@@ -7,9 +7,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.db import get_session
-from backend.errors import Forbidden, NotAuthenticated
+from backend.errors import Forbidden, NotAuthenticated, ServiceUnavailable
 from backend.models import USER_ID_MAX_LENGTH
-from backend.security import InvalidTokenError, TokenClaims, TokenVerifier
+from backend.security import InvalidTokenError, KeySetUnavailableError, TokenClaims, TokenVerifier
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
@@ -33,9 +33,12 @@ async def get_token_claims(
         )
     verifier: TokenVerifier = request.app.state.token_verifier
     try:
-        return verifier.verify(credentials.credentials)
+        return await verifier.verify(credentials.credentials)
     except InvalidTokenError as error:
         raise NotAuthenticated(str(error), token_sent=True) from None
+    except KeySetUnavailableError:
+        # Not the client's fault, and not a verdict on the token: retry later.
+        raise ServiceUnavailable("Better Auth's key server (JWKS) is unreachable; retry shortly") from None
 
 
 UserIdPath = Annotated[

@@ -15,7 +15,7 @@ from backend.db import create_engine, create_sessionmaker
 from backend.errors import PROBLEM_JSON, install_error_handlers, problem_responses
 from backend.request_log import RequestLogMiddleware
 from backend.routes import tasks
-from backend.security import TokenVerifier
+from backend.security import JwksCache, TokenVerifier
 
 DESCRIPTION = """
 Tasks for a multi-user todo app whose users sign in with Better Auth.
@@ -30,10 +30,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     engine = create_engine(settings.async_database_url)
 
+    jwks = (
+        JwksCache(
+            url=settings.better_auth_jwks_url,
+            cache_seconds=settings.jwks_cache_seconds,
+            min_refresh_seconds=settings.jwks_min_refresh_seconds,
+            timeout_seconds=settings.jwks_timeout_seconds,
+        )
+        if settings.better_auth_jwks_url
+        else None
+    )
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         await engine.dispose()
+        if jwks is not None:
+            await jwks.aclose()
 
     app = FastAPI(
         title="Todo API",
@@ -46,7 +59,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.sessionmaker = create_sessionmaker(engine)
     app.state.token_verifier = TokenVerifier(
-        secret=settings.better_auth_secret.get_secret_value(),
+        algorithms=frozenset(settings.jwt_algorithms),
+        secret=settings.better_auth_secret.get_secret_value() if settings.better_auth_secret else None,
+        jwks=jwks,
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         leeway_seconds=settings.jwt_leeway_seconds,

@@ -1,21 +1,45 @@
-"""Token verification: pure functions, no web framework.
+"""Token verification: pure logic and key sources, no web framework.
 
-The algorithm allow-list and the key come from configuration; the token's own
-`alg` header is only checked against them, never trusted to choose the key.
+Two key sources: the shared HS256 secret, and Better Auth's JWKS (EdDSA, ES256,
+RS256, PS256, ES512). The configured algorithm allow-list and the key's own
+type decide what is accepted; the token's `alg` header is only checked against
+them, never trusted to choose a kind of key.
 """
 
-from dataclasses import dataclass
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import httpx
 import jwt
 
 from backend.models import EMAIL_MAX_LENGTH, NAME_MAX_LENGTH, USER_ID_MAX_LENGTH
 
+logger = logging.getLogger("backend.security")
+
 HS256 = "HS256"
+
+# The asymmetric algorithms accepted (Better Auth's jwt plugin signs with EdDSA by
+# default), each with the key it may be verified with: (kty, allowed crv or None for any).
+KEY_TYPE_FOR_ALGORITHM: dict[str, tuple[str, frozenset[str] | None]] = {
+    "EdDSA": ("OKP", frozenset({"Ed25519", "Ed448"})),
+    "ES256": ("EC", frozenset({"P-256"})),
+    "RS256": ("RSA", None),
+    "PS256": ("RSA", None),
+    "ES512": ("EC", frozenset({"P-521"})),
+}
 
 
 class InvalidTokenError(Exception):
     """The token cannot be trusted. The message is safe to show to the client."""
+
+
+class KeySetUnavailableError(Exception):
+    """No verification key can be had: the JWKS endpoint is unreachable and nothing is cached."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,24 +52,153 @@ class TokenClaims:
 
 
 @dataclass(frozen=True, slots=True)
+class VerificationKey:
+    """One JWKS entry, parsed once and kept with what it may verify."""
+
+    kid: str
+    kty: str
+    crv: str | None
+    alg: str | None
+    key: Any
+
+    def can_verify(self, algorithm: str) -> bool:
+        if self.alg is not None and self.alg != algorithm:
+            return False
+        kty, curves = KEY_TYPE_FOR_ALGORITHM[algorithm]
+        return self.kty == kty and (curves is None or self.crv in curves)
+
+
+def parse_jwks(document: object) -> dict[str, VerificationKey]:
+    """The usable keys of a JWKS document, by `kid`; unusable entries are skipped."""
+    entries = document.get("keys") if isinstance(document, Mapping) else None
+    if not isinstance(entries, list):
+        raise ValueError("not a JWKS document (no 'keys' list)")
+    keys: dict[str, VerificationKey] = {}
+    for entry in entries:
+        if not isinstance(entry, dict) or not isinstance(entry.get("kid"), str):
+            continue
+        if entry.get("use") not in (None, "sig"):
+            continue
+        try:
+            key = jwt.PyJWK(entry).key
+        except (jwt.PyJWKError, jwt.InvalidKeyError, ValueError, TypeError) as error:
+            logger.warning(
+                "skipping a JWKS key that cannot be used", extra={"kid": entry["kid"], "error": str(error)}
+            )
+            continue
+        keys[entry["kid"]] = VerificationKey(
+            kid=entry["kid"], kty=str(entry.get("kty")), crv=entry.get("crv"), alg=entry.get("alg"), key=key
+        )
+    return keys
+
+
+@dataclass
+class JwksCache:
+    """Better Auth's public keys, shared by every request of the process.
+
+    Keys are kept for `cache_seconds`, and refetched at once for an unknown
+    `kid`, but never more often than every `min_refresh_seconds`, so junk `kid`s
+    cannot make us hammer Better Auth. A failed refresh keeps the keys we have:
+    an outage of Better Auth does not log everyone out.
+    """
+
+    url: str
+    cache_seconds: float = 300
+    min_refresh_seconds: float = 30
+    timeout_seconds: float = 3
+    fetches: int = 0
+    _keys: dict[str, VerificationKey] = field(default_factory=dict)
+    _fetched_at: float | None = None
+    _attempted_at: float | None = None
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _client: httpx.AsyncClient | None = None
+
+    async def get(self, kid: str) -> VerificationKey | None:
+        if self._is_stale():
+            await self._refresh()
+        key = self._keys.get(kid)
+        if key is None:
+            await self._refresh()
+            key = self._keys.get(kid)
+        if key is None and self._fetched_at is None:
+            raise KeySetUnavailableError(f"the JWKS at {self.url} could not be fetched")
+        return key
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+    def _is_stale(self) -> bool:
+        return self._fetched_at is None or time.monotonic() - self._fetched_at >= self.cache_seconds
+
+    def _may_fetch(self) -> bool:
+        return self._attempted_at is None or time.monotonic() - self._attempted_at >= self.min_refresh_seconds
+
+    async def _refresh(self) -> None:
+        if not self._may_fetch():
+            return
+        async with self._lock:
+            # Whoever held the lock may have just fetched: one fetch serves all waiters.
+            if not self._may_fetch():
+                return
+            self._attempted_at = time.monotonic()
+            self.fetches += 1
+            try:
+                keys = parse_jwks(await self._download())
+            except (httpx.HTTPError, ValueError) as error:
+                logger.warning(
+                    "JWKS refresh failed; keeping the cached keys",
+                    extra={"url": self.url, "error": type(error).__name__, "cached_keys": len(self._keys)},
+                )
+                return
+            self._keys, self._fetched_at = keys, time.monotonic()
+            logger.info("JWKS refreshed", extra={"url": self.url, "keys": len(keys)})
+
+    async def _download(self) -> object:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self.timeout_seconds, follow_redirects=False)
+        response = await self._client.get(self.url, headers={"Accept": "application/json"})
+        response.raise_for_status()
+        return response.json()
+
+
+@dataclass
 class TokenVerifier:
-    secret: str
+    algorithms: frozenset[str]
+    secret: str | None = None
+    jwks: JwksCache | None = None
     issuer: str | None = None
     audience: str | None = None
     leeway_seconds: int = 30
 
-    def verify(self, token: str) -> TokenClaims:
+    async def verify(self, token: str) -> TokenClaims:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
             raise InvalidTokenError("the token is malformed") from None
-        if header.get("alg") != HS256:
+        algorithm = header.get("alg")
+        if not isinstance(algorithm, str) or algorithm not in self.algorithms:
             raise InvalidTokenError("the token's algorithm is not accepted")
+        key = self.secret if algorithm == HS256 else await self._public_key(header, algorithm)
+        return self._decode(token, key, algorithm)
+
+    async def _public_key(self, header: Mapping[str, Any], algorithm: str) -> Any:
+        kid = header.get("kid")
+        if self.jwks is None or not isinstance(kid, str) or not kid:
+            raise InvalidTokenError("the token names no signing key ('kid')")
+        key = await self.jwks.get(kid)
+        if key is None:
+            raise InvalidTokenError("the token's signing key is not known")
+        if not key.can_verify(algorithm):
+            raise InvalidTokenError("the token's algorithm does not match its signing key")
+        return key.key
+
+    def _decode(self, token: str, key: Any, algorithm: str) -> TokenClaims:
         try:
             payload = jwt.decode(
                 token,
-                self.secret,
-                algorithms=[HS256],
+                key,
+                algorithms=[algorithm],
                 issuer=self.issuer,
                 audience=self.audience,
                 leeway=self.leeway_seconds,

@@ -1,14 +1,14 @@
 """Settings: URLs as users paste them, and start-up errors that name the variable in one line."""
 
 import os
-import subprocess
-import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from backend.config import Settings, async_database_url, describe_validation_error
+from backend.cli import main
+from backend.config import Settings, async_database_url, describe_validation_error, get_settings
 
 SECRET = "s" * 40
 
@@ -53,46 +53,110 @@ def test_cors_origins_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> No
     assert settings.cors_origins == ["https://app.example", "http://localhost:3000"]
 
 
-def run_cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    clean = {
-        key: value for key, value in os.environ.items() if key not in {"BETTER_AUTH_SECRET", "DATABASE_URL"}
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "backend.cli", *args],
-        env={**clean, **env},
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Any:
+    """Runs `todo-api` in-process, in an empty directory, with only the given settings."""
+
+    def run(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+        for variable in list(os.environ):
+            if variable.startswith(("BETTER_AUTH_", "JWT_", "JWKS_", "DATABASE_", "LOG_", "CORS_")):
+                monkeypatch.delenv(variable)
+        for variable, value in env.items():
+            monkeypatch.setenv(variable, value)
+        monkeypatch.chdir(tmp_path)
+        get_settings.cache_clear()
+        try:
+            code = main(list(args))
+        finally:
+            get_settings.cache_clear()
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
 
 
 @pytest.mark.parametrize(
     ("env", "variable", "message"),
     [
-        ({}, "BETTER_AUTH_SECRET", "is required but not set"),
+        ({}, "BETTER_AUTH_URL", "or BETTER_AUTH_SECRET for HS256 tokens, must be set"),
         ({"BETTER_AUTH_SECRET": "short-and-secret"}, "BETTER_AUTH_SECRET", "at least 32 characters"),
         ({"BETTER_AUTH_SECRET": SECRET, "JWT_LEEWAY_SECONDS": "soon"}, "JWT_LEEWAY_SECONDS", "integer"),
         ({"BETTER_AUTH_SECRET": SECRET, "LOG_LEVEL": "loud"}, "LOG_LEVEL", "'info'"),
         ({"BETTER_AUTH_SECRET": SECRET, "DATABASE_URL": "mysql://x/y"}, "DATABASE_URL", "not supported"),
+        ({"BETTER_AUTH_URL": "localhost:3000"}, "BETTER_AUTH_URL", "http:// or https://"),
+        ({"BETTER_AUTH_SECRET": SECRET, "JWT_ALGORITHMS": "HS512"}, "JWT_ALGORITHMS", "unsupported HS512"),
+        (
+            {"BETTER_AUTH_URL": "http://localhost:3000", "JWT_ALGORITHMS": "HS256"},
+            "JWT_ALGORITHMS",
+            "needs BETTER_AUTH_SECRET",
+        ),
+        ({"BETTER_AUTH_SECRET": SECRET, "JWT_ALGORITHMS": "EdDSA"}, "JWT_ALGORITHMS", "need BETTER_AUTH_URL"),
     ],
 )
 def test_a_bad_setting_stops_start_up_with_one_line(
-    tmp_path: Path, env: dict[str, str], variable: str, message: str
+    cli: Any, env: dict[str, str], variable: str, message: str
 ) -> None:
-    result = run_cli("serve", "--port", "0", env=env, cwd=tmp_path)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(f"configuration error: {variable} ")
+    code, _, stderr = cli("serve", "--port", "0", env=env)
+    assert code == 2
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("configuration error: ")
+    assert variable in lines[0]
     assert message in lines[0]
-    assert "Traceback" not in result.stderr
-    assert "short-and-secret" not in result.stderr
+    assert "Traceback" not in stderr
+    assert "short-and-secret" not in stderr
 
 
-def test_settings_are_read_from_a_dotenv_file(tmp_path: Path) -> None:
+def settings_from(**values: str) -> Settings:
+    return Settings(_env_file=None, **values)  # type: ignore[arg-type]
+
+
+def test_better_auth_url_implies_jwks_issuer_audience_and_algorithms() -> None:
+    settings = settings_from(better_auth_url="https://app.example.com/")
+    assert settings.better_auth_jwks_url == "https://app.example.com/api/auth/jwks"
+    assert settings.jwt_issuer == settings.jwt_audience == "https://app.example.com"
+    assert settings.jwt_algorithms == ["EdDSA", "ES256", "RS256", "PS256", "ES512"]
+
+
+def test_issuer_is_the_origin_of_a_base_url_with_a_path() -> None:
+    settings = settings_from(better_auth_url="http://localhost:3000/auth")
+    assert settings.jwt_issuer == "http://localhost:3000"
+    assert settings.better_auth_jwks_url == "http://localhost:3000/auth/api/auth/jwks"
+
+
+def test_secret_and_url_together_accept_both_kinds() -> None:
+    settings = settings_from(better_auth_url="http://localhost:3000", better_auth_secret=SECRET)
+    assert settings.jwt_algorithms == ["EdDSA", "ES256", "RS256", "PS256", "ES512", "HS256"]
+
+
+def test_explicit_values_win_over_derived_ones() -> None:
+    settings = settings_from(
+        better_auth_url="http://localhost:3000",
+        better_auth_jwks_url="https://keys.example/jwks.json",
+        jwt_issuer="https://issuer.example",
+        jwt_audience="todo-api",
+        jwt_algorithms="EdDSA",
+    )
+    assert settings.better_auth_jwks_url == "https://keys.example/jwks.json"
+    assert (settings.jwt_issuer, settings.jwt_audience) == ("https://issuer.example", "todo-api")
+    assert settings.jwt_algorithms == ["EdDSA"]
+
+
+def test_a_secret_alone_accepts_only_hs256() -> None:
+    settings = settings_from(better_auth_secret=SECRET)
+    assert settings.jwt_algorithms == ["HS256"]
+    assert settings.better_auth_jwks_url is None
+    assert settings.jwt_issuer is None
+
+
+def test_settings_are_read_from_a_dotenv_file(cli: Any, tmp_path: Path) -> None:
     (tmp_path / ".env").write_text(f"BETTER_AUTH_SECRET={SECRET}\n")
-    result = run_cli("token", "--user-id", "alice", env={}, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.count(".") == 2
+    code, stdout, stderr = cli("token", "--user-id", "alice", env={})
+    assert code == 0, stderr
+    assert stdout.strip().count(".") == 2
+
+
+def test_token_needs_the_secret(cli: Any) -> None:
+    code, _, stderr = cli("token", "--user-id", "alice", env={"BETTER_AUTH_URL": "http://localhost:3000"})
+    assert code == 2
+    assert "BETTER_AUTH_SECRET" in stderr
