@@ -11,6 +11,13 @@ PYTHON ?= python3
 UV := $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 RUN := $(UV) run --frozen --no-sync
 
+# The real Better Auth the interop tests run against, installed from its lock file
+# when npm is here (without it those tests skip, or fail under CI=true).
+HARNESS := tests/interop/better_auth
+ifneq ($(shell command -v npm 2>/dev/null),)
+INTEROP_DEPS := $(HARNESS)/node_modules/.installed
+endif
+
 .PHONY: help run test lint format typecheck pytest migrate clean
 
 help:
@@ -27,6 +34,10 @@ $(CURDIR)/.tools/bin/uv:
 # The environment, exactly as uv.lock pins it.
 .venv/.synced: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen
+	@touch $@
+
+$(HARNESS)/node_modules/.installed: $(HARNESS)/package.json $(HARNESS)/package-lock.json
+	cd $(HARNESS) && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
 # A fresh secret for local use; never committed (.gitignore).
@@ -51,7 +62,7 @@ lint: .venv/.synced
 typecheck: .venv/.synced
 	$(RUN) mypy
 
-pytest: .venv/.synced
+pytest: .venv/.synced $(INTEROP_DEPS)
 	$(RUN) pytest $(PYTEST_ARGS)
 
 format: .venv/.synced

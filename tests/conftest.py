@@ -8,7 +8,7 @@ Without PostgreSQL those cases skip, saying why; with CI=true they fail.
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 from alembic import command
+from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient, Response
 from psycopg import sql
 from sqlalchemy.engine import make_url
@@ -111,20 +112,35 @@ def settings(database_url: str) -> Settings:
     return make_settings(database_url)
 
 
-@pytest.fixture
-async def app(settings: Settings) -> AsyncIterator[Any]:
+@asynccontextmanager
+async def running_app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """The app on `settings`; afterwards its tables are emptied and its connections closed."""
     application = create_app(settings)
-    yield application
-    # Each test starts from empty tables.
-    async with application.state.engine.begin() as connection:
-        await connection.exec_driver_sql("DELETE FROM tasks")
-        await connection.exec_driver_sql("DELETE FROM users")
-    await application.state.engine.dispose()
+    try:
+        yield application
+    finally:
+        # Each test starts from empty tables.
+        async with application.state.engine.begin() as connection:
+            await connection.exec_driver_sql("DELETE FROM tasks")
+            await connection.exec_driver_sql("DELETE FROM users")
+        await application.state.engine.dispose()
+        if application.state.token_verifier.jwks is not None:
+            await application.state.token_verifier.jwks.aclose()
+
+
+def http_client(app: FastAPI) -> AsyncClient:
+    return AsyncClient(transport=ASGITransport(app=app), base_url="http://testserver")
 
 
 @pytest.fixture
-async def client(app: Any) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(transport=ASGITransport(app=app), base_url="http://testserver") as http:
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    async with running_app(settings) as application:
+        yield application
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[AsyncClient]:
+    async with http_client(app) as http:
         yield http
 
 
