@@ -78,6 +78,10 @@ class Settings(DatabaseSettings):
     jwks_timeout_seconds: float = Field(default=3, gt=0, le=30)
     cors_origins: Annotated[list[str], NoDecode] = ["http://localhost:3000"]
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
+    docs_enabled: bool = True
+    max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    database_timeout_seconds: float = Field(default=5, gt=0, le=60)
+    request_timeout_seconds: float = Field(default=15, gt=0, le=300)
 
     @field_validator("better_auth_secret")
     @classmethod

@@ -8,13 +8,12 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-# Seconds to wait for a connection, so an unreachable database becomes a 503, not a hang.
-CONNECT_TIMEOUT_SECONDS = 5
 
-
-def create_engine(url: URL) -> AsyncEngine:
+def create_engine(url: URL, *, timeout_seconds: float = 5) -> AsyncEngine:
+    """`timeout_seconds` bounds connecting and waiting for a pooled connection (or, on
+    SQLite, for the write lock), so an unreachable database becomes a 503, not a hang."""
     if url.get_backend_name() == "sqlite":
-        engine = create_async_engine(url, connect_args={"timeout": CONNECT_TIMEOUT_SECONDS})
+        engine = create_async_engine(url, connect_args={"timeout": timeout_seconds})
         event.listen(engine.sync_engine, "connect", _configure_sqlite)
         return engine
     return create_async_engine(
@@ -23,8 +22,9 @@ def create_engine(url: URL) -> AsyncEngine:
         # connections: check a connection before use and recycle it before then.
         pool_pre_ping=True,
         pool_recycle=240,
-        pool_timeout=CONNECT_TIMEOUT_SECONDS,
-        connect_args={"connect_timeout": CONNECT_TIMEOUT_SECONDS},
+        pool_timeout=timeout_seconds,
+        # libpq takes whole seconds; it also bounds the TCP handshake and TLS.
+        connect_args={"connect_timeout": max(1, round(timeout_seconds))},
     )
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import text
 from backend.config import Settings, get_settings
 from backend.db import create_engine, create_sessionmaker
 from backend.errors import PROBLEM_JSON, install_error_handlers, problem_responses
+from backend.middleware import BodyLimitMiddleware, DeadlineMiddleware, SecurityHeadersMiddleware
 from backend.request_log import RequestLogMiddleware
 from backend.routes import tasks
 from backend.security import JwksCache, TokenVerifier
@@ -28,7 +29,7 @@ path's `user_id` must be the token's `sub`. Errors are `application/problem+json
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    engine = create_engine(settings.async_database_url)
+    engine = create_engine(settings.async_database_url, timeout_seconds=settings.database_timeout_seconds)
 
     jwks = (
         JwksCache(
@@ -54,6 +55,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=version("todo-api"),
         lifespan=lifespan,
         separate_input_output_schemas=False,
+        docs_url="/docs" if settings.docs_enabled else None,
+        redoc_url="/redoc" if settings.docs_enabled else None,
+        openapi_url="/openapi.json" if settings.docs_enabled else None,
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -75,6 +79,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
         expose_headers=["Location", "Link", "X-Total-Count", "X-Request-ID"],
     )
+    app.add_middleware(DeadlineMiddleware, seconds=settings.request_timeout_seconds)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(SecurityHeadersMiddleware)
     # Outermost, so the line is written even for requests the inner layers reject.
     app.add_middleware(RequestLogMiddleware)
 
