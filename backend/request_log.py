@@ -14,7 +14,12 @@ logger = logging.getLogger("backend.access")
 # A client's request id is echoed into logs and headers: accept only a plain token.
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Attributes every LogRecord has; anything else was passed in `extra` and belongs in the line.
-_RECORD_ATTRIBUTES = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime"}
+# (uvicorn adds `color_message`, a copy of the message with terminal colours.)
+_RECORD_ATTRIBUTES = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+    "color_message",
+}
 
 
 class JsonFormatter(logging.Formatter):

@@ -31,7 +31,7 @@ async def test_a_chunked_body_over_the_limit_is_413(alice: Caller) -> None:
 
     async def chunks() -> AsyncIterator[bytes]:
         nonlocal sent
-        for _ in range(64):  # 64 × 8 KiB = 512 KiB, with no Content-Length
+        for _ in range(64):  # 64 x 8 KiB = 512 KiB, with no Content-Length
             sent += 1
             yield b" " * 8192
 

@@ -1,0 +1,106 @@
+"""Real server processes: `todo-api migrate`, `todo-api token` and `todo-api serve`, as a user runs them."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import SECRET
+
+# The entry point installed beside this interpreter, as `make` installs it.
+TODO_API = str(Path(sys.executable).parent / "todo-api")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def server_env(database_url: str, **settings: str) -> dict[str, str]:
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("BETTER_AUTH_", "JWT_", "JWKS_"))}
+    return {**inherited, "DATABASE_URL": database_url, "BETTER_AUTH_SECRET": SECRET, **settings}
+
+
+def cli(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(
+        [TODO_API, *args], env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    return result.stdout.strip()
+
+
+@dataclass
+class Server:
+    base_url: str
+    env: dict[str, str]
+    process: "subprocess.Popen[str]"
+    log_path: Path
+
+    def token(self, user_id: str, *extra: str) -> str:
+        return cli(self.env, "token", "--user-id", user_id, *extra)
+
+    def log_lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.log_path.read_text().splitlines() if line.startswith("{")]
+
+    def stop(self, timeout: float = 15) -> bool:
+        """SIGTERM, then wait; True if the server shut down cleanly.
+
+        uvicorn re-raises the signal once its graceful shutdown is done, so a
+        clean exit is status -SIGTERM (or 0) after "Application shutdown complete".
+        """
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        shut_down = any(line.get("message") == "Application shutdown complete." for line in self.log_lines())
+        return shut_down and self.process.returncode in (0, -signal.SIGTERM)
+
+
+@contextmanager
+def running_server(env: dict[str, str], log_path: Path, *args: str) -> Iterator[Server]:
+    """`todo-api serve` on a free port, ready to answer; stopped with SIGTERM afterwards."""
+    port = free_port()
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [TODO_API, "serve", "--host", "127.0.0.1", "--port", str(port), *args],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=log_path.parent,
+        )
+    server = Server(f"http://127.0.0.1:{port}", env, process, log_path)
+    try:
+        wait_until_ready(server)
+        yield server
+    finally:
+        server.stop()
+
+
+def wait_until_ready(server: Server, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            pytest.fail(f"server exited early:\n{server.log_path.read_text()}")
+        try:
+            if httpx.get(f"{server.base_url}/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"server did not become ready:\n{server.log_path.read_text()}")
