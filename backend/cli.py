@@ -62,6 +62,9 @@ def _serve(host: str, port: int, workers: int, reload: bool) -> int:
         log_level=settings.log_level,
         access_log=False,  # replaced by our own line per request
         proxy_headers=True,
+        # On SIGTERM: stop accepting, let in-flight requests finish (none outlives
+        # the request deadline), then close the pool in the lifespan.
+        timeout_graceful_shutdown=settings.request_timeout_seconds + 5,
     )
     return 0
 

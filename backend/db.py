@@ -24,7 +24,11 @@ def create_engine(url: URL, *, timeout_seconds: float = 5) -> AsyncEngine:
         pool_recycle=240,
         pool_timeout=timeout_seconds,
         # libpq takes whole seconds; it also bounds the TCP handshake and TLS.
-        connect_args={"connect_timeout": max(1, round(timeout_seconds))},
+        connect_args={
+            "connect_timeout": max(1, round(timeout_seconds)),
+            # Names our connections in pg_stat_activity (and Neon's console).
+            "application_name": "todo-api",
+        },
     )
 
 

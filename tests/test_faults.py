@@ -152,7 +152,7 @@ async def test_a_cut_in_the_middle_of_writes_leaves_no_partial_state(setup: Setu
                     unacknowledged.add(title)
 
             async def cut_soon() -> None:
-                await asyncio.sleep(random.uniform(0.0, 0.05))  # noqa: S311
+                await asyncio.sleep(random.uniform(0.0, 0.05))
                 setup.proxy.cut()
                 await asyncio.sleep(0.3)
                 setup.proxy.restore()
@@ -194,7 +194,7 @@ async def test_mixed_load_with_two_cuts_loses_nothing_acknowledged(setup: Setup)
 
     async def client_loop(user: str, http: httpx.AsyncClient) -> None:
         auth = {"Authorization": f"Bearer {tokens[user]}"}
-        rng = random.Random(user)  # noqa: S311
+        rng = random.Random(user)
         serial = 0
         while not stop.is_set():
             serial += 1
