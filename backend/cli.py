@@ -1,6 +1,7 @@
 """`todo-api`: serve the API, migrate the database, mint a development token."""
 
 import argparse
+import math
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
@@ -64,7 +65,7 @@ def _serve(host: str, port: int, workers: int, reload: bool) -> int:
         proxy_headers=True,
         # On SIGTERM: stop accepting, let in-flight requests finish (none outlives
         # the request deadline), then close the pool in the lifespan.
-        timeout_graceful_shutdown=settings.request_timeout_seconds + 5,
+        timeout_graceful_shutdown=math.ceil(settings.request_timeout_seconds) + 5,
     )
     return 0
 
