@@ -82,6 +82,9 @@ class Settings(DatabaseSettings):
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     database_timeout_seconds: float = Field(default=5, gt=0, le=60)
     request_timeout_seconds: float = Field(default=15, gt=0, le=300)
+    rate_limit_per_second: float | None = Field(default=None, gt=0)
+    rate_limit_burst: int | None = Field(default=None, ge=1)
+    redis_url: str | None = None
 
     @field_validator("better_auth_secret")
     @classmethod

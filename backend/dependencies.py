@@ -7,8 +7,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from backend.db import get_session
-from backend.errors import Forbidden, NotAuthenticated, ServiceUnavailable
+from backend.errors import Forbidden, NotAuthenticated, ServiceUnavailable, TooManyRequests
 from backend.models import USER_ID_MAX_LENGTH
+from backend.rate_limit import RateLimiter
 from backend.security import InvalidTokenError, KeySetUnavailableError, TokenClaims, TokenVerifier
 
 SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
@@ -52,8 +53,17 @@ UserIdPath = Annotated[
 ]
 
 
+async def get_rate_limited_claims(
+    request: Request, claims: Annotated[TokenClaims, Depends(get_token_claims)]
+) -> TokenClaims:
+    limiter: RateLimiter | None = request.app.state.rate_limiter
+    if limiter is not None and (wait := await limiter.wait_seconds(claims.subject)) > 0:
+        raise TooManyRequests(wait)
+    return claims
+
+
 async def get_current_user(
-    user_id: UserIdPath, claims: Annotated[TokenClaims, Depends(get_token_claims)]
+    user_id: UserIdPath, claims: Annotated[TokenClaims, Depends(get_rate_limited_claims)]
 ) -> TokenClaims:
     # A 403, not a 404: the caller is known and the path is plainly not theirs,
     # so saying so leaks nothing and helps a client with a wrong id.

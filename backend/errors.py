@@ -1,6 +1,7 @@
 """Every error the API returns is RFC 9457 `application/problem+json`, rendered here."""
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from types import MappingProxyType
@@ -64,6 +65,16 @@ class Forbidden(ProblemError):
 
 class NotFound(ProblemError):
     status = HTTPStatus.NOT_FOUND
+
+
+class TooManyRequests(ProblemError):
+    status = HTTPStatus.TOO_MANY_REQUESTS
+
+    def __init__(self, retry_after_seconds: float) -> None:
+        seconds = max(1, math.ceil(retry_after_seconds))
+        super().__init__(
+            f"rate limit exceeded for this user; retry in {seconds} s", headers={"Retry-After": str(seconds)}
+        )
 
 
 class ServiceUnavailable(ProblemError):

@@ -14,6 +14,7 @@ from backend.config import Settings, get_settings
 from backend.db import create_engine, create_sessionmaker
 from backend.errors import PROBLEM_JSON, install_error_handlers, problem_responses
 from backend.middleware import BodyLimitMiddleware, DeadlineMiddleware, SecurityHeadersMiddleware
+from backend.rate_limit import create_rate_limiter
 from backend.request_log import RequestLogMiddleware
 from backend.routes import tasks
 from backend.security import JwksCache, TokenVerifier
@@ -42,12 +43,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else None
     )
 
+    rate_limiter = create_rate_limiter(
+        settings.rate_limit_per_second, settings.rate_limit_burst, settings.redis_url
+    )
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         await engine.dispose()
         if jwks is not None:
             await jwks.aclose()
+        if rate_limiter is not None:
+            await rate_limiter.aclose()
 
     app = FastAPI(
         title="Todo API",
@@ -62,6 +69,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.sessionmaker = create_sessionmaker(engine)
+    app.state.rate_limiter = rate_limiter
     app.state.token_verifier = TokenVerifier(
         algorithms=frozenset(settings.jwt_algorithms),
         secret=settings.better_auth_secret.get_secret_value() if settings.better_auth_secret else None,

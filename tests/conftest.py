@@ -8,6 +8,7 @@ Without PostgreSQL those cases skip, saying why; with CI=true they fail.
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,7 +89,18 @@ def fresh_database(backend: str, directory: Path) -> Iterator[str]:
 
 
 def migrate(url: str, revision: str = "head") -> None:
-    command.upgrade(alembic_config(url), revision)
+    # In a thread of its own: Alembic's env.py runs its own event loop, and
+    # anyio may already be running one in this thread.
+    with ThreadPoolExecutor(max_workers=1) as thread:
+        thread.submit(command.upgrade, alembic_config(url), revision).result()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL database of this test's own, migrated; for tests about PostgreSQL itself."""
+    with fresh_postgres_database() as url:
+        migrate(url)
+        yield url
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

@@ -3,7 +3,6 @@
 import asyncio
 import re
 import signal
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -13,18 +12,11 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from backend.security import issue_token
-from tests.conftest import SECRET, fresh_postgres_database, migrate
+from tests.conftest import SECRET
 from tests.faults import fault_proxy
 from tests.processes import running_server, server_env
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def postgres_url() -> Iterator[str]:
-    with fresh_postgres_database() as url:
-        migrate(url)
-        yield url
 
 
 def our_connections(database_url: str) -> int:

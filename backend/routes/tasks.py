@@ -26,7 +26,7 @@ MAX_OFFSET = 1_000_000_000
 router = APIRouter(
     prefix="/api/{user_id}/tasks",
     tags=["tasks"],
-    responses=problem_responses(401, 403, 422, 500, 503),
+    responses=problem_responses(401, 403, 413, 422, 429, 500, 503),
 )
 
 TaskId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The task's id.", examples=[42])]
