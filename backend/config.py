@@ -85,6 +85,8 @@ class Settings(DatabaseSettings):
     rate_limit_per_second: float | None = Field(default=None, gt=0)
     rate_limit_burst: int | None = Field(default=None, ge=1)
     redis_url: str | None = None
+    metrics_enabled: bool = False
+    metrics_token: SecretStr | None = None
 
     @field_validator("better_auth_secret")
     @classmethod

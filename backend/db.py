@@ -1,12 +1,15 @@
 """The engine, and the session each request gets."""
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from sqlalchemy import event
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+if TYPE_CHECKING:
+    from backend.metrics import Metrics
 
 
 def create_engine(url: URL, *, timeout_seconds: float = 5) -> AsyncEngine:
@@ -54,7 +57,15 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     sent and a 2xx always means the change is stored.
     """
     sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    metrics: Metrics | None = request.app.state.metrics
     async with sessionmaker() as session:
+        if metrics is not None:
+            # Take the connection now, to count the requests queueing for one.
+            metrics.pool_waiting.inc()
+            try:
+                await session.connection()
+            finally:
+                metrics.pool_waiting.dec()
         try:
             yield session
         except BaseException:

@@ -13,6 +13,7 @@ from sqlalchemy import text
 from backend.config import Settings, get_settings
 from backend.db import create_engine, create_sessionmaker
 from backend.errors import PROBLEM_JSON, install_error_handlers, problem_responses
+from backend.metrics import Metrics, metrics_endpoint
 from backend.middleware import BodyLimitMiddleware, DeadlineMiddleware, SecurityHeadersMiddleware
 from backend.rate_limit import create_rate_limiter
 from backend.request_log import RequestLogMiddleware
@@ -70,6 +71,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.sessionmaker = create_sessionmaker(engine)
     app.state.rate_limiter = rate_limiter
+    app.state.metrics = Metrics(engine, jwks) if settings.metrics_enabled else None
+    app.state.metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
     app.state.token_verifier = TokenVerifier(
         algorithms=frozenset(settings.jwt_algorithms),
         secret=settings.better_auth_secret.get_secret_value() if settings.better_auth_secret else None,
@@ -91,7 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware)
     # Outermost, so the line is written even for requests the inner layers reject.
-    app.add_middleware(RequestLogMiddleware)
+    app.add_middleware(RequestLogMiddleware, metrics=app.state.metrics)
 
     app.include_router(tasks.router)
     app.add_api_route("/health", health, methods=["GET"], tags=["operations"], operation_id="health")
@@ -103,6 +106,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         operation_id="ready",
         responses=problem_responses(503),
     )
+    if settings.metrics_enabled:
+        app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
     app.openapi_schema = None
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -5,9 +5,12 @@ import logging
 import re
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from backend.metrics import Metrics
 
 logger = logging.getLogger("backend.access")
 
@@ -58,8 +61,9 @@ def logging_config(level: str) -> dict[str, Any]:
 class RequestLogMiddleware:
     """Logs method, route template (never the raw path or headers), status, duration and request id."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: "Metrics | None" = None) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -79,18 +83,21 @@ class RequestLogMiddleware:
         try:
             await self.app(scope, receive, send_with_request_id)
         finally:
-            route = scope.get("route")
+            seconds = time.perf_counter() - started
+            # The template, not the path: paths carry user ids.
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
             logger.info(
                 "request",
                 extra={
                     "method": scope["method"],
-                    # The template, not the path: paths carry user ids.
-                    "route": getattr(route, "path", None) or "unmatched",
+                    "route": route,
                     "status": status,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "duration_ms": round(seconds * 1000, 2),
                     "request_id": request_id,
                 },
             )
+            if self.metrics is not None:
+                self.metrics.observe(route, scope["method"], status, seconds)
 
 
 def _request_id(scope: Scope) -> str:

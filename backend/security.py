@@ -107,6 +107,7 @@ class JwksCache:
     min_refresh_seconds: float = 30
     timeout_seconds: float = 3
     fetches: int = 0
+    failures: int = 0
     _keys: dict[str, VerificationKey] = field(default_factory=dict)
     _fetched_at: float | None = None
     _attempted_at: float | None = None
@@ -146,6 +147,7 @@ class JwksCache:
             try:
                 keys = parse_jwks(await self._download())
             except (httpx.HTTPError, ValueError) as error:
+                self.failures += 1
                 logger.warning(
                     "JWKS refresh failed; keeping the cached keys",
                     extra={"url": self.url, "error": type(error).__name__, "cached_keys": len(self._keys)},

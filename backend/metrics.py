@@ -1,0 +1,93 @@
+"""Prometheus metrics: requests and latency by route template, the database pool, JWKS fetches."""
+
+import hmac
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from fastapi import Request, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.pool import QueuePool
+
+from backend.errors import NotAuthenticated
+
+if TYPE_CHECKING:
+    from backend.security import JwksCache
+
+# Milliseconds matter here: a task read takes a few.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    """One registry per app, so several apps (tests, workers) never share counters."""
+
+    def __init__(self, engine: AsyncEngine, jwks: "JwksCache | None") -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "todo_api_requests",
+            "HTTP requests answered, by route template, method and status.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "todo_api_request_duration_seconds",
+            "Time from receiving a request to finishing its response.",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.pool_waiting = Gauge(
+            "todo_api_db_pool_waiting",
+            "Requests waiting for a database connection from the pool.",
+            registry=self.registry,
+        )
+        self.registry.register(_StateCollector(engine, jwks))
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.requests.labels(route, method, str(status)).inc()
+        self.latency.labels(route, method).observe(seconds)
+
+
+class _StateCollector(Collector):
+    """Read at scrape time from the pool and the JWKS cache themselves."""
+
+    def __init__(self, engine: AsyncEngine, jwks: "JwksCache | None") -> None:
+        self.engine = engine
+        self.jwks = jwks
+
+    def collect(self) -> Iterator[Metric]:
+        pool = self.engine.sync_engine.pool
+        if isinstance(pool, QueuePool):
+            in_use = GaugeMetricFamily("todo_api_db_pool_in_use", "Database connections checked out.")
+            in_use.add_metric([], pool.checkedout())
+            yield in_use
+            size = GaugeMetricFamily("todo_api_db_pool_size", "Database connections the pool keeps open.")
+            size.add_metric([], pool.size())
+            yield size
+        if self.jwks is not None:
+            fetches = CounterMetricFamily(
+                "todo_api_jwks_fetches", "Fetches of Better Auth's JWKS, by outcome.", labels=["outcome"]
+            )
+            fetches.add_metric(["success"], self.jwks.fetches - self.jwks.failures)
+            fetches.add_metric(["failure"], self.jwks.failures)
+            yield fetches
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    """Prometheus metrics (enabled by METRICS_ENABLED; guarded by METRICS_TOKEN when set)."""
+    expected: str | None = request.app.state.metrics_token
+    if expected is not None:
+        sent = request.headers.get("authorization", "")
+        if not hmac.compare_digest(sent.encode(), f"Bearer {expected}".encode()):
+            raise NotAuthenticated("the metrics token is missing or wrong", token_sent=bool(sent))
+    metrics: Metrics = request.app.state.metrics
+    return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
