@@ -2,7 +2,8 @@
 
 import logging
 import math
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from http import HTTPStatus
 from types import MappingProxyType
 from typing import Any
@@ -14,6 +15,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 logger = logging.getLogger("backend.errors")
 
@@ -103,15 +105,36 @@ async def _problem_error(_request: Request, exc: Exception) -> JSONResponse:
     return problem_response(exc.status, exc.detail, headers=exc.headers)
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     # Starlette's own errors: unknown routes, 405s, and anything raised as HTTPException.
     assert isinstance(exc, StarletteHTTPException)
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+    headers = dict(exc.headers or {})
     if exc.status_code == HTTPStatus.NOT_FOUND and detail == "Not Found":
         detail = "no route matches this path"
     elif exc.status_code == HTTPStatus.METHOD_NOT_ALLOWED:
         detail = "this method is not allowed on this path"
-    return problem_response(exc.status_code, detail, headers=exc.headers)
+        # Starlette names only the first route matching the path; several share each path here.
+        headers["Allow"] = ", ".join(_allowed_methods(request))
+    elif exc.status_code == HTTPStatus.BAD_REQUEST and detail == "There was an error parsing the body":
+        detail = "the request body could not be read; send UTF-8 JSON"
+    return problem_response(exc.status_code, detail, headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    path = request.scope["path"]
+    index: list[tuple[re.Pattern[str], set[str]]] = request.app.state.route_methods
+    return sorted({method for pattern, methods in index if pattern.match(path) for method in methods})
+
+
+def index_route_methods(routes: Iterable[object]) -> list[tuple[re.Pattern[str], set[str]]]:
+    """Each route's path pattern with its methods, for the `Allow` header of a 405."""
+    index = []
+    for route in routes:
+        path, methods = getattr(route, "path", None), getattr(route, "methods", None)
+        if isinstance(path, str) and methods:
+            index.append((compile_path(path)[0], set(methods)))
+    return index
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:

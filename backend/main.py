@@ -12,7 +12,7 @@ from sqlalchemy import text
 
 from backend.config import Settings, get_settings
 from backend.db import create_engine, create_sessionmaker
-from backend.errors import PROBLEM_JSON, install_error_handlers, problem_responses
+from backend.errors import PROBLEM_JSON, index_route_methods, install_error_handlers, problem_responses
 from backend.metrics import Metrics, metrics_endpoint
 from backend.middleware import BodyLimitMiddleware, DeadlineMiddleware, SecurityHeadersMiddleware
 from backend.rate_limit import create_rate_limiter
@@ -108,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     if settings.metrics_enabled:
         app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
+    app.state.route_methods = index_route_methods([*tasks.router.routes, *app.router.routes])
     app.openapi_schema = None
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app

@@ -117,7 +117,7 @@ class TaskUpdate(RequestBody):
     completed: bool | SkipJsonSchema[None] = None
 
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"completed": True}, {"description": None}]},
+        json_schema_extra={"examples": [{"completed": True}, {"description": None}], "minProperties": 1},
     )
 
     @field_validator("title", "completed", mode="before")

@@ -24,6 +24,29 @@ async def test_wrong_method_is_a_405_problem_with_allow(client: AsyncClient) -> 
     assert response.headers["allow"] == "GET"
 
 
+async def test_405_allows_every_method_of_the_path(client: AsyncClient) -> None:
+    collection = await client.delete("/api/alice/tasks")
+    assert_problem(collection, 405)
+    assert collection.headers["allow"] == "GET, POST"
+    one = await client.post("/api/alice/tasks/1")
+    assert one.headers["allow"] == "DELETE, GET, PATCH, PUT"
+
+
+async def test_a_body_that_is_not_utf8_is_a_400_problem(client: AsyncClient) -> None:
+    from backend.security import issue_token
+    from tests.conftest import SECRET
+
+    response = await client.post(
+        "/api/alice/tasks",
+        content=b"\xff\xfe{",
+        headers={
+            "Authorization": f"Bearer {issue_token(SECRET, 'alice')}",
+            "Content-Type": "application/json",
+        },
+    )
+    assert "UTF-8" in assert_problem(response, 400)["detail"]
+
+
 async def test_health_needs_no_auth_and_no_database(client: AsyncClient) -> None:
     response = await client.get("/health")
     assert response.status_code == 200

@@ -31,6 +31,8 @@ router = APIRouter(
 
 TaskId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The task's id.", examples=[42])]
 not_found = problem_responses(404)
+# A body that is not UTF-8 cannot even be parsed: 400, not 422.
+with_body = problem_responses(400)
 
 
 def link_header(url: URL, *, total: int, limit: int, offset: int) -> str | None:
@@ -99,7 +101,8 @@ async def list_tasks(
     operation_id="createTask",
     status_code=status.HTTP_201_CREATED,
     responses={
-        201: {"headers": {"Location": {"description": "The new task's URL.", "schema": {"type": "string"}}}}
+        **with_body,
+        201: {"headers": {"Location": {"description": "The new task's URL.", "schema": {"type": "string"}}}},
     },
 )
 async def create_task(
@@ -117,7 +120,7 @@ async def get_task(task_id: TaskId, user: CurrentUser, session: SessionDep) -> T
     return TaskPublic.model_validate(await crud.get_task(session, user.subject, task_id))
 
 
-@router.put("/{task_id}", operation_id="replaceTask", responses=not_found)
+@router.put("/{task_id}", operation_id="replaceTask", responses={**not_found, **with_body})
 async def replace_task(
     task_id: TaskId, user: CurrentUser, session: SessionDep, body: TaskReplace
 ) -> TaskPublic:
@@ -125,7 +128,7 @@ async def replace_task(
     return TaskPublic.model_validate(await crud.replace_task(session, user.subject, task_id, body))
 
 
-@router.patch("/{task_id}", operation_id="updateTask", responses=not_found)
+@router.patch("/{task_id}", operation_id="updateTask", responses={**not_found, **with_body})
 async def update_task(
     task_id: TaskId, user: CurrentUser, session: SessionDep, body: TaskUpdate
 ) -> TaskPublic:
@@ -145,7 +148,7 @@ async def delete_task(task_id: TaskId, user: CurrentUser, session: SessionDep) -
     await crud.delete_task(session, user.subject, task_id)
 
 
-@router.patch("/{task_id}/complete", operation_id="setTaskCompletion", responses=not_found)
+@router.patch("/{task_id}/complete", operation_id="setTaskCompletion", responses={**not_found, **with_body})
 async def set_task_completion(
     task_id: TaskId,
     user: CurrentUser,
