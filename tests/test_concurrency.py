@@ -22,11 +22,11 @@ async def test_fifty_concurrent_toggles_keep_the_parity(alice: Caller, alice_tas
 
 
 async def test_concurrent_creates_all_persist_with_distinct_ids(alice: Caller) -> None:
-    responses = await asyncio.gather(*(alice.request("POST", json={"title": f"t{i}"}) for i in range(60)))
+    responses = await asyncio.gather(*(alice.request("POST", json={"title": f"t{i}"}) for i in range(100)))
 
-    assert [response.status_code for response in responses] == [201] * 60
+    assert [response.status_code for response in responses] == [201] * 100
     ids = {response.json()["id"] for response in responses}
-    assert len(ids) == 60
+    assert len(ids) == 100
     listed = await alice.request("GET", params={"limit": 500})
     assert {task["id"] for task in listed.json()} == ids
 
