@@ -74,9 +74,13 @@ class Task(SQLModel, table=True):
 
 # PostgreSQL text cannot hold NUL; refuse it here rather than fail in the database.
 NO_NUL = r"^[^\x00]*$"
+# A title has something besides whitespace (and no NUL): the schema says so to clients too.
+TITLE_PATTERN = r"^[^\x00]*[^\s\x00][^\x00]*$"
 Title = Annotated[
     str,
-    StringConstraints(strip_whitespace=True, min_length=1, max_length=TITLE_MAX_LENGTH, pattern=NO_NUL),
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=TITLE_MAX_LENGTH, pattern=TITLE_PATTERN
+    ),
 ]
 Description = Annotated[str, StringConstraints(max_length=DESCRIPTION_MAX_LENGTH, pattern=NO_NUL)]
 
