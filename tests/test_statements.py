@@ -1,0 +1,65 @@
+"""At most two SQL statements per request, on every route (counted with SQLAlchemy's cursor events)."""
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from sqlalchemy import event
+
+from tests.conftest import Caller
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def statements(app: FastAPI) -> Iterator[list[str]]:
+    executed: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        executed.append(statement)
+
+    engine = app.state.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    yield executed
+    event.remove(engine, "before_cursor_execute", count)
+
+
+async def test_every_route_needs_at_most_two_statements(
+    alice: Caller, alice_task: dict[str, Any], statements: list[str]
+) -> None:
+    task = f"/{alice_task['id']}"
+    calls = [
+        ("POST", "", {"title": "new"}),
+        ("GET", "", None),
+        ("GET", "?status=completed&sort=title&limit=1&offset=1", None),
+        ("GET", "?offset=1000", None),  # past the end: the page, then the count
+        ("GET", task, None),
+        ("PUT", task, {"title": "replaced"}),
+        ("PATCH", task, {"description": "patched"}),
+        ("PATCH", f"{task}/complete", None),
+        ("PATCH", f"{task}/complete", {"completed": True}),
+        ("GET", "/999999", None),  # a miss costs the same
+        ("DELETE", task, None),
+    ]
+    for method, path, body in calls:
+        statements.clear()
+        response = await alice.request(method, path, json=body)
+        assert response.status_code < 500
+        assert 1 <= len(statements) <= 2, (method, path, statements)
+
+
+async def test_reads_and_single_task_writes_are_one_statement(
+    alice: Caller, alice_task: dict[str, Any], statements: list[str]
+) -> None:
+    task = f"/{alice_task['id']}"
+    for method, path, body in [
+        ("GET", "", None),
+        ("GET", task, None),
+        ("PATCH", task, {"title": "t"}),
+        ("PATCH", f"{task}/complete", None),
+        ("DELETE", task, None),
+    ]:
+        statements.clear()
+        await alice.request(method, path, json=body)
+        assert len(statements) == 1, (method, path, statements)
