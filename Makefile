@@ -18,11 +18,12 @@ ifneq ($(shell command -v npm 2>/dev/null),)
 INTEROP_DEPS := $(HARNESS)/node_modules/.installed
 endif
 
-.PHONY: help run test lint format typecheck pytest migrate clean
+.PHONY: help run test lint format typecheck pytest migrate clean bench
 
 help:
 	@echo "make run    set up, migrate the SQLite database, serve on http://$(HOST):$(PORT)"
 	@echo "make test   set up, then ruff, mypy and the whole pytest suite"
+	@echo "make bench  benchmark the API against a hand-written ceiling app (wrk, PostgreSQL)"
 
 $(CURDIR)/.tools/bin/uv:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
@@ -64,6 +65,12 @@ typecheck: .venv/.synced
 
 pytest: .venv/.synced $(INTEROP_DEPS)
 	$(RUN) pytest $(PYTEST_ARGS)
+
+# Not part of `make test`: the API against bench/ceiling.py under wrk, on a PostgreSQL
+# database of its own (BENCH_ADMIN_URL, default postgresql://postgres@127.0.0.1:5432/postgres).
+bench: .venv/.synced
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+	$(UV) run --frozen --group bench python -m bench.run $(BENCH_ARGS)
 
 format: .venv/.synced
 	$(RUN) ruff check --fix .

@@ -109,21 +109,24 @@ async def list_tasks(
         matching = matching.where(col(Task.completed) == (status == "completed"))
     column, tie_breaker = _SORT_COLUMNS[sort], col(Task.id)
     ordering = (column.desc(), tie_breaker.desc()) if order == "desc" else (column, tie_breaker)
-    # The total rides along with the page, so one statement answers both.
-    page = (
-        matching.add_columns(func.count().over().label("total"))
-        .order_by(*ordering)
-        .limit(limit)
-        .offset(offset)
-    )
+    # The total comes from the user's counters (kept by triggers), in the same
+    # statement: no count(*) over the user's tasks, however many there are.
+    total = _matching_total(owner_id, status)
+    page = matching.add_columns(total.label("total")).order_by(*ordering).limit(limit).offset(offset)
     rows = (await session.execute(page)).all()
     if rows:
         return TaskPage(tasks=[row[0] for row in rows], total=rows[0].total)
-    if offset == 0:
-        return TaskPage(tasks=[], total=0)
-    # Past the end there is no row to carry the total: count separately.
-    total = await session.scalar(select(func.count()).select_from(matching.subquery()))
-    return TaskPage(tasks=[], total=total or 0)
+    # An empty page carries no row, and so no total: ask for it alone.
+    return TaskPage(tasks=[], total=await session.scalar(select(total)) or 0)
+
+
+def _matching_total(owner_id: str, status: TaskStatus) -> Any:
+    counted = {
+        "all": col(User.task_count),
+        "completed": col(User.completed_count),
+        "pending": col(User.task_count) - col(User.completed_count),
+    }[status]
+    return func.coalesce(select(counted).where(col(User.id) == owner_id).scalar_subquery(), 0)
 
 
 async def _update_owned(session: AsyncSession, owner_id: str, task_id: int, values: dict[str, Any]) -> Task:

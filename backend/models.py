@@ -42,6 +42,10 @@ class User(SQLModel, table=True):
     email: str | None = Field(default=None, max_length=EMAIL_MAX_LENGTH)
     name: str | None = Field(default=None, max_length=NAME_MAX_LENGTH)
     created_at: datetime = Field(default_factory=utc_now, sa_column=_timestamp_column())
+    # Kept by database triggers on `tasks` (see the migrations), so a list's
+    # X-Total-Count is one row away however many tasks a user has.
+    task_count: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    completed_count: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
 
 
 class Task(SQLModel, table=True):

@@ -55,3 +55,24 @@ async def test_profile_claims_that_cannot_be_stored_are_dropped(app: FastAPI, cl
     caller = sign_in(client, "dave", email="d" * 400 + "@example.com", name="Dave\x00")
     await caller.create()
     assert await users(app) == [("dave", None, None)]
+
+
+async def test_task_counters_follow_every_write(app: FastAPI, alice: Caller, bob: Caller) -> None:
+    """The users row counts tasks (and completed ones) through triggers, for X-Total-Count."""
+    tasks = [await alice.create(title=f"t{i}", completed=i % 2 == 0) for i in range(6)]
+    await bob.create()
+    await alice.request("PATCH", f"/{tasks[1]['id']}/complete")  # pending -> completed
+    await alice.request("PATCH", f"/{tasks[0]['id']}", json={"completed": False})  # completed -> pending
+    await alice.request("PUT", f"/{tasks[2]['id']}", json={"title": "same state", "completed": True})
+    await alice.request("DELETE", f"/{tasks[4]['id']}")  # a completed one
+    await alice.request("DELETE", f"/{tasks[5]['id']}")  # a pending one
+
+    async with app.state.engine.connect() as connection:
+        counted = await connection.exec_driver_sql("SELECT id, task_count, completed_count FROM users")
+        counters = {row[0]: (row[1], row[2]) for row in counted}
+        stored = await connection.exec_driver_sql(
+            "SELECT user_id, count(*), sum(CASE WHEN completed THEN 1 ELSE 0 END) FROM tasks GROUP BY user_id"
+        )
+        actual = {row[0]: (row[1], row[2]) for row in stored}
+    assert counters == actual
+    assert counters[alice.user_id] == (4, 2)

@@ -1,0 +1,398 @@
+"""`make bench`: the API and the ceiling app, back to back under wrk, on a PostgreSQL database of their own.
+
+Prints one table (req/s, p50, p99, non-2xx, and our req/s divided by the
+ceiling's) and writes the same as JSON under bench/results/. Every wrk run is
+bounded by --duration and stops by itself; traffic goes to loopback only.
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import psycopg
+from psycopg import sql
+
+from backend.security import issue_token
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+SECRET = "bench-secret-" + uuid.uuid4().hex  # only ever used by this run
+USERS = 100
+TASKS_PER_USER = 100
+BIG_USER_TASKS = 100_000
+DELETE_POOL = 60_000
+WRK_THREADS = 2
+OPERATIONS = ["LIST", "GET", "CREATE", "PATCH", "TOGGLE", "DELETE", "MIXED"]
+
+# What each operation's requests look like, in wrk's Lua. `pick()` chooses a
+# seeded user and one of their seeded tasks; the prelude defines it.
+REQUESTS = {
+    "LIST": 'local u = pick() return wrk.format("GET", base(u), auth(u))',
+    "GET": 'local u, t = pick() return wrk.format("GET", base(u) .. "/" .. t, auth(u))',
+    "CREATE": 'local u = pick() return wrk.format("POST", base(u), auth(u), \'{"title":"benchmark task"}\')',
+    "PATCH": 'local u, t = pick() return wrk.format("PATCH", base(u) .. "/" .. t, auth(u), \'{"title":"patched"}\')',
+    "TOGGLE": 'local u, t = pick() return wrk.format("PATCH", base(u) .. "/" .. t .. "/complete", auth(u))',
+    "DELETE": 'local u, t = next_doomed() return wrk.format("DELETE", base(u) .. "/" .. t, auth(u))',
+    "MIXED": """local u, t = pick() local r = math.random(100)
+        if r <= 40 then return wrk.format("GET", base(u) .. "/" .. t, auth(u)) end
+        if r <= 60 then return wrk.format("GET", base(u) .. "?limit=20", auth(u)) end
+        if r <= 80 then return wrk.format("PATCH", base(u) .. "/" .. t, auth(u), '{"title":"mixed"}') end
+        if r <= 90 then return wrk.format("POST", base(u), auth(u), '{"title":"mixed"}') end
+        return wrk.format("PATCH", base(u) .. "/" .. t .. "/complete", auth(u))""",
+    "LIST_100K": 'return wrk.format("GET", "/api/bench-big/tasks", big_auth)',
+    "LIST_100K_OFFSET": 'return wrk.format("GET", "/api/bench-big/tasks?offset=10000", big_auth)',
+    "GET_100K": 'return wrk.format("GET", "/api/bench-big/tasks/" .. (big_first + math.random(0, 99999)), big_auth)',
+}
+
+LUA_PRELUDE = """
+local users, tokens = {users}, {tokens}
+local first_task, per_user = {first_task}, {per_user}
+local doomed_first, doomed_count = {doomed_first}, {doomed_count}
+big_first, big_auth = {big_first}, {{["Authorization"] = "Bearer {big_token}"}}
+local thread_count, started = {threads}, 0
+function setup(thread)
+  thread:set("thread_index", started)
+  started = started + 1
+end
+function init(args)
+  math.randomseed(os.time() + thread_index * 7919)
+  doomed_next = thread_index
+end
+function base(u) return "/api/" .. users[u] .. "/tasks" end
+function auth(u)
+  return {{["Authorization"] = "Bearer " .. tokens[u], ["Content-Type"] = "application/json"}}
+end
+function pick()
+  local u = math.random(#users)
+  return u, first_task + (u - 1) * per_user + math.random(0, per_user - 1)
+end
+function next_doomed()
+  local k = doomed_next
+  doomed_next = doomed_next + thread_count
+  return (k % #users) + 1, doomed_first + k
+end
+function request() {request} end
+function done(summary, latency, requests)
+  io.write(string.format('RESULT {{"requests": %d, "duration_us": %d, "p50_us": %d, "p99_us": %d, ' ..
+    '"non_2xx": %d, "socket_errors": %d}}\\n', summary.requests, summary.duration, latency:percentile(50),
+    latency:percentile(99), summary.errors.status, summary.errors.connect + summary.errors.read +
+    summary.errors.write + summary.errors.timeout))
+end
+"""
+
+
+@dataclass
+class Measurement:
+    app: str
+    operation: str
+    workers: int
+    connections: int
+    requests_per_second: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+    socket_errors: int
+
+
+@dataclass
+class Seed:
+    users: list[str]
+    first_task: int
+    big_first: int
+    doomed_first: int = 0
+
+
+def admin_url() -> str:
+    return os.environ.get("BENCH_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@contextlib.contextmanager
+def bench_database() -> Iterator[str]:
+    name = f"todo_bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url(), autocommit=True) as connection:
+        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = admin_url().rsplit("/", 1)[0] + "/" + name
+    try:
+        yield url
+    finally:
+        with psycopg.connect(admin_url(), autocommit=True) as connection:
+            connection.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+def seed(url: str) -> Seed:
+    users = [f"bench-user-{i:03d}" for i in range(USERS)]
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(
+            "INSERT INTO users (id, created_at) SELECT unnest(%s::text[]), now()", ([*users, "bench-big"],)
+        )
+        first = connection.execute("SELECT coalesce(max(id), 0) + 1 FROM tasks").fetchone()[0]  # type: ignore[index]
+        # Contiguous ids per user: user i owns first + i*100 ... first + i*100 + 99.
+        connection.execute(
+            "INSERT INTO tasks (user_id, title, description, completed, created_at, updated_at) "
+            "SELECT u, 'task ' || n, 'seeded', mod(n, 3) = 0, now() - make_interval(secs => n), now() "
+            "FROM unnest(%s::text[]) WITH ORDINALITY AS users(u, i), generate_series(1, %s) AS n "
+            "ORDER BY i, n",
+            (users, TASKS_PER_USER),
+        )
+        big_first = connection.execute("SELECT max(id) + 1 FROM tasks").fetchone()[0]  # type: ignore[index]
+        connection.execute(
+            "INSERT INTO tasks (user_id, title, completed, created_at, updated_at) "
+            "SELECT 'bench-big', 'big task ' || n, mod(n, 2) = 0, now() - make_interval(secs => n), now() "
+            "FROM generate_series(1, %s) AS n ORDER BY n",
+            (BIG_USER_TASKS,),
+        )
+        connection.execute("VACUUM ANALYZE tasks")
+    return Seed(users, first, big_first)
+
+
+def seed_doomed(url: str, state: Seed) -> None:
+    """Tasks for DELETE to remove: task k belongs to user k mod USERS."""
+    with psycopg.connect(url, autocommit=True) as connection:
+        state.doomed_first = connection.execute("SELECT max(id) + 1 FROM tasks").fetchone()[0]  # type: ignore[index]
+        connection.execute(
+            "INSERT INTO tasks (user_id, title, completed, created_at, updated_at) "
+            "SELECT (%s::text[])[mod(k, %s) + 1], 'doomed', false, now(), now() "
+            "FROM generate_series(0, %s) AS k ORDER BY k",
+            (state.users, USERS, DELETE_POOL - 1),
+        )
+
+
+def explain_big_list(url: str) -> str:
+    with psycopg.connect(url) as connection:
+        rows = connection.execute(
+            "EXPLAIN (ANALYZE, BUFFERS) SELECT tasks.*, count(*) OVER () AS total FROM tasks "
+            "WHERE user_id = 'bench-big' ORDER BY created_at DESC, id DESC LIMIT 100 OFFSET 0"
+        ).fetchall()
+    return "\n".join(row[0] for row in rows)
+
+
+def lua_script(directory: Path, operation: str, state: Seed) -> Path:
+    tokens = [issue_token(SECRET, user, lifetime=timedelta(hours=2)) for user in state.users]
+    text = LUA_PRELUDE.format(
+        users="{" + ",".join(f'"{u}"' for u in state.users) + "}",
+        tokens="{" + ",".join(f'"{t}"' for t in tokens) + "}",
+        first_task=state.first_task,
+        per_user=TASKS_PER_USER,
+        doomed_first=state.doomed_first,
+        doomed_count=DELETE_POOL,
+        big_first=state.big_first,
+        big_token=issue_token(SECRET, "bench-big", lifetime=timedelta(hours=2)),
+        request=REQUESTS[operation],
+        threads=WRK_THREADS,
+    )
+    path = directory / f"{operation.lower()}.lua"
+    path.write_text(text)
+    return path
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def serve(app: str, url: str, workers: int, log: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": url, "BETTER_AUTH_SECRET": SECRET, "LOG_LEVEL": "info"}
+    if app == "api":
+        command = [str(Path(sys.executable).parent / "todo-api"), "serve", "--port", str(port)]
+    else:
+        command = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bench.ceiling:app",
+            "--port",
+            str(port),
+            "--no-access-log",
+        ]
+        command += ["--log-level", "warning"]
+    command += ["--workers", str(workers)]
+    with log.open("wb") as output:
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, cwd=ROOT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{base}/api/x/tasks", timeout=1).status_code in (401, 403):
+                    break
+            time.sleep(0.2)
+        else:
+            raise RuntimeError(f"{app} did not start:\n{log.read_text()}")
+        yield base, process
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def wrk(base: str, script: Path, connections: int, duration: int) -> dict[str, int]:
+    result = subprocess.run(
+        [
+            "wrk",
+            f"-t{WRK_THREADS}",
+            f"-c{connections}",
+            f"-d{duration}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(script),
+            base,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=duration + 60,
+        check=True,
+    )
+    line = next(line for line in result.stdout.splitlines() if line.startswith("RESULT "))
+    parsed: dict[str, int] = json.loads(line.removeprefix("RESULT "))
+    return parsed
+
+
+def rss_mb(process: subprocess.Popen[bytes]) -> float:
+    """Resident memory of the server's workers (children of the supervisor, or the process itself)."""
+    children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
+    pids = [int(pid) for pid in children] or [process.pid]
+    sizes = []
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                sizes.append(int(line.split()[1]) / 1024)
+    return round(max(sizes), 1)
+
+
+def measure(
+    app: str, operation: str, base: str, script: Path, workers: int, connections: int, duration: int
+) -> Measurement:
+    raw = wrk(base, script, connections, duration)
+    seconds = raw["duration_us"] / 1e6
+    return Measurement(
+        app=app,
+        operation=operation,
+        workers=workers,
+        connections=connections,
+        requests_per_second=round(raw["requests"] / seconds, 1),
+        p50_ms=round(raw["p50_us"] / 1000, 2),
+        p99_ms=round(raw["p99_us"] / 1000, 2),
+        non_2xx=raw["non_2xx"],
+        socket_errors=raw["socket_errors"],
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=int, default=5, help="seconds per wrk run (default 5)")
+    parser.add_argument("--connections", default="32,128")
+    parser.add_argument("--workers", default="1,2")
+    parser.add_argument("--operations", default=",".join(OPERATIONS))
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk is not installed (make bench installs it: apt-get install wrk)", file=sys.stderr)
+        return 2
+    operations = args.operations.split(",")
+    results: list[Measurement] = []
+    memory: dict[str, list[float]] = {}
+    with bench_database() as url, tempfile.TemporaryDirectory() as scratch:
+        directory = Path(scratch)
+        env = {**os.environ, "DATABASE_URL": url}
+        subprocess.run([str(Path(sys.executable).parent / "todo-api"), "migrate"], env=env, check=True)
+        state = seed(url)
+        print(explain_big_list(url))
+        for workers in map(int, args.workers.split(",")):
+            with (
+                serve("api", url, workers, directory / f"api-{workers}.log") as (api, api_process),
+                serve("ceiling", url, workers, directory / f"ceiling-{workers}.log") as (ceiling, _),
+            ):
+                extra = ["LIST_100K", "LIST_100K_OFFSET", "GET_100K"] if workers == 1 else []
+                for connections in map(int, args.connections.split(",")):
+                    for operation in operations + (extra if connections == 32 else []):
+                        for app, base in (("api", api), ("ceiling", ceiling)):
+                            if operation == "DELETE":
+                                seed_doomed(url, state)
+                            script = lua_script(directory, operation, state)
+                            result = measure(
+                                app, operation, base, script, workers, connections, args.duration
+                            )
+                            results.append(result)
+                            print(json.dumps(asdict(result)), file=sys.stderr)
+                        memory.setdefault(f"workers={workers}", []).append(rss_mb(api_process))
+    report(results, memory, args)
+    return 0
+
+
+def report(results: list[Measurement], memory: dict[str, list[float]], args: argparse.Namespace) -> None:
+    ceiling = {(r.operation, r.workers, r.connections): r for r in results if r.app == "ceiling"}
+    rows = []
+    for ours in (r for r in results if r.app == "api"):
+        top = ceiling[(ours.operation, ours.workers, ours.connections)]
+        rows.append(
+            {
+                "operation": ours.operation,
+                "workers": ours.workers,
+                "connections": ours.connections,
+                "api_rps": ours.requests_per_second,
+                "ceiling_rps": top.requests_per_second,
+                "ratio": round(ours.requests_per_second / top.requests_per_second, 2),
+                "api_p50_ms": ours.p50_ms,
+                "api_p99_ms": ours.p99_ms,
+                "ceiling_p99_ms": top.p99_ms,
+                "api_non_2xx": ours.non_2xx + ours.socket_errors,
+                "ceiling_non_2xx": top.non_2xx + top.socket_errors,
+            }
+        )
+    header = f"{'operation':<17}{'w':>2}{'conn':>5}{'api rps':>10}{'ceil rps':>10}{'ratio':>7}"
+    header += f"{'p50 ms':>8}{'p99 ms':>8}{'ceil p99':>9}{'non2xx':>8}"
+    print(header)
+    for row in rows:
+        print(
+            f"{row['operation']:<17}{row['workers']:>2}{row['connections']:>5}{row['api_rps']:>10}"
+            f"{row['ceiling_rps']:>10}{row['ratio']:>7}{row['api_p50_ms']:>8}{row['api_p99_ms']:>8}"
+            f"{row['ceiling_p99_ms']:>9}{row['api_non_2xx']:>8}"
+        )
+    print("worker RSS (MB) after each operation:", memory)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    document = {
+        "when": stamp,
+        "command": "make bench " + " ".join(sys.argv[1:]),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "duration_seconds": args.duration,
+        "rows": rows,
+        "worker_rss_mb": memory,
+        "median_ratio": statistics.median(row["ratio"] for row in rows) if rows else None,
+    }
+    path = RESULTS / f"bench-{stamp}.json"
+    path.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"wrote {path.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
