@@ -111,6 +111,18 @@ async def list_tasks(
     limit: int,
     offset: int,
 ) -> TaskPage:
+    page = list_statement(owner_id, status=status, sort=sort, order=order, limit=limit, offset=offset)
+    rows = (await session.execute(page)).all()
+    if rows:
+        return TaskPage(tasks=rows, total=rows[0].total)
+    # An empty page carries no row, and so no total: ask for it alone.
+    return TaskPage(tasks=[], total=await session.scalar(select(_matching_total(owner_id, status))) or 0)
+
+
+def list_statement(
+    owner_id: str, *, status: TaskStatus, sort: TaskSort, order: SortOrder, limit: int, offset: int
+) -> Select[Any]:
+    """One page of the owner's tasks, each row carrying the total of matching tasks."""
     matching: Select[Any] = select(TASKS).where(TASKS.c.user_id == owner_id)
     if status != "all":
         matching = matching.where(TASKS.c.completed == (status == "completed"))
@@ -118,13 +130,8 @@ async def list_tasks(
     ordering = (column.desc(), tie_breaker.desc()) if order == "desc" else (column, tie_breaker)
     # The total comes from the user's counters (kept by triggers), in the same
     # statement: no count(*) over the user's tasks, however many there are.
-    total = _matching_total(owner_id, status)
-    page = matching.add_columns(total.label("total")).order_by(*ordering).limit(limit).offset(offset)
-    rows = (await session.execute(page)).all()
-    if rows:
-        return TaskPage(tasks=rows, total=rows[0].total)
-    # An empty page carries no row, and so no total: ask for it alone.
-    return TaskPage(tasks=[], total=await session.scalar(select(total)) or 0)
+    total = _matching_total(owner_id, status).label("total")
+    return matching.add_columns(total).order_by(*ordering).limit(limit).offset(offset)
 
 
 def _matching_total(owner_id: str, status: TaskStatus) -> Any:
