@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Row, Select, Table, delete, func, insert, not_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import col
 
 from backend.errors import NotFound
@@ -54,18 +54,18 @@ def _owned(owner_id: str, task_id: int) -> ColumnElement[bool]:
     return (TASKS.c.id == task_id) & (TASKS.c.user_id == owner_id)
 
 
-async def record_user(session: AsyncSession, claims: TokenClaims) -> None:
+async def record_user(db: AsyncConnection, claims: TokenClaims) -> None:
     """Create the user's row on their first write, and keep email and name current."""
-    insert = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+    insert = postgresql.insert if db.dialect.name == "postgresql" else sqlite.insert
     statement = insert(User).values(
         id=claims.subject, email=claims.email, name=claims.name, created_at=utc_now()
     )
     known = {column: value for column, value in (("email", claims.email), ("name", claims.name)) if value}
     if not known:
-        await session.execute(statement.on_conflict_do_nothing(index_elements=["id"]))
+        await db.execute(statement.on_conflict_do_nothing(index_elements=["id"]))
         return
     columns = metadata.tables["users"].c
-    await session.execute(
+    await db.execute(
         statement.on_conflict_do_update(
             index_elements=["id"],
             set_={column: statement.excluded[column] for column in known},
@@ -75,15 +75,15 @@ async def record_user(session: AsyncSession, claims: TokenClaims) -> None:
     )
 
 
-async def create_task(session: AsyncSession, owner: TokenClaims, data: TaskCreate) -> TaskRow:
-    await record_user(session, owner)
+async def create_task(db: AsyncConnection, owner: TokenClaims, data: TaskCreate) -> TaskRow:
+    await record_user(db, owner)
     now = utc_now()
     values = {**data.model_dump(), "user_id": owner.subject, "created_at": now, "updated_at": now}
-    return (await session.execute(insert(TASKS).values(values).returning(*TASKS.c))).one()
+    return (await db.execute(insert(TASKS).values(values).returning(*TASKS.c))).one()
 
 
-async def get_task(session: AsyncSession, owner_id: str, task_id: int) -> TaskRow:
-    task = (await session.execute(select(TASKS).where(_owned(owner_id, task_id)))).first()
+async def get_task(db: AsyncConnection, owner_id: str, task_id: int) -> TaskRow:
+    task = (await db.execute(select(TASKS).where(_owned(owner_id, task_id)))).first()
     if task is None:
         raise TaskNotFound()
     return task
@@ -102,7 +102,7 @@ def default_order(sort: TaskSort) -> SortOrder:
 
 
 async def list_tasks(
-    session: AsyncSession,
+    db: AsyncConnection,
     owner_id: str,
     *,
     status: TaskStatus,
@@ -112,11 +112,11 @@ async def list_tasks(
     offset: int,
 ) -> TaskPage:
     page = list_statement(owner_id, status=status, sort=sort, order=order, limit=limit, offset=offset)
-    rows = (await session.execute(page)).all()
+    rows = (await db.execute(page)).all()
     if rows:
         return TaskPage(tasks=rows, total=rows[0].total)
     # An empty page carries no row, and so no total: ask for it alone.
-    return TaskPage(tasks=[], total=await session.scalar(select(_matching_total(owner_id, status))) or 0)
+    return TaskPage(tasks=[], total=await db.scalar(select(_matching_total(owner_id, status))) or 0)
 
 
 def list_statement(
@@ -143,41 +143,37 @@ def _matching_total(owner_id: str, status: TaskStatus) -> Any:
     return func.coalesce(select(counted).where(col(User.id) == owner_id).scalar_subquery(), 0)
 
 
-async def _update_owned(
-    session: AsyncSession, owner_id: str, task_id: int, values: dict[str, Any]
-) -> TaskRow:
+async def _update_owned(db: AsyncConnection, owner_id: str, task_id: int, values: dict[str, Any]) -> TaskRow:
     statement = (
         update(TASKS)
         .where(_owned(owner_id, task_id))
         .values(**values, updated_at=utc_now())
         .returning(*TASKS.c)
     )
-    task = (await session.execute(statement)).first()
+    task = (await db.execute(statement)).first()
     if task is None:
         raise TaskNotFound()
     return task
 
 
-async def replace_task(session: AsyncSession, owner_id: str, task_id: int, data: TaskReplace) -> TaskRow:
+async def replace_task(db: AsyncConnection, owner_id: str, task_id: int, data: TaskReplace) -> TaskRow:
     values = data.model_dump()
     if data.completed is None:
         del values["completed"]  # unchanged when omitted
-    return await _update_owned(session, owner_id, task_id, values)
+    return await _update_owned(db, owner_id, task_id, values)
 
 
-async def update_task(session: AsyncSession, owner_id: str, task_id: int, data: TaskUpdate) -> TaskRow:
-    return await _update_owned(session, owner_id, task_id, data.model_dump(exclude_unset=True))
+async def update_task(db: AsyncConnection, owner_id: str, task_id: int, data: TaskUpdate) -> TaskRow:
+    return await _update_owned(db, owner_id, task_id, data.model_dump(exclude_unset=True))
 
 
-async def set_completion(
-    session: AsyncSession, owner_id: str, task_id: int, completed: bool | None
-) -> TaskRow:
+async def set_completion(db: AsyncConnection, owner_id: str, task_id: int, completed: bool | None) -> TaskRow:
     """Set `completed`, or flip it when `completed` is None, in one statement."""
     value = not_(TASKS.c.completed) if completed is None else completed
-    return await _update_owned(session, owner_id, task_id, {"completed": value})
+    return await _update_owned(db, owner_id, task_id, {"completed": value})
 
 
-async def delete_task(session: AsyncSession, owner_id: str, task_id: int) -> None:
-    deleted = await session.scalar(delete(TASKS).where(_owned(owner_id, task_id)).returning(TASKS.c.id))
+async def delete_task(db: AsyncConnection, owner_id: str, task_id: int) -> None:
+    deleted = await db.scalar(delete(TASKS).where(_owned(owner_id, task_id)).returning(TASKS.c.id))
     if deleted is None:
         raise TaskNotFound()

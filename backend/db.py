@@ -1,4 +1,4 @@
-"""The engine, and the session each request gets."""
+"""The engine, and the database connection (in a transaction) each request gets."""
 
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Request
 from sqlalchemy import event
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 if TYPE_CHECKING:
     from backend.metrics import Metrics
@@ -45,30 +45,29 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    # Objects stay readable after commit: responses are built from them without a re-read.
-    return async_sessionmaker(engine, expire_on_commit=False)
-
-
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+async def get_connection(request: Request) -> AsyncIterator[AsyncConnection]:
     """One transaction per request: committed when the handler returns, rolled back if it raises.
 
     Used with `scope="function"`, so the commit happens before the response is
-    sent and a 2xx always means the change is stored.
+    sent and a 2xx always means the change is stored. A Core connection, not an
+    ORM session: the queries in `crud` need no identity map or unit of work.
     """
-    sessionmaker: async_sessionmaker[AsyncSession] = request.app.state.sessionmaker
+    engine: AsyncEngine = request.app.state.engine
     metrics: Metrics | None = request.app.state.metrics
-    async with sessionmaker() as session:
+    if metrics is not None:
+        metrics.pool_waiting.inc()  # counts the requests queueing for a connection
+    try:
+        connection = await engine.connect()
+    finally:
         if metrics is not None:
-            # Take the connection now, to count the requests queueing for one.
-            metrics.pool_waiting.inc()
-            try:
-                await session.connection()
-            finally:
-                metrics.pool_waiting.dec()
+            metrics.pool_waiting.dec()
+    try:
+        transaction = await connection.begin()
         try:
-            yield session
+            yield connection
         except BaseException:
-            await session.rollback()
+            await transaction.rollback()
             raise
-        await session.commit()
+        await transaction.commit()
+    finally:
+        await connection.close()

@@ -1,18 +1,18 @@
-"""What handlers receive: a session, and the caller authorised for the path's user."""
+"""What handlers receive: a database connection in a transaction, and the caller authorised for the path."""
 
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 
-from backend.db import get_session
+from backend.db import get_connection
 from backend.errors import Forbidden, NotAuthenticated, ServiceUnavailable, TooManyRequests
 from backend.models import USER_ID_MAX_LENGTH
 from backend.rate_limit import RateLimiter
 from backend.security import InvalidTokenError, KeySetUnavailableError, TokenClaims, TokenVerifier
 
-SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
+DatabaseDep = Annotated[AsyncConnection, Depends(get_connection, scope="function")]
 
 # auto_error=False: a missing or non-Bearer header is ours to answer, as problem+json.
 bearer_scheme = HTTPBearer(

@@ -11,7 +11,7 @@ from fastapi.openapi.utils import get_openapi
 from sqlalchemy import text
 
 from backend.config import Settings, get_settings
-from backend.db import create_engine, create_sessionmaker
+from backend.db import create_engine
 from backend.errors import PROBLEM_JSON, index_route_methods, install_error_handlers, problem_responses
 from backend.metrics import Metrics, metrics_endpoint
 from backend.middleware import BodyLimitMiddleware, DeadlineMiddleware, SecurityHeadersMiddleware
@@ -68,7 +68,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_url="/openapi.json" if settings.docs_enabled else None,
     )
     app.state.engine = engine
-    app.state.sessionmaker = create_sessionmaker(engine)
     app.state.rate_limiter = rate_limiter
     app.state.metrics = Metrics(engine, jwks) if settings.metrics_enabled else None
     app.state.metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None

@@ -120,13 +120,13 @@ async def test_a_bug_is_a_500_problem_without_internals(settings: Any) -> None:
 
 
 async def test_a_failed_request_rolls_back_everything_it_wrote(app: FastAPI, alice: Caller) -> None:
-    """The session dependency owns the transaction: a handler that writes and then fails leaves no trace."""
+    """The database dependency owns the transaction: a handler that writes and then fails leaves no trace."""
     from backend import crud
-    from backend.dependencies import CurrentUser, SessionDep
+    from backend.dependencies import CurrentUser, DatabaseDep
     from backend.models import TaskCreate
 
-    async def create_then_fail(user: CurrentUser, session: SessionDep) -> None:
-        await crud.create_task(session, user, TaskCreate(title="half-done"))
+    async def create_then_fail(user: CurrentUser, db: DatabaseDep) -> None:
+        await crud.create_task(db, user, TaskCreate(title="half-done"))
         raise RuntimeError("failure after the write")
 
     app.add_api_route("/api/{user_id}/create-then-fail", create_then_fail, methods=["POST"])

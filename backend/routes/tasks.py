@@ -6,7 +6,7 @@ from fastapi import APIRouter, Body, Path, Query, Request, Response, status
 from starlette.datastructures import URL
 
 from backend import crud
-from backend.dependencies import CurrentUser, SessionDep
+from backend.dependencies import CurrentUser, DatabaseDep
 from backend.errors import problem_responses
 from backend.models import (
     SortOrder,
@@ -69,7 +69,7 @@ async def list_tasks(
     request: Request,
     response: Response,
     user: CurrentUser,
-    session: SessionDep,
+    db: DatabaseDep,
     status_filter: Annotated[
         TaskStatus, Query(alias="status", description="Which tasks: all, pending or completed.")
     ] = "all",
@@ -82,7 +82,7 @@ async def list_tasks(
 ) -> list[TaskPublic]:
     """List the user's tasks, filtered, sorted and paged."""
     page = await crud.list_tasks(
-        session,
+        db,
         user.subject,
         status=status_filter,
         sort=sort,
@@ -106,34 +106,30 @@ async def list_tasks(
     },
 )
 async def create_task(
-    request: Request, response: Response, user: CurrentUser, session: SessionDep, body: TaskCreate
+    request: Request, response: Response, user: CurrentUser, db: DatabaseDep, body: TaskCreate
 ) -> TaskPublic:
     """Create a task for the user."""
-    task = await crud.create_task(session, user, body)
+    task = await crud.create_task(db, user, body)
     response.headers["Location"] = str(request.url_for("get_task", user_id=user.subject, task_id=task.id))
     return TaskPublic.model_validate(task)
 
 
 @router.get("/{task_id}", operation_id="getTask", responses=not_found)
-async def get_task(task_id: TaskId, user: CurrentUser, session: SessionDep) -> TaskPublic:
+async def get_task(task_id: TaskId, user: CurrentUser, db: DatabaseDep) -> TaskPublic:
     """Read one of the user's tasks."""
-    return TaskPublic.model_validate(await crud.get_task(session, user.subject, task_id))
+    return TaskPublic.model_validate(await crud.get_task(db, user.subject, task_id))
 
 
 @router.put("/{task_id}", operation_id="replaceTask", responses={**not_found, **with_body})
-async def replace_task(
-    task_id: TaskId, user: CurrentUser, session: SessionDep, body: TaskReplace
-) -> TaskPublic:
+async def replace_task(task_id: TaskId, user: CurrentUser, db: DatabaseDep, body: TaskReplace) -> TaskPublic:
     """Replace a task's title and description (and `completed`, when given)."""
-    return TaskPublic.model_validate(await crud.replace_task(session, user.subject, task_id, body))
+    return TaskPublic.model_validate(await crud.replace_task(db, user.subject, task_id, body))
 
 
 @router.patch("/{task_id}", operation_id="updateTask", responses={**not_found, **with_body})
-async def update_task(
-    task_id: TaskId, user: CurrentUser, session: SessionDep, body: TaskUpdate
-) -> TaskPublic:
+async def update_task(task_id: TaskId, user: CurrentUser, db: DatabaseDep, body: TaskUpdate) -> TaskPublic:
     """Change some of a task's fields; `description: null` clears it."""
-    return TaskPublic.model_validate(await crud.update_task(session, user.subject, task_id, body))
+    return TaskPublic.model_validate(await crud.update_task(db, user.subject, task_id, body))
 
 
 @router.delete(
@@ -143,16 +139,16 @@ async def update_task(
     response_class=Response,
     responses=not_found,
 )
-async def delete_task(task_id: TaskId, user: CurrentUser, session: SessionDep) -> None:
+async def delete_task(task_id: TaskId, user: CurrentUser, db: DatabaseDep) -> None:
     """Delete a task."""
-    await crud.delete_task(session, user.subject, task_id)
+    await crud.delete_task(db, user.subject, task_id)
 
 
 @router.patch("/{task_id}/complete", operation_id="setTaskCompletion", responses={**not_found, **with_body})
 async def set_task_completion(
     task_id: TaskId,
     user: CurrentUser,
-    session: SessionDep,
+    db: DatabaseDep,
     body: Annotated[
         TaskCompletion | None,
         Body(description="Omit the body to toggle; send `completed` to set it (safe to retry)."),
@@ -160,4 +156,4 @@ async def set_task_completion(
 ) -> TaskPublic:
     """Toggle a task's completion, or set it explicitly."""
     completed = None if body is None else body.completed
-    return TaskPublic.model_validate(await crud.set_completion(session, user.subject, task_id, completed))
+    return TaskPublic.model_validate(await crud.set_completion(db, user.subject, task_id, completed))
