@@ -18,7 +18,6 @@ from typing import Any
 from sqlalchemy import ColumnElement, Row, Select, Table, delete, func, insert, not_, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlmodel import col
 
 from backend.errors import NotFound
 from backend.models import (
@@ -28,7 +27,6 @@ from backend.models import (
     TaskSort,
     TaskStatus,
     TaskUpdate,
-    User,
     metadata,
     utc_now,
 )
@@ -41,6 +39,7 @@ class TaskNotFound(NotFound):
 
 
 TASKS: Table = metadata.tables["tasks"]
+USERS: Table = metadata.tables["users"]
 TaskRow = Row[Any]
 
 
@@ -56,21 +55,20 @@ def _owned(owner_id: str, task_id: int) -> ColumnElement[bool]:
 
 async def record_user(db: AsyncConnection, claims: TokenClaims) -> None:
     """Create the user's row on their first write, and keep email and name current."""
-    insert = postgresql.insert if db.dialect.name == "postgresql" else sqlite.insert
-    statement = insert(User).values(
+    upsert = postgresql.insert if db.dialect.name == "postgresql" else sqlite.insert
+    statement = upsert(USERS).values(
         id=claims.subject, email=claims.email, name=claims.name, created_at=utc_now()
     )
     known = {column: value for column, value in (("email", claims.email), ("name", claims.name)) if value}
     if not known:
         await db.execute(statement.on_conflict_do_nothing(index_elements=["id"]))
         return
-    columns = metadata.tables["users"].c
     await db.execute(
         statement.on_conflict_do_update(
             index_elements=["id"],
             set_={column: statement.excluded[column] for column in known},
             # Skip the write (and its row lock) when nothing changed, the usual case.
-            where=or_(*(columns[column].is_distinct_from(statement.excluded[column]) for column in known)),
+            where=or_(*(USERS.c[column].is_distinct_from(statement.excluded[column]) for column in known)),
         )
     )
 
@@ -136,11 +134,11 @@ def list_statement(
 
 def _matching_total(owner_id: str, status: TaskStatus) -> Any:
     counted = {
-        "all": col(User.task_count),
-        "completed": col(User.completed_count),
-        "pending": col(User.task_count) - col(User.completed_count),
+        "all": USERS.c.task_count,
+        "completed": USERS.c.completed_count,
+        "pending": USERS.c.task_count - USERS.c.completed_count,
     }[status]
-    return func.coalesce(select(counted).where(col(User.id) == owner_id).scalar_subquery(), 0)
+    return func.coalesce(select(counted).where(USERS.c.id == owner_id).scalar_subquery(), 0)
 
 
 async def _update_owned(db: AsyncConnection, owner_id: str, task_id: int, values: dict[str, Any]) -> TaskRow:
