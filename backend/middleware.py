@@ -8,7 +8,7 @@ from http import HTTPStatus
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backend.errors import RETRY_AFTER_SECONDS, problem_response
+from backend.errors import ServiceUnavailable, problem_response
 
 logger = logging.getLogger("backend.middleware")
 
@@ -112,7 +112,7 @@ class DeadlineMiddleware:
             response = problem_response(
                 HTTPStatus.SERVICE_UNAVAILABLE,
                 f"the request did not complete within {self.seconds:g} seconds; retry shortly",
-                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+                headers=ServiceUnavailable.headers,
             )
             await response(scope, receive, send)
 

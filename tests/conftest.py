@@ -48,7 +48,7 @@ def postgres_admin_url() -> str:
 def require_postgres() -> None:
     """Skip (or, in CI, fail) the current test when PostgreSQL is not there."""
     try:
-        with psycopg.connect(_libpq(postgres_admin_url()), connect_timeout=3):
+        with psycopg.connect(libpq_url(postgres_admin_url()), connect_timeout=3):
             pass
     except psycopg.OperationalError as error:
         message = f"PostgreSQL is not reachable at TEST_DATABASE_URL: {str(error).strip()}"
@@ -57,7 +57,7 @@ def require_postgres() -> None:
         pytest.skip(message)
 
 
-def _libpq(url: str) -> str:
+def libpq_url(url: str) -> str:
     """A SQLAlchemy-style URL as libpq understands it."""
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
@@ -66,7 +66,7 @@ def _libpq(url: str) -> str:
 def fresh_postgres_database() -> Iterator[str]:
     """A new, empty PostgreSQL database for this run, dropped afterwards."""
     require_postgres()
-    admin = _libpq(postgres_admin_url())
+    admin = libpq_url(postgres_admin_url())
     name = f"todo_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(admin, autocommit=True) as connection:
         connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))

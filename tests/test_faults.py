@@ -18,7 +18,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from backend.security import issue_token
-from tests.conftest import SECRET, fresh_postgres_database, migrate
+from tests.conftest import SECRET, fresh_postgres_database, libpq_url, migrate
 from tests.faults import FaultProxy, fault_proxy
 from tests.processes import Server, running_server, server_env
 
@@ -124,8 +124,7 @@ async def stored_tasks(database_url: str) -> dict[str, dict[str, Any]]:
     """Every task in the database, by title (titles are unique in these tests)."""
     import psycopg
 
-    url = make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    async with await psycopg.AsyncConnection.connect(url) as connection:
+    async with await psycopg.AsyncConnection.connect(libpq_url(database_url)) as connection:
         cursor = await connection.execute("SELECT id, user_id, title, description, completed FROM tasks")
         columns = ["id", "user_id", "title", "description", "completed"]
         return {row[2]: dict(zip(columns, row, strict=True)) async for row in cursor}

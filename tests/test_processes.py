@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from backend.security import issue_token
-from tests.conftest import SECRET
+from tests.conftest import SECRET, libpq_url, postgres_admin_url
 from tests.faults import fault_proxy
 from tests.processes import running_server, server_env
 
@@ -20,12 +20,10 @@ pytestmark = pytest.mark.anyio
 
 
 def our_connections(database_url: str) -> int:
-    url = make_url(database_url)
-    admin = url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
-    with psycopg.connect(admin) as connection:
+    with psycopg.connect(libpq_url(postgres_admin_url())) as connection:
         row = connection.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = %s AND application_name = 'todo-api'",
-            (url.database,),
+            (make_url(database_url).database,),
         ).fetchone()
     assert row is not None
     return int(row[0])
