@@ -6,39 +6,12 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.engine import URL
 
+from backend.db import database_url
 from backend.security import HS256, KEY_TYPE_FOR_ALGORITHM
 
 MIN_SECRET_LENGTH = 32
-
-# Every spelling a user may paste maps to the async driver we ship.
-_ASYNC_DRIVERS = {
-    "postgres": "postgresql+psycopg",
-    "postgresql": "postgresql+psycopg",
-    "postgresql+psycopg": "postgresql+psycopg",
-    "postgresql+psycopg2": "postgresql+psycopg",
-    "postgresql+asyncpg": "postgresql+psycopg",
-    "sqlite": "sqlite+aiosqlite",
-    "sqlite+aiosqlite": "sqlite+aiosqlite",
-}
-
-
-def async_database_url(raw: str) -> URL:
-    """Normalise a pasted DATABASE_URL (Neon, Heroku, plain SQLite) to its async driver.
-
-    The query string is kept as-is: psycopg hands `sslmode` and `channel_binding`
-    straight to libpq, which is what Neon's URLs need.
-    """
-    try:
-        url = make_url(raw)
-    except ArgumentError:
-        raise ValueError("is not a database URL (expected postgresql://… or sqlite:///…)") from None
-    driver = _ASYNC_DRIVERS.get(url.drivername)
-    if driver is None:
-        raise ValueError(f"scheme {url.drivername!r} is not supported; use postgresql:// or sqlite:///")
-    return url.set(drivername=driver)
 
 
 class DatabaseSettings(BaseSettings):
@@ -51,12 +24,13 @@ class DatabaseSettings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _database_url_is_supported(cls, value: str) -> str:
-        async_database_url(value)
+        database_url(value)
         return value
 
     @property
-    def async_database_url(self) -> URL:
-        return async_database_url(self.database_url)
+    def url(self) -> URL:
+        """DATABASE_URL, normalised for the driver we ship."""
+        return database_url(self.database_url)
 
 
 ASYMMETRIC_ALGORITHMS = tuple(KEY_TYPE_FOR_ALGORITHM)
@@ -81,6 +55,7 @@ class Settings(DatabaseSettings):
     docs_enabled: bool = True
     max_body_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     database_timeout_seconds: float = Field(default=5, gt=0, le=60)
+    database_pool_size: int = Field(default=15, ge=1, le=1000)
     request_timeout_seconds: float = Field(default=15, gt=0, le=300)
     rate_limit_per_second: float | None = Field(default=None, gt=0)
     rate_limit_burst: int | None = Field(default=None, ge=1)

@@ -1,38 +1,314 @@
-"""The engine, and the database connection (in a transaction) each request gets."""
+"""The database: URLs, the connection pool, and the connection each request gets.
 
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+Statements are written once, as SQLAlchemy Core (`Query`, built in `crud`), and
+run two ways:
 
-from fastapi import Request
+- PostgreSQL, the production database, through an asyncpg pool directly: each
+  statement is compiled to SQL once per process and sent with its arguments.
+  SQLAlchemy's async execution layer cost about four times the driver's own CPU
+  per statement (`python -m bench.db_layer`), more than the rest of a request;
+  asyncpg itself is the fastest PostgreSQL driver we measured.
+- SQLite, the embedded default, through SQLAlchemy's engine: the statement as is,
+  with SQLAlchemy's type handling (SQLite has no native timestamps or booleans).
+
+A connection runs in autocommit: every route but create is one statement, which
+is atomic on its own; create wraps its two in `transaction()`.
+"""
+
+import asyncio
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 from sqlalchemy import event
-from sqlalchemy.engine import URL
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import InterfaceError as SQLAlchemyInterfaceError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.sql import Delete, Insert, Select, Update
+from sqlalchemy.sql.compiler import SQLCompiler
 
-if TYPE_CHECKING:
-    from backend.metrics import Metrics
+logger = logging.getLogger("backend.db")
+
+Row = dict[str, Any]
+StatementListener = Callable[[str], None]
+
+# Every spelling a user may paste, mapped to the driver we ship.
+_DRIVERS = {
+    "postgres": "postgresql+asyncpg",
+    "postgresql": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "postgresql+psycopg": "postgresql+asyncpg",
+    "postgresql+psycopg2": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+}
+
+# libpq parameters asyncpg does not know. It would send them to the server as
+# settings, which refuses them: `channel_binding` (Neon's URLs carry it; asyncpg
+# authenticates with SCRAM-SHA-256 over TLS without channel binding) and
+# `connect_timeout` (DATABASE_TIMEOUT_SECONDS bounds connecting instead).
+_LIBPQ_ONLY = ("channel_binding", "connect_timeout")
 
 
-def create_engine(url: URL, *, timeout_seconds: float = 5) -> AsyncEngine:
-    """`timeout_seconds` bounds connecting and waiting for a pooled connection (or, on
-    SQLite, for the write lock), so an unreachable database becomes a 503, not a hang."""
-    if url.get_backend_name() == "sqlite":
-        engine = create_async_engine(url, connect_args={"timeout": timeout_seconds})
-        event.listen(engine.sync_engine, "connect", _configure_sqlite)
-        return engine
-    return create_async_engine(
-        url,
-        # Neon suspends idle computes after five minutes and drops their
-        # connections: check a connection before use and recycle it before then.
-        pool_pre_ping=True,
-        pool_recycle=240,
-        pool_timeout=timeout_seconds,
-        # libpq takes whole seconds; it also bounds the TCP handshake and TLS.
-        connect_args={
-            "connect_timeout": max(1, round(timeout_seconds)),
-            # Names our connections in pg_stat_activity (and Neon's console).
-            "application_name": "todo-api",
-        },
-    )
+def database_url(raw: str) -> URL:
+    """Normalise a pasted DATABASE_URL (Neon, Heroku, plain SQLite) for the driver we ship."""
+    try:
+        url = make_url(raw)
+    except ArgumentError:
+        raise ValueError("is not a database URL (expected postgresql://… or sqlite:///…)") from None
+    driver = _DRIVERS.get(url.drivername)
+    if driver is None:
+        raise ValueError(f"scheme {url.drivername!r} is not supported; use postgresql:// or sqlite:///")
+    if driver.startswith("postgresql"):
+        url = url.difference_update_query(_LIBPQ_ONLY)
+    return url.set(drivername=driver)
+
+
+def asyncpg_dsn(url: URL) -> str:
+    """The URL as asyncpg reads it: a libpq URI (it understands `sslmode` and friends)."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class DatabaseUnavailableError(Exception):
+    """The database cannot be reached, or did not answer in time: a 503, not a 500."""
+
+
+# Failures of the connection, not of the statement: the client may retry.
+_POSTGRES_UNAVAILABLE = (
+    OSError,  # refused, reset, unreachable, DNS
+    TimeoutError,  # connecting, waiting for a pooled connection, or a statement
+    asyncpg.InterfaceError,  # the connection closed under us
+    asyncpg.PostgresConnectionError,  # SQLSTATE class 08
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: shutting down, starting up
+    asyncpg.exceptions.InsufficientResourcesError,  # class 53: too many connections
+)
+_SQLITE_UNAVAILABLE = (OperationalError, SQLAlchemyInterfaceError, PoolTimeoutError)
+
+
+class Query:
+    """A Core statement whose values are named `bindparam`s, compiled once per process for asyncpg."""
+
+    _dialect = PGDialect_asyncpg()  # type: ignore[no-untyped-call]  # `$1` placeholders, with casts
+
+    def __init__(self, statement: Select[Any] | Insert | Update | Delete) -> None:
+        self.statement = statement
+        compiled = statement.compile(dialect=self._dialect)
+        assert isinstance(compiled, SQLCompiler)
+        self.sql = str(compiled)
+        self._names = tuple(compiled.positiontup or ())
+        # Values fixed in the statement itself (a literal 0, say) travel as parameters too.
+        binds = {name: compiled.binds[name] for name in self._names}
+        self._fixed = {name: bind.value for name, bind in binds.items() if not bind.required}
+
+    def arguments(self, params: Mapping[str, Any]) -> list[Any]:
+        return [params[name] if name in params else self._fixed[name] for name in self._names]
+
+
+class Connection(ABC):
+    """One pooled connection, in autocommit."""
+
+    def __init__(self, listeners: list[StatementListener]) -> None:
+        self._listeners = listeners
+
+    @abstractmethod
+    async def execute(self, query: Query, **params: Any) -> None: ...
+
+    @abstractmethod
+    async def fetch_one(self, query: Query, **params: Any) -> Row | None: ...
+
+    @abstractmethod
+    async def fetch_all(self, query: Query, **params: Any) -> list[Row]: ...
+
+    @abstractmethod
+    def transaction(self) -> Any:
+        """An async context manager: its statements commit together, or not at all."""
+
+    def _sent(self, sql: str) -> None:
+        for listener in self._listeners:
+            listener(sql)
+
+
+class Database(ABC):
+    """The pool a process shares. Connections are opened lazily, on first use."""
+
+    def __init__(self, timeout_seconds: float) -> None:
+        self.timeout_seconds = timeout_seconds
+        self.statement_listeners: list[StatementListener] = []
+
+    @abstractmethod
+    def connection(self) -> Any:
+        """An async context manager giving a `Connection`; connectivity failures become
+        `DatabaseUnavailableError`."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    def pool_status(self) -> "PoolStatus": ...
+
+
+@dataclass(frozen=True, slots=True)
+class PoolStatus:
+    size: int
+    in_use: int
+
+
+class PostgresConnection(Connection):
+    def __init__(self, connection: "PoolConnectionProxy[Any]", listeners: list[StatementListener]) -> None:
+        super().__init__(listeners)
+        self._connection = connection
+
+    async def execute(self, query: Query, **params: Any) -> None:
+        self._sent(query.sql)
+        await self._connection.execute(query.sql, *query.arguments(params))
+
+    async def fetch_one(self, query: Query, **params: Any) -> Row | None:
+        self._sent(query.sql)
+        record = await self._connection.fetchrow(query.sql, *query.arguments(params))
+        return None if record is None else dict(record)
+
+    async def fetch_all(self, query: Query, **params: Any) -> list[Row]:
+        self._sent(query.sql)
+        return [dict(record) for record in await self._connection.fetch(query.sql, *query.arguments(params))]
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        self._sent("BEGIN")
+        try:
+            async with self._connection.transaction():
+                yield
+        except BaseException:
+            self._sent("ROLLBACK")
+            raise
+        self._sent("COMMIT")
+
+
+class PostgresDatabase(Database):
+    def __init__(self, url: URL, *, timeout_seconds: float, pool_size: int) -> None:
+        super().__init__(timeout_seconds)
+        self._dsn = asyncpg_dsn(url)
+        self._pool_size = pool_size
+        self._pool: asyncpg.Pool | None = None
+        self._pool_lock = asyncio.Lock()
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        try:
+            pool = self._pool or await self._open_pool()
+            async with pool.acquire(timeout=self.timeout_seconds) as connection:
+                yield PostgresConnection(connection, self.statement_listeners)
+        except _POSTGRES_UNAVAILABLE as error:
+            raise DatabaseUnavailableError(type(error).__name__) from error
+
+    async def _open_pool(self) -> asyncpg.Pool:
+        async with self._pool_lock:
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(
+                    self._dsn,
+                    min_size=1,
+                    max_size=self._pool_size,
+                    # Neon suspends an idle compute after five minutes and drops its
+                    # connections: close idle ones before that happens.
+                    max_inactive_connection_lifetime=240,
+                    # We keep no session state (no SET, LISTEN, advisory locks or
+                    # cursors), so returning a connection needs no RESET ALL round
+                    # trip; asyncpg still rolls back a transaction left open.
+                    reset=_keep_session,
+                    timeout=self.timeout_seconds,  # connecting, TLS included
+                    command_timeout=self.timeout_seconds,  # each statement
+                    # Names our connections in pg_stat_activity (and Neon's console).
+                    server_settings={"application_name": "todo-api"},
+                )
+            return self._pool
+
+    async def close(self) -> None:
+        if self._pool is None:
+            return
+        pool, self._pool = self._pool, None
+        try:
+            # Graceful: waits for connections in use, then says goodbye to the server.
+            await asyncio.wait_for(pool.close(), self.timeout_seconds)
+        except _POSTGRES_UNAVAILABLE as error:
+            # A stalled or vanished server must not hold up shutdown: asyncpg has
+            # already dropped the connections (Pool.terminate).
+            logger.warning("database connections dropped at shutdown: %s", type(error).__name__)
+
+    def pool_status(self) -> PoolStatus:
+        if self._pool is None:
+            return PoolStatus(size=0, in_use=0)
+        size = self._pool.get_size()
+        return PoolStatus(size=size, in_use=size - self._pool.get_idle_size())
+
+
+async def _keep_session(_connection: asyncpg.Connection) -> None:
+    return None
+
+
+class SqliteConnection(Connection):
+    def __init__(self, connection: AsyncConnection, listeners: list[StatementListener]) -> None:
+        super().__init__(listeners)
+        self._connection = connection
+
+    async def execute(self, query: Query, **params: Any) -> None:
+        await self._connection.execute(query.statement, params)
+
+    async def fetch_one(self, query: Query, **params: Any) -> Row | None:
+        row = (await self._connection.execute(query.statement, params)).mappings().first()
+        return None if row is None else dict(row)
+
+    async def fetch_all(self, query: Query, **params: Any) -> list[Row]:
+        return [dict(row) for row in (await self._connection.execute(query.statement, params)).mappings()]
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        # IMMEDIATE takes the write lock up front, so two writers wait for each
+        # other instead of failing when a read lock cannot be upgraded.
+        await self._connection.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            await self._connection.exec_driver_sql("ROLLBACK")
+            raise
+        await self._connection.exec_driver_sql("COMMIT")
+
+
+class SqliteDatabase(Database):
+    def __init__(self, url: URL, *, timeout_seconds: float) -> None:
+        super().__init__(timeout_seconds)
+        # The sqlite3 module's own transaction handling is off (autocommit):
+        # `transaction()` says BEGIN and COMMIT itself.
+        self.engine: AsyncEngine = create_async_engine(
+            url, connect_args={"timeout": timeout_seconds}, isolation_level="AUTOCOMMIT"
+        )
+        event.listen(self.engine.sync_engine, "connect", _configure_sqlite)
+        event.listen(self.engine.sync_engine, "before_cursor_execute", self._notify)
+
+    def _notify(self, _conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        for listener in self.statement_listeners:
+            listener(statement)
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        try:
+            async with self.engine.connect() as connection:
+                yield SqliteConnection(connection, self.statement_listeners)
+        except _SQLITE_UNAVAILABLE as error:
+            raise DatabaseUnavailableError(type(error).__name__) from error
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    def pool_status(self) -> PoolStatus:
+        pool: Any = self.engine.sync_engine.pool
+        return PoolStatus(size=pool.size(), in_use=pool.checkedout())
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
@@ -45,29 +321,10 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-async def get_connection(request: Request) -> AsyncIterator[AsyncConnection]:
-    """One transaction per request: committed when the handler returns, rolled back if it raises.
-
-    Used with `scope="function"`, so the commit happens before the response is
-    sent and a 2xx always means the change is stored. A Core connection, not an
-    ORM session: the queries in `crud` need no identity map or unit of work.
-    """
-    engine: AsyncEngine = request.app.state.engine
-    metrics: Metrics | None = request.app.state.metrics
-    if metrics is not None:
-        metrics.pool_waiting.inc()  # counts the requests queueing for a connection
-    try:
-        connection = await engine.connect()
-    finally:
-        if metrics is not None:
-            metrics.pool_waiting.dec()
-    try:
-        transaction = await connection.begin()
-        try:
-            yield connection
-        except BaseException:
-            await transaction.rollback()
-            raise
-        await transaction.commit()
-    finally:
-        await connection.close()
+def create_database(url: URL, *, timeout_seconds: float = 5, pool_size: int = 15) -> Database:
+    """`timeout_seconds` bounds connecting, waiting for a pooled connection and each
+    statement (on SQLite: waiting for the write lock), so an unreachable or stalled
+    database becomes a 503, not a hang."""
+    if url.get_backend_name() == "sqlite":
+        return SqliteDatabase(url, timeout_seconds=timeout_seconds)
+    return PostgresDatabase(url, timeout_seconds=timeout_seconds, pool_size=pool_size)

@@ -12,10 +12,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
+
+from backend.db import DatabaseUnavailableError
 
 logger = logging.getLogger("backend.errors")
 
@@ -161,7 +161,9 @@ def _issue(error: Mapping[str, Any]) -> ValidationIssue:
 
 
 async def _database_unavailable(_request: Request, exc: Exception) -> JSONResponse:
-    logger.warning("database unavailable: %s", type(exc).__name__)
+    # The cause's type (a timeout, a refused connection, ...) and never its message,
+    # which may carry the database's host.
+    logger.warning("database unavailable: %s", exc)
     return problem_response(
         HTTPStatus.SERVICE_UNAVAILABLE,
         "the database is unreachable; retry shortly",
@@ -178,8 +180,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, _problem_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    for database_error in (OperationalError, InterfaceError, PoolTimeoutError, ConnectionError):
-        app.add_exception_handler(database_error, _database_unavailable)
+    app.add_exception_handler(DatabaseUnavailableError, _database_unavailable)
     app.add_exception_handler(Exception, _unexpected_error)
 
 

@@ -8,10 +8,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
-from sqlalchemy import text
+from sqlalchemy import literal, select
 
 from backend.config import Settings, get_settings
-from backend.db import create_engine
+from backend.db import Database, Query, create_database
 from backend.errors import PROBLEM_JSON, index_route_methods, install_error_handlers, problem_responses
 from backend.metrics import Metrics, metrics_endpoint
 from backend.middleware import BodyLimitMiddleware, DeadlineMiddleware, SecurityHeadersMiddleware
@@ -29,9 +29,16 @@ path's `user_id` must be the token's `sub`. Errors are `application/problem+json
 """
 
 
+READY = Query(select(literal(1)))
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    engine = create_engine(settings.async_database_url, timeout_seconds=settings.database_timeout_seconds)
+    database = create_database(
+        settings.url,
+        timeout_seconds=settings.database_timeout_seconds,
+        pool_size=settings.database_pool_size,
+    )
 
     jwks = (
         JwksCache(
@@ -51,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
-        await engine.dispose()
+        await database.close()
         if jwks is not None:
             await jwks.aclose()
         if rate_limiter is not None:
@@ -67,9 +74,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redoc_url="/redoc" if settings.docs_enabled else None,
         openapi_url="/openapi.json" if settings.docs_enabled else None,
     )
-    app.state.engine = engine
+    app.state.settings = settings
+    app.state.database = database
     app.state.rate_limiter = rate_limiter
-    app.state.metrics = Metrics(engine, jwks) if settings.metrics_enabled else None
+    app.state.metrics = Metrics(database, jwks) if settings.metrics_enabled else None
     app.state.metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
     app.state.token_verifier = TokenVerifier(
         algorithms=frozenset(settings.jwt_algorithms),
@@ -119,8 +127,9 @@ async def health() -> dict[str, str]:
 
 async def ready(request: Request) -> dict[str, str]:
     """Readiness: the database answers a query."""
-    async with request.app.state.engine.connect() as connection:
-        await connection.execute(text("SELECT 1"))
+    database: Database = request.app.state.database
+    async with database.connection() as connection:
+        await connection.fetch_one(READY)
     return {"status": "ok"}
 
 

@@ -15,9 +15,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlalchemy.pool import QueuePool
 
+from backend.db import Database
 from backend.errors import NotAuthenticated
 
 if TYPE_CHECKING:
@@ -30,7 +29,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 class Metrics:
     """One registry per app, so several apps (tests, workers) never share counters."""
 
-    def __init__(self, engine: AsyncEngine, jwks: "JwksCache | None") -> None:
+    def __init__(self, database: Database, jwks: "JwksCache | None") -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "todo_api_requests",
@@ -50,7 +49,7 @@ class Metrics:
             "Requests waiting for a database connection from the pool.",
             registry=self.registry,
         )
-        self.registry.register(_StateCollector(engine, jwks))
+        self.registry.register(_StateCollector(database, jwks))
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).inc()
@@ -60,19 +59,18 @@ class Metrics:
 class _StateCollector(Collector):
     """Read at scrape time from the pool and the JWKS cache themselves."""
 
-    def __init__(self, engine: AsyncEngine, jwks: "JwksCache | None") -> None:
-        self.engine = engine
+    def __init__(self, database: Database, jwks: "JwksCache | None") -> None:
+        self.database = database
         self.jwks = jwks
 
     def collect(self) -> Iterator[Metric]:
-        pool = self.engine.sync_engine.pool
-        if isinstance(pool, QueuePool):
-            in_use = GaugeMetricFamily("todo_api_db_pool_in_use", "Database connections checked out.")
-            in_use.add_metric([], pool.checkedout())
-            yield in_use
-            size = GaugeMetricFamily("todo_api_db_pool_size", "Database connections the pool keeps open.")
-            size.add_metric([], pool.size())
-            yield size
+        pool = self.database.pool_status()
+        in_use = GaugeMetricFamily("todo_api_db_pool_in_use", "Database connections checked out.")
+        in_use.add_metric([], pool.in_use)
+        yield in_use
+        size = GaugeMetricFamily("todo_api_db_pool_size", "Database connections the pool keeps open.")
+        size.add_metric([], pool.size)
+        yield size
         if self.jwks is not None:
             fetches = CounterMetricFamily(
                 "todo_api_jwks_fetches", "Fetches of Better Auth's JWKS, by outcome.", labels=["outcome"]

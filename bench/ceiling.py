@@ -116,12 +116,17 @@ async def toggle(request: Request) -> Response:
     return json(task(row)) if row else json({"detail": "not found"}, 404)
 
 
+async def keep_session(_connection: asyncpg.Connection) -> None:
+    return None
+
+
 @asynccontextmanager
 async def lifespan(_app: Starlette) -> AsyncIterator[None]:
     global pool
-    url = os.environ["DATABASE_URL"].replace("postgresql+psycopg://", "postgresql://")
+    url = os.environ["DATABASE_URL"]
     # The same number of connections our API may open with SQLAlchemy's defaults (5 + 10).
-    pool = await asyncpg.create_pool(url, min_size=5, max_size=15)
+    # No RESET ALL on release, as in the API: neither keeps session state.
+    pool = await asyncpg.create_pool(url, min_size=5, max_size=15, reset=keep_session)
     yield
     await pool.close()
 

@@ -6,6 +6,7 @@ bounded by --duration and stops by itself; traffic goes to loopback only.
 """
 
 import argparse
+import asyncio
 import contextlib
 import json
 import os
@@ -23,12 +24,12 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import httpx
 import psycopg
 from psycopg import sql
-from sqlalchemy.dialects import postgresql
 
-from backend.crud import list_statement
+from backend.crud import list_query
 from backend.security import issue_token
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -191,17 +192,22 @@ def seed_doomed(url: str, state: Seed) -> None:
 
 def explain_big_list(url: str) -> str:
     """EXPLAIN (ANALYZE) of the API's own list statement for the 100,000-task user, both pages."""
-    plans = []
-    for offset in (0, 10_000):
-        statement = list_statement(
-            "bench-big", status="all", sort="created", order="desc", limit=100, offset=offset
-        )
-        compiled = str(
-            statement.compile(dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
-        )
-        with psycopg.connect(url) as connection:
-            rows = connection.execute(f"EXPLAIN (ANALYZE, BUFFERS) {compiled}".replace("%", "%%")).fetchall()
-        plans.append(f"-- offset {offset}\n" + "\n".join(row[0] for row in rows))
+    query = list_query("all", "created", "desc")
+
+    async def explain() -> list[str]:
+        connection = await asyncpg.connect(url)
+        try:
+            plans = []
+            for offset in (0, 10_000):
+                arguments = query.arguments({"owner_id": "bench-big", "limit": 100, "offset": offset})
+                # The very SQL the API sends, with the same parameters.
+                rows = await connection.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {query.sql}", *arguments)
+                plans.append(f"-- offset {offset}\n" + "\n".join(row[0] for row in rows))
+            return plans
+        finally:
+            await connection.close()
+
+    plans = asyncio.run(explain())
     return "\n".join(plans)
 
 

@@ -3,6 +3,7 @@
 import asyncio
 import logging.config
 
+import asyncpg
 from alembic import context
 from sqlalchemy import String
 from sqlalchemy.engine import Connection
@@ -10,7 +11,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.pool import NullPool
 from sqlmodel.sql.sqltypes import AutoString
 
-from backend.config import DatabaseSettings, async_database_url
+from backend.config import DatabaseSettings
+from backend.db import asyncpg_dsn, database_url
 from backend.models import metadata
 
 config = context.config
@@ -39,8 +41,16 @@ def run_migrations(connection: Connection) -> None:
         context.run_migrations()
 
 
-async def run_async_migrations(url: str) -> None:
-    engine = create_async_engine(async_database_url(url), poolclass=NullPool)
+async def run_async_migrations(raw_url: str) -> None:
+    url = database_url(raw_url)
+    if url.get_backend_name() == "postgresql":
+        # asyncpg reads the URL itself, as the API's own pool does: `sslmode` and all.
+        dsn = asyncpg_dsn(url)
+        engine = create_async_engine(
+            "postgresql+asyncpg://", poolclass=NullPool, async_creator=lambda: asyncpg.connect(dsn)
+        )
+    else:
+        engine = create_async_engine(url, poolclass=NullPool)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(run_migrations)

@@ -189,7 +189,7 @@ async def test_issuer_and_audience_are_checked_when_configured(database_url: str
         assert await status(issue_token(SECRET, user, issuer="https://evil.example", audience="todo")) == 401
         assert await status(issue_token(SECRET, user, issuer="https://auth.example", audience="other")) == 401
         assert await status(issue_token(SECRET, user)) == 401
-    await app.state.engine.dispose()
+    await app.state.database.close()
 
 
 async def test_a_user_id_with_spaces_and_non_ascii_works(client: AsyncClient) -> None:

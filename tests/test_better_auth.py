@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import FastAPI
 from httpx import AsyncClient
 
-from tests.conftest import IN_CI, assert_problem, http_client, make_settings, running_app
+from tests.conftest import IN_CI, assert_problem, http_client, make_settings, run_sql, running_app
 
 pytestmark = pytest.mark.anyio
 
@@ -163,8 +163,7 @@ async def test_a_real_token_creates_lists_toggles_and_deletes(
     assert (await client.delete(task_url, headers=bearer(token))).status_code == 204
 
     # The token's email and name filled the user's row.
-    async with app.state.engine.connect() as connection:
-        row = (await connection.exec_driver_sql("SELECT email, name FROM users")).one()
+    [row] = run_sql(app.state.settings.database_url, "SELECT email, name FROM users")
     assert row.name == "Alice"
     assert row.email.startswith("alice-")
 

@@ -8,7 +8,9 @@ import pytest
 from pydantic import ValidationError
 
 from backend.cli import main
-from backend.config import Settings, async_database_url, describe_validation_error, get_settings
+from backend.config import Settings, describe_validation_error, get_settings
+from backend.db import database_url
+from tests.conftest import http_client, make_settings, running_app, sign_in
 
 SECRET = "s" * 40
 
@@ -18,16 +20,20 @@ SECRET = "s" * 40
     [
         (
             "postgresql://alex:AbC123@ep-cool-darkness-123456.us-east-2.aws.neon.tech/neondb?sslmode=require&channel_binding=require",
-            "postgresql+psycopg://alex:AbC123@ep-cool-darkness-123456.us-east-2.aws.neon.tech/neondb?channel_binding=require&sslmode=require",
+            "postgresql+asyncpg://alex:AbC123@ep-cool-darkness-123456.us-east-2.aws.neon.tech/neondb?sslmode=require",
         ),
-        ("postgres://u:p@db.example:5433/app", "postgresql+psycopg://u:p@db.example:5433/app"),
-        ("postgresql+psycopg2://u@h/db", "postgresql+psycopg://u@h/db"),
+        ("postgres://u:p@db.example:5433/app", "postgresql+asyncpg://u:p@db.example:5433/app"),
+        ("postgresql+psycopg2://u@h/db", "postgresql+asyncpg://u@h/db"),
+        (
+            "postgresql+psycopg://u@h/db?connect_timeout=10&sslmode=verify-full",
+            "postgresql+asyncpg://u@h/db?sslmode=verify-full",
+        ),
         ("sqlite:///./todo.db", "sqlite+aiosqlite:///./todo.db"),
         ("sqlite:////var/lib/todo.db", "sqlite+aiosqlite:////var/lib/todo.db"),
     ],
 )
-def test_database_urls_are_normalised_to_the_async_driver(pasted: str, normalised: str) -> None:
-    assert async_database_url(pasted).render_as_string(hide_password=False) == normalised
+def test_database_urls_are_normalised_for_the_driver(pasted: str, normalised: str) -> None:
+    assert database_url(pasted).render_as_string(hide_password=False) == normalised
 
 
 @pytest.mark.parametrize("url", ["mysql://u@h/db", "not a url", "redis://localhost"])
@@ -160,3 +166,14 @@ def test_token_needs_the_secret(cli: Any) -> None:
     code, _, stderr = cli("token", "--user-id", "alice", env={"BETTER_AUTH_URL": "http://localhost:3000"})
     assert code == 2
     assert "BETTER_AUTH_SECRET" in stderr
+
+
+@pytest.mark.anyio
+async def test_a_url_with_libpq_only_parameters_serves_requests(postgres_url: str) -> None:
+    """What Neon's console gives (sslmode, channel_binding), plus connect_timeout: asyncpg
+    would send the last two to the server as settings, which refuses them."""
+    pasted = f"{postgres_url}?sslmode=prefer&channel_binding=prefer&connect_timeout=3"
+    async with running_app(make_settings(pasted)) as app, http_client(app) as client:
+        alice = sign_in(client, "alice")
+        created = await alice.create(title="through a pasted URL")
+        assert (await alice.request("GET", f"/{created['id']}")).json()["title"] == "through a pasted URL"

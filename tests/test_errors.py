@@ -8,7 +8,7 @@ from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 
 from backend.main import create_app
-from tests.conftest import Caller, assert_problem, make_settings, sign_in
+from tests.conftest import Caller, assert_problem, make_settings, run_sql, sign_in
 
 pytestmark = pytest.mark.anyio
 
@@ -84,7 +84,7 @@ async def unreachable_client(request: pytest.FixtureRequest) -> AsyncIterator[As
     app = create_app(make_settings(UNREACHABLE[request.param]))
     async with AsyncClient(transport=ASGITransport(app=app), base_url="http://testserver") as client:
         yield client
-    await app.state.engine.dispose()
+    await app.state.database.close()
 
 
 async def test_an_unreachable_database_is_503_with_retry_after(unreachable_client: AsyncClient) -> None:
@@ -116,26 +116,32 @@ async def test_a_bug_is_a_500_problem_without_internals(settings: Any) -> None:
     assert "secret internals" not in response.text
     assert "Traceback" not in response.text
     assert problem["detail"] == "an unexpected error occurred"
-    await app.state.engine.dispose()
+    await app.state.database.close()
 
 
-async def test_a_failed_request_rolls_back_everything_it_wrote(app: FastAPI, alice: Caller) -> None:
-    """The database dependency owns the transaction: a handler that writes and then fails leaves no trace."""
+async def test_a_create_that_fails_halfway_leaves_nothing_behind(
+    app: FastAPI, alice: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Create records the user, then inserts the task, in one transaction: if the insert
+    fails, the user's row is rolled back with it."""
+    from sqlalchemy import bindparam, insert
+
     from backend import crud
-    from backend.dependencies import CurrentUser, DatabaseDep
-    from backend.models import TaskCreate
+    from backend.db import Query
 
-    async def create_then_fail(user: CurrentUser, db: DatabaseDep) -> None:
-        await crud.create_task(db, user, TaskCreate(title="half-done"))
-        raise RuntimeError("failure after the write")
-
-    app.add_api_route("/api/{user_id}/create-then-fail", create_then_fail, methods=["POST"])
+    # An insert for a user who does not exist: the foreign key refuses it.
+    failing = insert(crud.TASKS).values(
+        user_id="nobody", title="half-done", created_at=bindparam("now"), updated_at=bindparam("now")
+    )
+    monkeypatch.setattr(crud, "_INSERT", Query(failing.returning(*crud.TASKS.c)))
     transport = ASGITransport(app=app, raise_app_exceptions=False)
     async with AsyncClient(transport=transport, base_url="http://testserver") as client:
-        response = await client.post(f"/api/{alice.user_id}/create-then-fail", headers=alice.headers)
-    assert_problem(response, 500)
+        response = await client.post(
+            f"/api/{alice.user_id}/tasks", headers=alice.headers, json={"title": "x"}
+        )
+    problem = assert_problem(response, 500)
+    assert problem["detail"] == "an unexpected error occurred"
 
-    async with app.state.engine.connect() as connection:
-        users = (await connection.exec_driver_sql("SELECT count(*) FROM users")).scalar_one()
-        tasks = (await connection.exec_driver_sql("SELECT count(*) FROM tasks")).scalar_one()
-    assert (users, tasks) == (0, 0)
+    url = app.state.settings.database_url
+    assert run_sql(url, "SELECT count(*) FROM users") == [(0,)]
+    assert run_sql(url, "SELECT count(*) FROM tasks") == [(0,)]

@@ -8,22 +8,16 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
-from sqlalchemy.engine import make_url
 
 from backend.cli import alembic_config
 from backend.models import metadata
-from tests.conftest import BACKENDS, fresh_database, migrate
+from tests.conftest import BACKENDS, fresh_database, migrate, sync_url
 
 
 @pytest.fixture(params=BACKENDS)
 def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     with fresh_database(request.param, tmp_path) as url:
         yield url
-
-
-def sync_url(url: str) -> str:
-    driver = "postgresql+psycopg" if url.startswith("postgresql") else "sqlite"
-    return make_url(url).set(drivername=driver).render_as_string(hide_password=False)
 
 
 def tables(url: str) -> set[str]:

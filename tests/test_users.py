@@ -6,15 +6,17 @@ import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient
 
-from tests.conftest import Caller, sign_in
+from tests.conftest import Caller, run_sql, sign_in
 
 pytestmark = pytest.mark.anyio
 
 
 async def users(app: FastAPI) -> list[tuple[Any, ...]]:
-    async with app.state.engine.connect() as connection:
-        result = await connection.exec_driver_sql("SELECT id, email, name FROM users ORDER BY id")
-        return [tuple(row) for row in result]
+    return [tuple(row) for row in sql(app, "SELECT id, email, name FROM users ORDER BY id")]
+
+
+def sql(app: FastAPI, statement: str) -> list[Any]:
+    return run_sql(app.state.settings.database_url, statement)
 
 
 async def test_reading_creates_no_user(app: FastAPI, alice: Caller) -> None:
@@ -44,11 +46,10 @@ async def test_a_newer_email_or_name_replaces_the_old_one(app: FastAPI, client: 
 
 async def test_tasks_reference_their_user(app: FastAPI, alice: Caller) -> None:
     await alice.create()
-    async with app.state.engine.connect() as connection:
-        orphans = await connection.exec_driver_sql(
-            "SELECT count(*) FROM tasks LEFT JOIN users ON users.id = tasks.user_id WHERE users.id IS NULL"
-        )
-        assert orphans.scalar_one() == 0
+    orphans = sql(
+        app, "SELECT count(*) FROM tasks LEFT JOIN users ON users.id = tasks.user_id WHERE users.id IS NULL"
+    )
+    assert orphans == [(0,)]
 
 
 async def test_profile_claims_that_cannot_be_stored_are_dropped(app: FastAPI, client: AsyncClient) -> None:
@@ -67,12 +68,12 @@ async def test_task_counters_follow_every_write(app: FastAPI, alice: Caller, bob
     await alice.request("DELETE", f"/{tasks[4]['id']}")  # a completed one
     await alice.request("DELETE", f"/{tasks[5]['id']}")  # a pending one
 
-    async with app.state.engine.connect() as connection:
-        counted = await connection.exec_driver_sql("SELECT id, task_count, completed_count FROM users")
-        counters = {row[0]: (row[1], row[2]) for row in counted}
-        stored = await connection.exec_driver_sql(
-            "SELECT user_id, count(*), sum(CASE WHEN completed THEN 1 ELSE 0 END) FROM tasks GROUP BY user_id"
-        )
-        actual = {row[0]: (row[1], row[2]) for row in stored}
+    counted = sql(app, "SELECT id, task_count, completed_count FROM users")
+    counters = {row[0]: (row[1], row[2]) for row in counted}
+    stored = sql(
+        app,
+        "SELECT user_id, count(*), sum(CASE WHEN completed THEN 1 ELSE 0 END) FROM tasks GROUP BY user_id",
+    )
+    actual = {row[0]: (row[1], row[2]) for row in stored}
     assert counters == actual
     assert counters[alice.user_id] == (4, 2)

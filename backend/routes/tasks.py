@@ -110,7 +110,7 @@ async def create_task(
 ) -> TaskPublic:
     """Create a task for the user."""
     task = await crud.create_task(db, user, body)
-    response.headers["Location"] = str(request.url_for("get_task", user_id=user.subject, task_id=task.id))
+    response.headers["Location"] = str(request.url_for("get_task", user_id=user.subject, task_id=task["id"]))
     return TaskPublic.model_validate(task)
 
 
