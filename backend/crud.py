@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Table, bindparam, delete, func, insert, not_, or_, select, update
 from sqlalchemy.dialects import postgresql
 
-from backend.db import Connection, Query, Row
+from backend.db import Database, Query, Row
 from backend.errors import NotFound
 from backend.models import (
     SortOrder,
@@ -89,15 +89,15 @@ def _record_user(known: frozenset[str]) -> Query:
     )
 
 
-async def create_task(db: Connection, owner: TokenClaims, data: TaskCreate) -> Row:
+async def create_task(db: Database, owner: TokenClaims, data: TaskCreate) -> Row:
     """Create the user's row on their first write (keeping email and name current), then the task."""
     known = frozenset(column for column, value in (("email", owner.email), ("name", owner.name)) if value)
     now = utc_now()
-    async with db.transaction():
-        await db.execute(
+    async with db.transaction() as connection:
+        await connection.execute(
             _record_user(known), owner_id=owner.subject, user_email=owner.email, user_name=owner.name, now=now
         )
-        task = await db.fetch_one(
+        task = await connection.fetch_one(
             _INSERT,
             owner_id=owner.subject,
             new_title=data.title,
@@ -109,7 +109,7 @@ async def create_task(db: Connection, owner: TokenClaims, data: TaskCreate) -> R
     return task
 
 
-async def get_task(db: Connection, owner_id: str, task_id: int) -> Row:
+async def get_task(db: Database, owner_id: str, task_id: int) -> Row:
     task = await db.fetch_one(_GET, owner_id=owner_id, task_id=task_id)
     if task is None:
         raise TaskNotFound()
@@ -129,7 +129,7 @@ def default_order(sort: TaskSort) -> SortOrder:
 
 
 async def list_tasks(
-    db: Connection,
+    db: Database,
     owner_id: str,
     *,
     status: TaskStatus,
@@ -187,7 +187,7 @@ def _update_query(columns: frozenset[str], toggle: bool = False) -> Query:
 
 
 async def _update_owned(
-    db: Connection, owner_id: str, task_id: int, values: dict[str, Any], *, toggle: bool = False
+    db: Database, owner_id: str, task_id: int, values: dict[str, Any], *, toggle: bool = False
 ) -> Row:
     query = _update_query(frozenset(values), toggle)
     task = await db.fetch_one(
@@ -202,24 +202,24 @@ async def _update_owned(
     return task
 
 
-async def replace_task(db: Connection, owner_id: str, task_id: int, data: TaskReplace) -> Row:
+async def replace_task(db: Database, owner_id: str, task_id: int, data: TaskReplace) -> Row:
     values = data.model_dump()
     if data.completed is None:
         del values["completed"]  # unchanged when omitted
     return await _update_owned(db, owner_id, task_id, values)
 
 
-async def update_task(db: Connection, owner_id: str, task_id: int, data: TaskUpdate) -> Row:
+async def update_task(db: Database, owner_id: str, task_id: int, data: TaskUpdate) -> Row:
     return await _update_owned(db, owner_id, task_id, data.model_dump(exclude_unset=True))
 
 
-async def set_completion(db: Connection, owner_id: str, task_id: int, completed: bool | None) -> Row:
+async def set_completion(db: Database, owner_id: str, task_id: int, completed: bool | None) -> Row:
     """Set `completed`, or flip it when `completed` is None, in one statement."""
     if completed is None:
         return await _update_owned(db, owner_id, task_id, {}, toggle=True)
     return await _update_owned(db, owner_id, task_id, {"completed": completed})
 
 
-async def delete_task(db: Connection, owner_id: str, task_id: int) -> None:
+async def delete_task(db: Database, owner_id: str, task_id: int) -> None:
     if await db.fetch_one(_DELETE, owner_id=owner_id, task_id=task_id) is None:
         raise TaskNotFound()

@@ -11,15 +11,17 @@ run two ways:
 - SQLite, the embedded default, through SQLAlchemy's engine: the statement as is,
   with SQLAlchemy's type handling (SQLite has no native timestamps or booleans).
 
-A connection runs in autocommit: every route but create is one statement, which
-is atomic on its own; create wraps its two in `transaction()`.
+Statements run in autocommit, each on a connection borrowed from the pool just
+for it: every route but create is one statement, atomic on its own; create runs
+its two in `transaction()`. Nothing is held between statements, so a request
+never keeps a connection while it waits on anything else.
 """
 
 import asyncio
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,7 +130,7 @@ class Connection(ABC):
     async def fetch_all(self, query: Query, **params: Any) -> list[Row]: ...
 
     @abstractmethod
-    def transaction(self) -> Any:
+    def transaction(self) -> AbstractAsyncContextManager[None]:
         """An async context manager: its statements commit together, or not at all."""
 
     def _sent(self, sql: str) -> None:
@@ -142,11 +144,30 @@ class Database(ABC):
     def __init__(self, timeout_seconds: float) -> None:
         self.timeout_seconds = timeout_seconds
         self.statement_listeners: list[StatementListener] = []
+        self.waiting = 0  # requests queueing for a connection, for the metrics
 
     @abstractmethod
-    def connection(self) -> Any:
+    def connection(self) -> AbstractAsyncContextManager["Connection"]:
         """An async context manager giving a `Connection`; connectivity failures become
         `DatabaseUnavailableError`."""
+
+    async def execute(self, query: Query, **params: Any) -> None:
+        async with self.connection() as connection:
+            await connection.execute(query, **params)
+
+    async def fetch_one(self, query: Query, **params: Any) -> Row | None:
+        async with self.connection() as connection:
+            return await connection.fetch_one(query, **params)
+
+    async def fetch_all(self, query: Query, **params: Any) -> list[Row]:
+        async with self.connection() as connection:
+            return await connection.fetch_all(query, **params)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        """A connection whose statements commit together when the block ends, or not at all."""
+        async with self.connection() as connection, connection.transaction():
+            yield connection
 
     @abstractmethod
     async def close(self) -> None: ...
@@ -159,6 +180,7 @@ class Database(ABC):
 class PoolStatus:
     size: int
     in_use: int
+    waiting: int
 
 
 class PostgresConnection(Connection):
@@ -203,8 +225,15 @@ class PostgresDatabase(Database):
     async def connection(self) -> AsyncIterator[Connection]:
         try:
             pool = self._pool or await self._open_pool()
-            async with pool.acquire(timeout=self.timeout_seconds) as connection:
+            self.waiting += 1
+            try:
+                connection = await pool.acquire(timeout=self.timeout_seconds)
+            finally:
+                self.waiting -= 1
+            try:
                 yield PostgresConnection(connection, self.statement_listeners)
+            finally:
+                await pool.release(connection)
         except _POSTGRES_UNAVAILABLE as error:
             raise DatabaseUnavailableError(type(error).__name__) from error
 
@@ -243,9 +272,9 @@ class PostgresDatabase(Database):
 
     def pool_status(self) -> PoolStatus:
         if self._pool is None:
-            return PoolStatus(size=0, in_use=0)
+            return PoolStatus(size=0, in_use=0, waiting=self.waiting)
         size = self._pool.get_size()
-        return PoolStatus(size=size, in_use=size - self._pool.get_idle_size())
+        return PoolStatus(size=size, in_use=size - self._pool.get_idle_size(), waiting=self.waiting)
 
 
 async def _keep_session(_connection: asyncpg.Connection) -> None:
@@ -298,8 +327,15 @@ class SqliteDatabase(Database):
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
         try:
-            async with self.engine.connect() as connection:
+            self.waiting += 1
+            try:
+                connection = await self.engine.connect()
+            finally:
+                self.waiting -= 1
+            try:
                 yield SqliteConnection(connection, self.statement_listeners)
+            finally:
+                await connection.close()
         except _SQLITE_UNAVAILABLE as error:
             raise DatabaseUnavailableError(type(error).__name__) from error
 
@@ -308,7 +344,7 @@ class SqliteDatabase(Database):
 
     def pool_status(self) -> PoolStatus:
         pool: Any = self.engine.sync_engine.pool
-        return PoolStatus(size=pool.size(), in_use=pool.checkedout())
+        return PoolStatus(size=pool.size(), in_use=pool.checkedout(), waiting=self.waiting)
 
 
 def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:

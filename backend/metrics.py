@@ -9,7 +9,6 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
-    Gauge,
     Histogram,
     generate_latest,
 )
@@ -44,11 +43,6 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.pool_waiting = Gauge(
-            "todo_api_db_pool_waiting",
-            "Requests waiting for a database connection from the pool.",
-            registry=self.registry,
-        )
         self.registry.register(_StateCollector(database, jwks))
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
@@ -71,6 +65,9 @@ class _StateCollector(Collector):
         size = GaugeMetricFamily("todo_api_db_pool_size", "Database connections the pool keeps open.")
         size.add_metric([], pool.size)
         yield size
+        waiting = GaugeMetricFamily("todo_api_db_pool_waiting", "Requests waiting for a pooled connection.")
+        waiting.add_metric([], pool.waiting)
+        yield waiting
         if self.jwks is not None:
             fetches = CounterMetricFamily(
                 "todo_api_jwks_fetches", "Fetches of Better Auth's JWKS, by outcome.", labels=["outcome"]
