@@ -1,5 +1,6 @@
 """Who may do what: 401 without a valid token, 403 on another user's path, 404 for another user's task."""
 
+import asyncio
 import base64
 import json
 import time
@@ -11,7 +12,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from httpx import AsyncClient
 
-from backend.security import issue_token
+from backend import security
+from backend.security import InvalidTokenError, TokenVerifier, issue_token
 from tests.conftest import SECRET, Caller, assert_problem, sign_in
 
 pytestmark = pytest.mark.anyio
@@ -204,3 +206,57 @@ async def test_a_subject_that_cannot_be_a_user_id_is_401(client: AsyncClient, su
     token = hs256(valid_claims(sub=subject))
     response = await client.get("/api/anyone/tasks", headers={"Authorization": f"Bearer {token}"})
     assert "'sub'" in assert_problem(response, 401)["detail"]
+
+
+# --- the cache of verified tokens -------------------------------------------------------
+
+
+def verifier(**overrides: Any) -> TokenVerifier:
+    return TokenVerifier(algorithms=frozenset({"HS256"}), secret=SECRET, **overrides)
+
+
+async def test_a_remembered_token_still_expires() -> None:
+    tokens = verifier(leeway_seconds=0)
+    token = hs256({"sub": "alice", "exp": at(now()) + 1})
+    assert (await tokens.verify(token)).subject == "alice"
+    assert (await tokens.verify(token)).subject == "alice"  # now from the cache
+    expires_at = jwt.decode(token, options={"verify_signature": False})["exp"]
+    await asyncio.sleep(max(0.0, expires_at - time.time()) + 0.05)
+    with pytest.raises(InvalidTokenError, match="expired"):
+        await tokens.verify(token)
+
+
+async def test_a_remembered_token_is_forgotten_after_the_ttl(monkeypatch: pytest.MonkeyPatch) -> None:
+    tokens = verifier()
+    token = hs256({"sub": "alice", "exp": at(now() + timedelta(hours=1))})
+    await tokens.verify(token)
+    checked = 0
+    real_decode = tokens._decode
+
+    def counting_decode(*args: Any) -> dict[str, Any]:
+        nonlocal checked
+        checked += 1
+        return real_decode(*args)
+
+    monkeypatch.setattr(tokens, "_decode", counting_decode)
+    await tokens.verify(token)
+    assert checked == 0
+    moment = time.time()
+    monkeypatch.setattr(time, "time", lambda: moment + security.VERIFIED_TOKEN_TTL_SECONDS + 1)
+    await tokens.verify(token)
+    assert checked == 1
+
+
+async def test_the_cache_is_bounded_and_keeps_only_successes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(security, "VERIFIED_TOKENS_KEPT", 8)
+    tokens = verifier()
+    for index in range(20):
+        await tokens.verify(hs256({"sub": f"user-{index}", "exp": at(now() + timedelta(hours=1))}))
+    assert len(tokens._verified) == 8
+    assert all(claims.subject.startswith("user-1") for claims, _ in tokens._verified.values())
+
+    forged = hs256({"sub": "mallory", "exp": at(now() + timedelta(hours=1))}, secret="x" * 40)
+    for _ in range(2):
+        with pytest.raises(InvalidTokenError, match="signature"):
+            await tokens.verify(forged)
+    assert forged not in tokens._verified
