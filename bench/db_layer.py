@@ -17,6 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlmodel import col
 
+from backend.crud import get_task
+from backend.db import create_database, database_url
 from backend.models import Task
 
 ROUNDS = 2000
@@ -42,10 +44,22 @@ async def main(url: str) -> None:
         await connection.commit()
 
     await timed("psycopg, raw, BEGIN + query + COMMIT", raw)
+    await through_our_database(url)
     for driver in ("psycopg", "asyncpg"):
         for isolation in ("READ COMMITTED", "AUTOCOMMIT"):
             await through_sqlalchemy(url.replace("postgresql://", f"postgresql+{driver}://"), isolation)
     await connection.close()
+
+
+async def through_our_database(url: str) -> None:
+    """What the API does: a statement compiled once, sent through an asyncpg pool."""
+    database = create_database(database_url(url))
+
+    async def ours() -> None:
+        await get_task(database, "alice", 1)
+
+    await timed("the API's path: asyncpg pool, compiled once, autocommit", ours)
+    await database.close()
 
 
 async def through_sqlalchemy(url: str, isolation: str) -> None:

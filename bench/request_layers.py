@@ -5,7 +5,7 @@
 Needs a migrated, empty database. Prints microseconds per request, sequential,
 for /health (framework and middleware), a 403 (plus token verification), a GET
 (plus the database), and the same GET with the query replaced by its result
-(connection checkout and pre-ping without the statement).
+(no connection, no statement).
 """
 
 import secrets
@@ -73,8 +73,7 @@ async def main(url: str) -> None:
     await timed("/health", app, "/health", [])
     await timed("403: token verified, path refused", app, "/api/bob/tasks/1", headers)
     await timed("GET one task", app, "/api/alice/tasks/1", headers)
-    async with app.state.engine.connect() as connection:
-        row = await crud.get_task(connection, "alice", 1)
+    row = await crud.get_task(app.state.database, "alice", 1)
 
     async def without_query(*_args: object) -> object:
         return row
@@ -82,7 +81,7 @@ async def main(url: str) -> None:
     real, crud.get_task = crud.get_task, without_query  # type: ignore[assignment]
     await timed("GET one task, the query replaced by its row", app, "/api/alice/tasks/1", headers)
     crud.get_task = real
-    await app.state.engine.dispose()
+    await app.state.database.close()
 
 
 if __name__ == "__main__":
