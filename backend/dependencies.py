@@ -29,10 +29,39 @@ bearer_scheme = HTTPBearer(
 )
 
 
-async def get_token_claims(
+UserIdPath = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=USER_ID_MAX_LENGTH,
+        description="The signed-in user's id: the `sub` claim of the token.",
+        examples=["u_8KJx2mQ"],
+    ),
+]
+
+
+async def get_current_user(
     request: Request,
+    user_id: UserIdPath,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer_scheme)],
 ) -> TokenClaims:
+    """The caller, verified, within their rate limit, and the owner of the path.
+
+    One dependency rather than a chain of three: FastAPI's own bookkeeping per
+    dependency was about 25 us a request (py-spy), a tenth of a task read.
+    """
+    claims = await _verified_claims(request, credentials)
+    limiter: RateLimiter | None = request.app.state.rate_limiter
+    if limiter is not None and (wait := await limiter.wait_seconds(claims.subject)) > 0:
+        raise TooManyRequests(wait)
+    # A 403, not a 404: the caller is known and the path is plainly not theirs,
+    # so saying so leaks nothing and helps a client with a wrong id.
+    if user_id != claims.subject:
+        raise Forbidden("the path's user id is not the signed-in user")
+    return claims
+
+
+async def _verified_claims(request: Request, credentials: HTTPAuthorizationCredentials | None) -> TokenClaims:
     if credentials is None:
         token_sent = "authorization" in request.headers
         raise NotAuthenticated(
@@ -47,36 +76,6 @@ async def get_token_claims(
     except KeySetUnavailableError:
         # Not the client's fault, and not a verdict on the token: retry later.
         raise ServiceUnavailable("Better Auth's key server (JWKS) is unreachable; retry shortly") from None
-
-
-UserIdPath = Annotated[
-    str,
-    Path(
-        min_length=1,
-        max_length=USER_ID_MAX_LENGTH,
-        description="The signed-in user's id: the `sub` claim of the token.",
-        examples=["u_8KJx2mQ"],
-    ),
-]
-
-
-async def get_rate_limited_claims(
-    request: Request, claims: Annotated[TokenClaims, Depends(get_token_claims)]
-) -> TokenClaims:
-    limiter: RateLimiter | None = request.app.state.rate_limiter
-    if limiter is not None and (wait := await limiter.wait_seconds(claims.subject)) > 0:
-        raise TooManyRequests(wait)
-    return claims
-
-
-async def get_current_user(
-    user_id: UserIdPath, claims: Annotated[TokenClaims, Depends(get_rate_limited_claims)]
-) -> TokenClaims:
-    # A 403, not a 404: the caller is known and the path is plainly not theirs,
-    # so saying so leaks nothing and helps a client with a wrong id.
-    if user_id != claims.subject:
-        raise Forbidden("the path's user id is not the signed-in user")
-    return claims
 
 
 CurrentUser = Annotated[TokenClaims, Depends(get_current_user)]
