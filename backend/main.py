@@ -13,6 +13,7 @@ from sqlalchemy import literal, select
 
 from backend.config import Settings, get_settings
 from backend.db import Database, Query, create_database
+from backend.dependencies import BEARER_SCHEME
 from backend.errors import PROBLEM_JSON, index_route_methods, install_error_handlers, problem_responses
 from backend.metrics import Metrics, metrics_endpoint
 from backend.middleware import BodyLimitMiddleware, DeadlineMiddleware, SecurityHeadersMiddleware
@@ -152,6 +153,11 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             routes=app.routes,
             separate_input_output_schemas=False,
         )
+        schema.setdefault("components", {})["securitySchemes"] = BEARER_SCHEME
+        for path, operations in schema["paths"].items():
+            if path.startswith("/api/"):
+                for operation in operations.values():
+                    operation["security"] = [{name: []} for name in BEARER_SCHEME]
         for operation in (op for path in schema["paths"].values() for op in path.values()):
             for status, response in operation.get("responses", {}).items():
                 content = response.get("content", {})
