@@ -23,13 +23,14 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 from sqlalchemy import event
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import URL, RowMapping, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.exc import InterfaceError as SQLAlchemyInterfaceError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -291,10 +292,10 @@ class SqliteConnection(Connection):
 
     async def fetch_one(self, query: Query, **params: Any) -> Row | None:
         row = (await self._connection.execute(query.statement, params)).mappings().first()
-        return None if row is None else dict(row)
+        return None if row is None else _in_utc(row)
 
     async def fetch_all(self, query: Query, **params: Any) -> list[Row]:
-        return [dict(row) for row in (await self._connection.execute(query.statement, params)).mappings()]
+        return [_in_utc(row) for row in (await self._connection.execute(query.statement, params)).mappings()]
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
@@ -307,6 +308,14 @@ class SqliteConnection(Connection):
             await self._connection.exec_driver_sql("ROLLBACK")
             raise
         await self._connection.exec_driver_sql("COMMIT")
+
+
+def _in_utc(row: RowMapping) -> Row:
+    """SQLite keeps no time zone, so timestamps come back naive: they were stored in UTC."""
+    return {
+        key: value.replace(tzinfo=UTC) if isinstance(value, datetime) and value.tzinfo is None else value
+        for key, value in row.items()
+    }
 
 
 class SqliteDatabase(Database):

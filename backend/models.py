@@ -178,14 +178,6 @@ class TaskPublic(BaseModel):
         },
     )
 
-    @field_validator("created_at", "updated_at", mode="before")
-    @classmethod
-    def _as_utc(cls, value: object) -> object:
-        # SQLite returns naive datetimes; everything is stored in UTC.
-        if isinstance(value, datetime) and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value
-
 
 # Query parameters of the list.
 TaskStatus = Literal["all", "pending", "completed"]

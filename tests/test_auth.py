@@ -196,9 +196,14 @@ async def test_issuer_and_audience_are_checked_when_configured(database_url: str
 
 async def test_a_user_id_with_spaces_and_non_ascii_works(client: AsyncClient) -> None:
     caller = sign_in(client, "user with spaces ünï")
-    task = await caller.create(title="mine")
+    created = await caller.request("POST", json={"title": "mine"})
+    task = created.json()
     assert task["user_id"] == "user with spaces ünï"
     assert (await caller.request("GET", f"/{task['id']}")).status_code == 200
+    # The Location header is the task's URL, percent-encoded (a header must be ASCII).
+    expected = f"http://testserver/api/user%20with%20spaces%20%C3%BCn%C3%AF/tasks/{task['id']}"
+    assert created.headers["location"] == expected
+    assert (await client.get(created.headers["location"], headers=caller.headers)).json() == task
 
 
 @pytest.mark.parametrize("subject", ["nul\x00byte", "x" * 256])
