@@ -238,6 +238,36 @@ class PostgresDatabase(Database):
         except _POSTGRES_UNAVAILABLE as error:
             raise DatabaseUnavailableError(type(error).__name__) from error
 
+    # The three statement methods borrow a connection directly rather than through
+    # `connection()`: no context-manager generator and no wrapper per statement,
+    # a few percent of a task read's CPU.
+    async def execute(self, query: Query, **params: Any) -> None:
+        await self._run("execute", query, params)
+
+    async def fetch_one(self, query: Query, **params: Any) -> Row | None:
+        record = await self._run("fetchrow", query, params)
+        return None if record is None else dict(record)
+
+    async def fetch_all(self, query: Query, **params: Any) -> list[Row]:
+        return [dict(record) for record in await self._run("fetch", query, params)]
+
+    async def _run(self, method: str, query: Query, params: Mapping[str, Any]) -> Any:
+        for listener in self.statement_listeners:
+            listener(query.sql)
+        try:
+            pool = self._pool or await self._open_pool()
+            self.waiting += 1
+            try:
+                connection = await pool.acquire(timeout=self.timeout_seconds)
+            finally:
+                self.waiting -= 1
+            try:
+                return await getattr(connection, method)(query.sql, *query.arguments(params))
+            finally:
+                await pool.release(connection)
+        except _POSTGRES_UNAVAILABLE as error:
+            raise DatabaseUnavailableError(type(error).__name__) from error
+
     async def _open_pool(self) -> asyncpg.Pool:
         async with self._pool_lock:
             if self._pool is None:
