@@ -225,12 +225,7 @@ class PostgresDatabase(Database):
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
         try:
-            pool = self._pool or await self._open_pool()
-            self.waiting += 1
-            try:
-                connection = await pool.acquire(timeout=self.timeout_seconds)
-            finally:
-                self.waiting -= 1
+            pool, connection = await self._acquire()
             try:
                 yield PostgresConnection(connection, self.statement_listeners)
             finally:
@@ -255,18 +250,21 @@ class PostgresDatabase(Database):
         for listener in self.statement_listeners:
             listener(query.sql)
         try:
-            pool = self._pool or await self._open_pool()
-            self.waiting += 1
-            try:
-                connection = await pool.acquire(timeout=self.timeout_seconds)
-            finally:
-                self.waiting -= 1
+            pool, connection = await self._acquire()
             try:
                 return await getattr(connection, method)(query.sql, *query.arguments(params))
             finally:
                 await pool.release(connection)
         except _POSTGRES_UNAVAILABLE as error:
             raise DatabaseUnavailableError(type(error).__name__) from error
+
+    async def _acquire(self) -> "tuple[asyncpg.Pool, PoolConnectionProxy[Any]]":
+        pool = self._pool or await self._open_pool()
+        self.waiting += 1
+        try:
+            return pool, await pool.acquire(timeout=self.timeout_seconds)
+        finally:
+            self.waiting -= 1
 
     async def _open_pool(self) -> asyncpg.Pool:
         async with self._pool_lock:

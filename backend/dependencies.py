@@ -1,4 +1,4 @@
-"""What handlers receive: a database connection, and the caller authorised for the path."""
+"""What handlers receive: the database, and the caller authorised for the path."""
 
 from typing import Annotated, Any
 
