@@ -138,8 +138,7 @@ async def health() -> dict[str, str]:
 async def ready(request: Request) -> dict[str, str]:
     """Readiness: the database answers a query."""
     database: Database = request.app.state.database
-    async with database.connection() as connection:
-        await connection.fetch_one(READY)
+    await database.fetch_one(READY)
     return {"status": "ok"}
 
 
