@@ -89,33 +89,6 @@ def _record_user(known: frozenset[str]) -> Query:
     )
 
 
-async def create_task(db: Database, owner: TokenClaims, data: TaskCreate) -> Row:
-    """Create the user's row on their first write (keeping email and name current), then the task."""
-    known = frozenset(column for column, value in (("email", owner.email), ("name", owner.name)) if value)
-    now = utc_now()
-    async with db.transaction() as connection:
-        await connection.execute(
-            _record_user(known), owner_id=owner.subject, user_email=owner.email, user_name=owner.name, now=now
-        )
-        task = await connection.fetch_one(
-            _INSERT,
-            owner_id=owner.subject,
-            new_title=data.title,
-            new_description=data.description,
-            new_completed=data.completed,
-            now=now,
-        )
-    assert task is not None  # INSERT … RETURNING always returns the row
-    return task
-
-
-async def get_task(db: Database, owner_id: str, task_id: int) -> Row:
-    task = await db.fetch_one(_GET, owner_id=owner_id, task_id=task_id)
-    if task is None:
-        raise TaskNotFound()
-    return task
-
-
 _SORT_COLUMNS: dict[TaskSort, Any] = {
     "created": TASKS.c.created_at,
     "updated": TASKS.c.updated_at,
@@ -126,24 +99,6 @@ _SORT_COLUMNS: dict[TaskSort, Any] = {
 def default_order(sort: TaskSort) -> SortOrder:
     """Newest first for dates, alphabetical for titles."""
     return "asc" if sort == "title" else "desc"
-
-
-async def list_tasks(
-    db: Database,
-    owner_id: str,
-    *,
-    status: TaskStatus,
-    sort: TaskSort,
-    order: SortOrder,
-    limit: int,
-    offset: int,
-) -> TaskPage:
-    rows = await db.fetch_all(list_query(status, sort, order), owner_id=owner_id, limit=limit, offset=offset)
-    if rows:
-        return TaskPage(tasks=rows, total=rows[0].pop("total"))
-    # An empty page carries no row, and so no total: ask for it alone.
-    total = await db.fetch_one(_total_query(status), owner_id=owner_id)
-    return TaskPage(tasks=[], total=total["total"] if total else 0)
 
 
 @cache
@@ -186,40 +141,86 @@ def _update_query(columns: frozenset[str], toggle: bool = False) -> Query:
     )
 
 
-async def _update_owned(
-    db: Database, owner_id: str, task_id: int, values: dict[str, Any], *, toggle: bool = False
-) -> Row:
-    query = _update_query(frozenset(values), toggle)
-    task = await db.fetch_one(
-        query,
-        owner_id=owner_id,
-        task_id=task_id,
-        now=utc_now(),
-        **{f"new_{column}": value for column, value in values.items()},
-    )
-    if task is None:
-        raise TaskNotFound()
-    return task
+class OwnedTasks:
+    """One user's tasks. Every method is scoped to `owner`: handlers get this object
+    (from `dependencies.get_owned_tasks`) and have no other way to reach a task."""
 
+    __slots__ = ("db", "owner")
 
-async def replace_task(db: Database, owner_id: str, task_id: int, data: TaskReplace) -> Row:
-    values = data.model_dump()
-    if data.completed is None:
-        del values["completed"]  # unchanged when omitted
-    return await _update_owned(db, owner_id, task_id, values)
+    def __init__(self, db: Database, owner: TokenClaims) -> None:
+        self.db = db
+        self.owner = owner
 
+    async def create(self, data: TaskCreate) -> Row:
+        """Create the user's row on their first write (keeping email and name current), then the task."""
+        owner = self.owner
+        known = frozenset(column for column, value in (("email", owner.email), ("name", owner.name)) if value)
+        now = utc_now()
+        async with self.db.transaction() as connection:
+            await connection.execute(
+                _record_user(known),
+                owner_id=owner.subject,
+                user_email=owner.email,
+                user_name=owner.name,
+                now=now,
+            )
+            task = await connection.fetch_one(
+                _INSERT,
+                owner_id=owner.subject,
+                new_title=data.title,
+                new_description=data.description,
+                new_completed=data.completed,
+                now=now,
+            )
+        assert task is not None  # INSERT … RETURNING always returns the row
+        return task
 
-async def update_task(db: Database, owner_id: str, task_id: int, data: TaskUpdate) -> Row:
-    return await _update_owned(db, owner_id, task_id, data.model_dump(exclude_unset=True))
+    async def get(self, task_id: int) -> Row:
+        task = await self.db.fetch_one(_GET, owner_id=self.owner.subject, task_id=task_id)
+        if task is None:
+            raise TaskNotFound()
+        return task
 
+    async def page(
+        self, *, status: TaskStatus, sort: TaskSort, order: SortOrder, limit: int, offset: int
+    ) -> TaskPage:
+        owner_id = self.owner.subject
+        rows = await self.db.fetch_all(
+            list_query(status, sort, order), owner_id=owner_id, limit=limit, offset=offset
+        )
+        if rows:
+            return TaskPage(tasks=rows, total=rows[0].pop("total"))
+        # An empty page carries no row, and so no total: ask for it alone.
+        total = await self.db.fetch_one(_total_query(status), owner_id=owner_id)
+        return TaskPage(tasks=[], total=total["total"] if total else 0)
 
-async def set_completion(db: Database, owner_id: str, task_id: int, completed: bool | None) -> Row:
-    """Set `completed`, or flip it when `completed` is None, in one statement."""
-    if completed is None:
-        return await _update_owned(db, owner_id, task_id, {}, toggle=True)
-    return await _update_owned(db, owner_id, task_id, {"completed": completed})
+    async def replace(self, task_id: int, data: TaskReplace) -> Row:
+        values = data.model_dump()
+        if data.completed is None:
+            del values["completed"]  # unchanged when omitted
+        return await self._update(task_id, values)
 
+    async def update(self, task_id: int, data: TaskUpdate) -> Row:
+        return await self._update(task_id, data.model_dump(exclude_unset=True))
 
-async def delete_task(db: Database, owner_id: str, task_id: int) -> None:
-    if await db.fetch_one(_DELETE, owner_id=owner_id, task_id=task_id) is None:
-        raise TaskNotFound()
+    async def set_completion(self, task_id: int, completed: bool | None) -> Row:
+        """Set `completed`, or flip it when `completed` is None, in one statement."""
+        if completed is None:
+            return await self._update(task_id, {}, toggle=True)
+        return await self._update(task_id, {"completed": completed})
+
+    async def delete(self, task_id: int) -> None:
+        if await self.db.fetch_one(_DELETE, owner_id=self.owner.subject, task_id=task_id) is None:
+            raise TaskNotFound()
+
+    async def _update(self, task_id: int, values: dict[str, Any], *, toggle: bool = False) -> Row:
+        task = await self.db.fetch_one(
+            _update_query(frozenset(values), toggle),
+            owner_id=self.owner.subject,
+            task_id=task_id,
+            now=utc_now(),
+            **{f"new_{column}": value for column, value in values.items()},
+        )
+        if task is None:
+            raise TaskNotFound()
+        return task

@@ -16,10 +16,10 @@ from typing import Any
 
 import uvloop
 
-from backend import crud
 from backend.config import Settings
+from backend.crud import OwnedTasks
 from backend.main import create_app
-from backend.security import issue_token
+from backend.security import TokenClaims, issue_token
 
 SECRET = secrets.token_urlsafe(32)
 ROUNDS = 3000
@@ -73,14 +73,14 @@ async def main(url: str) -> None:
     await timed("/health", app, "/health", [])
     await timed("403: token verified, path refused", app, "/api/bob/tasks/1", headers)
     await timed("GET one task", app, "/api/alice/tasks/1", headers)
-    row = await crud.get_task(app.state.database, "alice", 1)
+    row = await OwnedTasks(app.state.database, TokenClaims("alice")).get(1)
 
     async def without_query(*_args: object) -> object:
         return row
 
-    real, crud.get_task = crud.get_task, without_query  # type: ignore[assignment]
+    real, OwnedTasks.get = OwnedTasks.get, without_query  # type: ignore[method-assign,assignment]
     await timed("GET one task, the query replaced by its row", app, "/api/alice/tasks/1", headers)
-    crud.get_task = real
+    OwnedTasks.get = real  # type: ignore[method-assign]
     await app.state.database.close()
 
 

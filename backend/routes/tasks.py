@@ -7,7 +7,7 @@ from fastapi import APIRouter, Body, Path, Query, Request, Response, status
 from starlette.datastructures import URL
 
 from backend import crud
-from backend.dependencies import CurrentUser, DatabaseDep
+from backend.dependencies import OwnedTasksDep
 from backend.errors import problem_responses
 from backend.models import (
     SortOrder,
@@ -76,8 +76,7 @@ def task_url(request: Request, user_id: str, task_id: int) -> str:
 async def list_tasks(
     request: Request,
     response: Response,
-    user: CurrentUser,
-    db: DatabaseDep,
+    tasks: OwnedTasksDep,
     status_filter: Annotated[
         TaskStatus, Query(alias="status", description="Which tasks: all, pending or completed.")
     ] = "all",
@@ -89,9 +88,7 @@ async def list_tasks(
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Tasks to skip.")] = 0,
 ) -> list[TaskPublic]:
     """List the user's tasks, filtered, sorted and paged."""
-    page = await crud.list_tasks(
-        db,
-        user.subject,
+    page = await tasks.page(
         status=status_filter,
         sort=sort,
         order=order or crud.default_order(sort),
@@ -114,30 +111,30 @@ async def list_tasks(
     },
 )
 async def create_task(
-    request: Request, response: Response, user: CurrentUser, db: DatabaseDep, body: TaskCreate
+    request: Request, response: Response, tasks: OwnedTasksDep, body: TaskCreate
 ) -> TaskPublic:
     """Create a task for the user."""
-    task = await crud.create_task(db, user, body)
-    response.headers["Location"] = task_url(request, user.subject, task["id"])
+    task = await tasks.create(body)
+    response.headers["Location"] = task_url(request, tasks.owner.subject, task["id"])
     return TaskPublic.model_validate(task)
 
 
 @router.get("/{task_id}", operation_id="getTask", responses=not_found)
-async def get_task(task_id: TaskId, user: CurrentUser, db: DatabaseDep) -> TaskPublic:
+async def get_task(task_id: TaskId, tasks: OwnedTasksDep) -> TaskPublic:
     """Read one of the user's tasks."""
-    return TaskPublic.model_validate(await crud.get_task(db, user.subject, task_id))
+    return TaskPublic.model_validate(await tasks.get(task_id))
 
 
 @router.put("/{task_id}", operation_id="replaceTask", responses={**not_found, **with_body})
-async def replace_task(task_id: TaskId, user: CurrentUser, db: DatabaseDep, body: TaskReplace) -> TaskPublic:
+async def replace_task(task_id: TaskId, tasks: OwnedTasksDep, body: TaskReplace) -> TaskPublic:
     """Replace a task's title and description (and `completed`, when given)."""
-    return TaskPublic.model_validate(await crud.replace_task(db, user.subject, task_id, body))
+    return TaskPublic.model_validate(await tasks.replace(task_id, body))
 
 
 @router.patch("/{task_id}", operation_id="updateTask", responses={**not_found, **with_body})
-async def update_task(task_id: TaskId, user: CurrentUser, db: DatabaseDep, body: TaskUpdate) -> TaskPublic:
+async def update_task(task_id: TaskId, tasks: OwnedTasksDep, body: TaskUpdate) -> TaskPublic:
     """Change some of a task's fields; `description: null` clears it."""
-    return TaskPublic.model_validate(await crud.update_task(db, user.subject, task_id, body))
+    return TaskPublic.model_validate(await tasks.update(task_id, body))
 
 
 @router.delete(
@@ -147,16 +144,15 @@ async def update_task(task_id: TaskId, user: CurrentUser, db: DatabaseDep, body:
     response_class=Response,
     responses=not_found,
 )
-async def delete_task(task_id: TaskId, user: CurrentUser, db: DatabaseDep) -> None:
+async def delete_task(task_id: TaskId, tasks: OwnedTasksDep) -> None:
     """Delete a task."""
-    await crud.delete_task(db, user.subject, task_id)
+    await tasks.delete(task_id)
 
 
 @router.patch("/{task_id}/complete", operation_id="setTaskCompletion", responses={**not_found, **with_body})
 async def set_task_completion(
     task_id: TaskId,
-    user: CurrentUser,
-    db: DatabaseDep,
+    tasks: OwnedTasksDep,
     body: Annotated[
         TaskCompletion | None,
         Body(description="Omit the body to toggle; send `completed` to set it (safe to retry)."),
@@ -164,4 +160,4 @@ async def set_task_completion(
 ) -> TaskPublic:
     """Toggle a task's completion, or set it explicitly."""
     completed = None if body is None else body.completed
-    return TaskPublic.model_validate(await crud.set_completion(db, user.subject, task_id, completed))
+    return TaskPublic.model_validate(await tasks.set_completion(task_id, completed))
