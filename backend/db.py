@@ -146,7 +146,7 @@ class Database(ABC):
     def __init__(self, timeout_seconds: float) -> None:
         self.timeout_seconds = timeout_seconds
         self.statement_listeners: list[StatementListener] = []
-        self.waiting = 0  # requests queueing for a connection, for the metrics
+        self.waiting = 0  # requests waiting for a connection, for the metrics
 
     @abstractmethod
     def connection(self) -> AbstractAsyncContextManager["Connection"]:
@@ -222,6 +222,8 @@ class PostgresDatabase(Database):
         self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
+        # Connections borrowed or being borrowed: the pool has no other user.
+        self._claimed = 0
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
@@ -230,7 +232,7 @@ class PostgresDatabase(Database):
             try:
                 yield PostgresConnection(connection, self.statement_listeners)
             finally:
-                await pool.release(connection)
+                await self._release(pool, connection)
         except _POSTGRES_UNAVAILABLE as error:
             raise DatabaseUnavailableError(type(error).__name__) from error
 
@@ -252,17 +254,36 @@ class PostgresDatabase(Database):
             try:
                 return await use(PostgresConnection(connection, self.statement_listeners))
             finally:
-                await pool.release(connection)
+                await self._release(pool, connection)
         except _POSTGRES_UNAVAILABLE as error:
             raise DatabaseUnavailableError(type(error).__name__) from error
 
     async def _acquire(self) -> "tuple[asyncpg.Pool, PoolConnectionProxy[Any]]":
         pool = self._pool or await self._open_pool()
-        self.waiting += 1
+        # While fewer than pool-size connections are claimed, one is free and asyncpg
+        # hands it over at once (connecting it first, if need be, under the connect
+        # timeout): there is no wait to bound. Skipping the timeout spares a timer on
+        # borrowing and another on returning, 2.5% of a task read's CPU instructions
+        # (callgrind). Only a full pool makes a request wait, and time out.
+        free = self._claimed < self._pool_size
+        self._claimed += 1
         try:
-            return pool, await pool.acquire(timeout=self.timeout_seconds)
+            if free:
+                return pool, await pool.acquire()
+            self.waiting += 1
+            try:
+                return pool, await pool.acquire(timeout=self.timeout_seconds)
+            finally:
+                self.waiting -= 1
+        except BaseException:
+            self._claimed -= 1
+            raise
+
+    async def _release(self, pool: asyncpg.Pool, connection: "PoolConnectionProxy[Any]") -> None:
+        try:
+            await pool.release(connection)
         finally:
-            self.waiting -= 1
+            self._claimed -= 1
 
     async def _open_pool(self) -> asyncpg.Pool:
         async with self._pool_lock:
@@ -300,8 +321,8 @@ class PostgresDatabase(Database):
     def pool_status(self) -> PoolStatus:
         if self._pool is None:
             return PoolStatus(size=0, in_use=0, waiting=self.waiting)
-        size = self._pool.get_size()
-        return PoolStatus(size=size, in_use=size - self._pool.get_idle_size(), waiting=self.waiting)
+        in_use = self._claimed - self.waiting  # borrowed, or being handed over
+        return PoolStatus(size=self._pool.get_size(), in_use=in_use, waiting=self.waiting)
 
 
 async def _keep_session(_connection: asyncpg.Connection) -> None:

@@ -1,11 +1,14 @@
-"""Concurrent requests: the toggle is atomic, writes never mix, creates never collide (both databases)."""
+"""Concurrent requests: the toggle is atomic, writes never mix, creates never collide (both
+databases); a full PostgreSQL pool makes requests wait, within the database timeout."""
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
 
-from tests.conftest import Caller
+from backend.db import PoolStatus
+from tests.conftest import Caller, assert_problem, http_client, make_settings, running_app, sign_in
 
 pytestmark = pytest.mark.anyio
 
@@ -42,3 +45,40 @@ async def test_concurrent_replaces_leave_one_whole_version(alice: Caller, alice_
     assert all(response.status_code == 200 for response in responses)
     final = (await alice.request("GET", f"/{alice_task['id']}")).json()
     assert {key: final[key] for key in ("title", "description", "completed")} in versions
+
+
+async def test_a_full_pool_makes_a_request_wait_then_answer_503(postgres_url: str) -> None:
+    settings = make_settings(postgres_url, database_pool_size=1, database_timeout_seconds=0.5)
+    async with running_app(settings) as app, http_client(app) as http:
+        alice = sign_in(http, "alice")
+        task = await alice.create(title="waits")
+        database = app.state.database
+
+        async def timed_read() -> tuple[Any, float]:
+            started = time.perf_counter()
+            response = await alice.request("GET", f"/{task['id']}")
+            return response, time.perf_counter() - started
+
+        async with database.connection():  # the pool's only connection, held
+            read = asyncio.create_task(timed_read())
+            await asyncio.sleep(0.2)
+            assert database.pool_status() == PoolStatus(size=1, in_use=1, waiting=1)
+            response, seconds = await read
+
+        problem = assert_problem(response, 503)
+        assert "database" in problem["detail"]
+        assert 0.5 <= seconds < 2
+        # Every claim on the pool was given back, the timed-out one included.
+        assert database.pool_status() == PoolStatus(size=1, in_use=0, waiting=0)
+        assert (await alice.request("GET", f"/{task['id']}")).status_code == 200
+
+
+async def test_requests_beyond_the_pool_size_queue_and_all_succeed(postgres_url: str) -> None:
+    settings = make_settings(postgres_url, database_pool_size=2)
+    async with running_app(settings) as app, http_client(app) as http:
+        alice = sign_in(http, "alice")
+        task = await alice.create(title="shared")
+        responses = await asyncio.gather(*(alice.request("GET", f"/{task['id']}") for _ in range(40)))
+
+        assert [response.status_code for response in responses] == [200] * 40
+        assert app.state.database.pool_status() == PoolStatus(size=2, in_use=0, waiting=0)
