@@ -75,6 +75,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await rate_limiter.aclose()
 
     app = FastAPI(
+        # The task routes go straight into the app's router, as `include_router`
+        # did before FastAPI 0.137: since then an included router stays a branch
+        # of its own that each request is matched through twice, 9% of a task
+        # read's CPU instructions (callgrind). The router carries its own prefix,
+        # tags and responses, so including it would add nothing else.
+        routes=tasks.router.routes,
         title="Todo API",
         description=DESCRIPTION,
         version=version("todo-api"),
@@ -112,7 +118,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # Outermost, so the line is written even for requests the inner layers reject.
     app.add_middleware(RequestLogMiddleware, metrics=app.state.metrics)
 
-    app.include_router(tasks.router)
     app.add_api_route("/health", health, methods=["GET"], tags=["operations"], operation_id="health")
     app.add_api_route(
         "/ready",
@@ -124,7 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     if settings.metrics_enabled:
         app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
-    app.state.route_methods = index_route_methods([*tasks.router.routes, *app.router.routes])
+    app.state.route_methods = index_route_methods(app.router.routes)
     app.openapi_schema = None
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
