@@ -70,7 +70,7 @@ pytest: .venv/.synced $(INTEROP_DEPS)
 # database of its own (BENCH_ADMIN_URL, default postgresql://postgres@127.0.0.1:5432/postgres).
 bench: .venv/.synced
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
-	$(UV) run --frozen --group bench python -m bench.run $(BENCH_ARGS)
+	$(RUN) python -m bench.run $(BENCH_ARGS)
 
 format: .venv/.synced
 	$(RUN) ruff check --fix .

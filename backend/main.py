@@ -7,7 +7,6 @@ from importlib.metadata import version
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.middleware.cors import CORSMiddleware
 from fastapi.openapi.utils import get_openapi
 from sqlalchemy import literal, select
 
@@ -16,7 +15,12 @@ from backend.db import Database, Query, create_database
 from backend.dependencies import BEARER_SCHEME
 from backend.errors import PROBLEM_JSON, index_route_methods, install_error_handlers, problem_responses
 from backend.metrics import Metrics, metrics_endpoint
-from backend.middleware import BodyLimitMiddleware, DeadlineMiddleware, SecurityHeadersMiddleware
+from backend.middleware import (
+    BodyLimitMiddleware,
+    CORSMiddleware,
+    DeadlineMiddleware,
+    SecurityHeadersMiddleware,
+)
 from backend.rate_limit import create_rate_limiter
 from backend.request_log import RequestLogMiddleware
 from backend.routes import tasks

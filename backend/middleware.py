@@ -1,10 +1,11 @@
-"""ASGI middleware: security headers, and a deadline no request may outlive."""
+"""ASGI middleware: security headers, CORS, the body limit, and a deadline no request may outlive."""
 
 import asyncio
 import logging
 from http import HTTPStatus
 
 from starlette.exceptions import HTTPException
+from starlette.middleware import cors
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.errors import ServiceUnavailable, problem_response
@@ -33,6 +34,25 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class CORSMiddleware(cors.CORSMiddleware):
+    """Starlette's CORS, with a short way through for requests that carry no `Origin`
+    (servers, scripts, curl): CORS has nothing to tell them but `Vary: Origin`,
+    which Starlette adds by searching and rewriting the headers, 3% of a task
+    read's CPU instructions (callgrind)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or any(name == b"origin" for name, _ in scope["headers"]):
+            await super().__call__(scope, receive, send)
+            return
+
+        async def send_with_vary(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"vary", b"Origin")]
+            await send(message)
+
+        await self.app(scope, receive, send_with_vary)
 
 
 class BodyLimitMiddleware:

@@ -1,12 +1,12 @@
 """One structured log line per request, and the request id that ties a line to a client's call."""
 
-import json
 import logging
 import os
 import re
 import time
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -23,10 +23,6 @@ _RECORD_ATTRIBUTES = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | 
     "asctime",
     "color_message",
 }
-
-
-# One encoder for every line: `json.dumps(..., default=str)` builds a new one each call.
-_ENCODER = json.JSONEncoder(default=str)
 
 
 class JsonFormatter(logging.Formatter):
@@ -64,7 +60,9 @@ class JsonFormatter(logging.Formatter):
             line[key] = fields[key]
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
-        return _ENCODER.encode(line)
+        # orjson: a tenth of the json module's time for a request's line, which
+        # was 2.6% of a task read's CPU instructions (callgrind).
+        return orjson.dumps(line, default=str).decode()
 
 
 def logging_config(level: str) -> dict[str, Any]:

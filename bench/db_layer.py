@@ -1,6 +1,6 @@
 """What one single-task read costs in each database layer, sequentially, in microseconds.
 
-    uv run --group bench python -m bench.db_layer postgresql://postgres@127.0.0.1:5432/DB
+    uv run python -m bench.db_layer postgresql://postgres@127.0.0.1:5432/DB
 
 Needs a migrated database with task 1 owned by "alice" (`todo-api migrate`, then
 create one task). Raw drivers against SQLAlchemy ORM and Core, in a transaction

@@ -1,6 +1,6 @@
 """Where one request's time goes: the app called in-process over ASGI, a layer at a time.
 
-    uv run --group bench python -m bench.request_layers postgresql://postgres@127.0.0.1:5432/DB
+    uv run python -m bench.request_layers postgresql://postgres@127.0.0.1:5432/DB
 
 Needs a migrated, empty database. Prints microseconds per request, sequential,
 for /health (framework and middleware), a 403 (plus token verification), a GET
