@@ -143,6 +143,9 @@ class Connection(ABC):
 class Database(ABC):
     """The pool a process shares. Connections are opened lazily, on first use."""
 
+    writes_in_with: bool
+    """Whether a statement may write in its WITH clause (PostgreSQL: yes; SQLite: no)."""
+
     def __init__(self, timeout_seconds: float) -> None:
         self.timeout_seconds = timeout_seconds
         self.statement_listeners: list[StatementListener] = []
@@ -216,6 +219,8 @@ class PostgresConnection(Connection):
 
 
 class PostgresDatabase(Database):
+    writes_in_with = True
+
     def __init__(self, url: URL, *, timeout_seconds: float, pool_size: int) -> None:
         super().__init__(timeout_seconds)
         self._dsn = asyncpg_dsn(url)
@@ -366,6 +371,8 @@ def _in_utc(row: RowMapping) -> Row:
 
 
 class SqliteDatabase(Database):
+    writes_in_with = False
+
     def __init__(self, url: URL, *, timeout_seconds: float) -> None:
         super().__init__(timeout_seconds)
         # The sqlite3 module's own transaction handling is off (autocommit):

@@ -57,16 +57,14 @@ async def tasks(request: Request) -> Response:
         return json({"detail": "unauthorised"}, 401)
     if request.method == "POST":
         body = orjson.loads(await request.body())
-        now = datetime.now(UTC)
-        async with pool.acquire() as connection, connection.transaction():
-            await connection.execute(
-                "INSERT INTO users (id, created_at) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING", user_id, now
-            )
-            row = await connection.fetchrow(
-                "INSERT INTO tasks (user_id, title, description, completed, created_at, updated_at) "
-                f"VALUES ($1, $2, $3, $4, $5, $5) RETURNING {COLUMNS}",
-                user_id, body["title"], body.get("description"), body.get("completed", False), now,
-            )  # fmt: skip
+        # The user's row and the task in one statement, as the API does on PostgreSQL.
+        row = await pool.fetchrow(
+            "WITH recorded_user AS (INSERT INTO users (id, created_at) VALUES ($1, $5) "
+            "ON CONFLICT (id) DO NOTHING) "
+            "INSERT INTO tasks (user_id, title, description, completed, created_at, updated_at) "
+            f"VALUES ($1, $2, $3, $4, $5, $5) RETURNING {COLUMNS}",
+            user_id, body["title"], body.get("description"), body.get("completed", False), datetime.now(UTC),
+        )  # fmt: skip
         return json(task(row), 201)
     limit = int(request.query_params.get("limit", 100))
     offset = int(request.query_params.get("offset", 0))

@@ -119,29 +119,44 @@ async def test_a_bug_is_a_500_problem_without_internals(settings: Any) -> None:
     await app.state.database.close()
 
 
-async def test_a_create_that_fails_halfway_leaves_nothing_behind(
-    app: FastAPI, alice: Caller, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Create records the user, then inserts the task, in one transaction: if the insert
-    fails, the user's row is rolled back with it."""
-    from sqlalchemy import bindparam, insert
+# A database-side failure on inserting a task, after the user's row is written.
+REFUSE_TASKS = {
+    "postgresql": [
+        "CREATE FUNCTION refuse_tasks() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'injected failure'; END $$",
+        "CREATE TRIGGER refuse_tasks BEFORE INSERT ON tasks FOR EACH ROW EXECUTE FUNCTION refuse_tasks()",
+    ],
+    "sqlite": [
+        "CREATE TRIGGER refuse_tasks BEFORE INSERT ON tasks BEGIN SELECT RAISE(ABORT, 'injected'); END"
+    ],
+}
+ALLOW_TASKS = {
+    "postgresql": ["DROP TRIGGER refuse_tasks ON tasks", "DROP FUNCTION refuse_tasks()"],
+    "sqlite": ["DROP TRIGGER refuse_tasks"],
+}
 
-    from backend import crud
-    from backend.db import Query
 
-    # An insert for a user who does not exist: the foreign key refuses it.
-    failing = insert(crud.TASKS).values(
-        user_id="nobody", title="half-done", created_at=bindparam("now"), updated_at=bindparam("now")
-    )
-    monkeypatch.setattr(crud, "_INSERT", Query(failing.returning(*crud.TASKS.c)))
-    transport = ASGITransport(app=app, raise_app_exceptions=False)
-    async with AsyncClient(transport=transport, base_url="http://testserver") as client:
-        response = await client.post(
-            f"/api/{alice.user_id}/tasks", headers=alice.headers, json={"title": "x"}
-        )
+async def test_a_create_that_fails_halfway_leaves_nothing_behind(app: FastAPI, alice: Caller) -> None:
+    """Create writes the user's row, then the task (in one statement on PostgreSQL, one
+    transaction on SQLite): if the task's insert fails, the user's row goes with it."""
+    url = app.state.settings.database_url
+    backend = "sqlite" if url.startswith("sqlite") else "postgresql"
+    for statement in REFUSE_TASKS[backend]:
+        run_sql(url, statement)
+    try:
+        transport = ASGITransport(app=app, raise_app_exceptions=False)
+        async with AsyncClient(transport=transport, base_url="http://testserver") as client:
+            response = await client.post(
+                f"/api/{alice.user_id}/tasks", headers=alice.headers, json={"title": "x"}
+            )
+    finally:
+        for statement in ALLOW_TASKS[backend]:
+            run_sql(url, statement)
     problem = assert_problem(response, 500)
     assert problem["detail"] == "an unexpected error occurred"
+    assert "injected" not in response.text
 
-    url = app.state.settings.database_url
     assert run_sql(url, "SELECT count(*) FROM users") == [(0,)]
     assert run_sql(url, "SELECT count(*) FROM tasks") == [(0,)]
+    # And the same request succeeds once the database accepts tasks again.
+    assert (await alice.request("POST", json={"title": "x"})).status_code == 201
