@@ -30,7 +30,8 @@ def test_a_full_flow_against_the_real_server(server: Server) -> None:
         created = http.post("/api/e2e-user/tasks", json={"title": "Write the e2e test"}, headers=auth)
         assert created.status_code == 201
         task = created.json()
-        location = created.headers["location"]
+        # A reference relative to the request's URL, resolved as a client would.
+        location = str(created.url.join(created.headers["location"]))
         assert location == f"{server.base_url}/api/e2e-user/tasks/{task['id']}"
 
         assert http.get(location, headers=auth).json() == task

@@ -5,8 +5,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from fastapi import FastAPI
+from httpx import ASGITransport, AsyncClient
 
-from tests.conftest import Caller, assert_problem
+from tests.conftest import Caller, assert_problem, sign_in
 
 pytestmark = pytest.mark.anyio
 
@@ -31,9 +33,23 @@ async def test_create_returns_the_task_and_its_location(alice: Caller) -> None:
     assert task["user_id"] == alice.user_id
     assert isinstance(task["id"], int)
     task_id = task["id"]
-    assert response.headers["location"] == "http://testserver" + alice.url(f"/{task_id}")
+    # A path: resolved against the request's URL, it is the task's URL.
+    assert response.headers["location"] == alice.url(f"/{task_id}")
     assert task["created_at"] == task["updated_at"]
     assert abs(parse_time(task["created_at"]) - datetime.now(UTC)) < timedelta(seconds=30)
+
+
+async def test_behind_a_proxy_that_adds_a_path_prefix_the_location_keeps_it(app: FastAPI) -> None:
+    # As served with `--root-path /todo` behind a proxy that forwards /todo/... .
+    transport = ASGITransport(app=app, root_path="/todo")
+    async with AsyncClient(transport=transport, base_url="http://testserver/todo") as client:
+        alice = sign_in(client, "alice")
+        response = await client.post("api/alice/tasks", headers=alice.headers, json={"title": "t"})
+        assert response.status_code == 201
+        location = response.headers["location"]
+        assert location == f"/todo/api/alice/tasks/{response.json()['id']}"
+        read = await client.get(str(response.url.join(location)), headers=alice.headers)
+        assert read.json() == response.json()
 
 
 async def test_create_accepts_completed_and_null_description(alice: Caller) -> None:
