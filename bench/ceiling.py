@@ -65,6 +65,7 @@ async def tasks(request: Request) -> Response:
             f"VALUES ($1, $2, $3, $4, $5, $5) RETURNING {COLUMNS}",
             user_id, body["title"], body.get("description"), body.get("completed", False), datetime.now(UTC),
         )  # fmt: skip
+        assert row is not None  # INSERT … RETURNING returns the row
         return json(task(row), 201)
     limit = int(request.query_params.get("limit", 100))
     offset = int(request.query_params.get("offset", 0))

@@ -23,7 +23,7 @@ from backend.models import Task
 from backend.security import TokenClaims
 
 ROUNDS = 2000
-TASKS = Task.__table__
+TASKS = Task.__table__  # type: ignore[attr-defined]  # SQLModel sets it at class creation
 
 
 async def timed(name: str, query: Callable[[], Awaitable[object]]) -> None:

@@ -66,7 +66,7 @@ async def timed(name: str, app: Any, path: str, headers: list[tuple[bytes, bytes
 
 
 async def main(url: str) -> None:
-    app = create_app(Settings(_env_file=None, database_url=url, better_auth_secret=SECRET))  # type: ignore[call-arg]
+    app = create_app(Settings(_env_file=None, database_url=url, better_auth_secret=SECRET))
     token = issue_token(SECRET, "alice", lifetime=timedelta(hours=1))
     headers = [(b"authorization", f"Bearer {token}".encode()), (b"content-type", b"application/json")]
     await call(app, "POST", "/api/alice/tasks", headers, b'{"title": "measured"}')
