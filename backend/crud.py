@@ -2,7 +2,8 @@
 
 Every statement that touches one task matches `_OWNED`, so a task of another
 user is indistinguishable from one that does not exist. Each write is a single
-statement that returns the row: atomic under concurrent requests, and no re-read.
+statement that returns the row (but create on SQLite: two, in one transaction):
+atomic under concurrent requests, and no re-read.
 
 Statements are SQLAlchemy Core with named parameters, built once (the variants
 of the list and of updates on first use) and compiled once per process: see

@@ -12,9 +12,10 @@ run two ways:
   with SQLAlchemy's type handling (SQLite has no native timestamps or booleans).
 
 Statements run in autocommit, each on a connection borrowed from the pool just
-for it: every route but create is one statement, atomic on its own; create runs
-its two in `transaction()`. Nothing is held between statements, so a request
-never keeps a connection while it waits on anything else.
+for it: every route is one statement, atomic on its own, but create on SQLite,
+which runs its two in `transaction()` (SQLite cannot write in a WITH clause).
+Nothing is held between statements, so a request never keeps a connection while
+it waits on anything else.
 """
 
 import asyncio
