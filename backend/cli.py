@@ -63,6 +63,8 @@ def _serve(host: str, port: int, workers: int, reload: bool) -> int:
         log_level=settings.log_level,
         access_log=False,  # replaced by our own line per request
         proxy_headers=True,
+        # No `server: uvicorn`: it tells a scanner what to try, and a client nothing.
+        server_header=False,
         # On SIGTERM: stop accepting, let in-flight requests finish (none outlives
         # the request deadline), then close the pool in the lifespan.
         timeout_graceful_shutdown=math.ceil(settings.request_timeout_seconds) + 5,

@@ -1,7 +1,8 @@
 """The ceiling: the same routes served the thinnest way we know, to measure the API against.
 
 Raw Starlette, asyncpg, SQL by hand, orjson, no ORM and no validation beyond
-the JWT check; the same garbage-collector settings as the API. Not a product: no error bodies worth the name, no limits, no logs.
+the JWT check; the same garbage-collector settings as the API. Not a product:
+no error bodies worth the name, no limits, no logs.
 Run by bench/run.py as `uvicorn bench.ceiling:app`, with DATABASE_URL and
 BETTER_AUTH_SECRET as the API gets them.
 """

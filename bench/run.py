@@ -257,6 +257,7 @@ def serve(app: str, url: str, workers: int, log: Path) -> Iterator[tuple[str, su
             "--port",
             str(port),
             "--no-access-log",
+            "--no-server-header",  # as the API
         ]
         command += ["--log-level", "warning"]
     command += ["--workers", str(workers)]

@@ -24,7 +24,10 @@ def test_a_full_flow_against_the_real_server(server: Server) -> None:
     other = server.token("someone-else")
     auth = {"Authorization": f"Bearer {token}"}
     with httpx.Client(base_url=server.base_url, timeout=10) as http:
-        assert http.get("/health").json() == {"status": "ok"}
+        health = http.get("/health")
+        assert health.json() == {"status": "ok"}
+        assert "server" not in health.headers  # the server software is not advertised
+        assert "date" in health.headers
         assert http.get("/api/e2e-user/tasks").status_code == 401
 
         created = http.post("/api/e2e-user/tasks", json={"title": "Write the e2e test"}, headers=auth)
