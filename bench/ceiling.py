@@ -127,7 +127,7 @@ async def keep_session(_connection: asyncpg.Connection) -> None:
 async def lifespan(_app: Starlette) -> AsyncIterator[None]:
     global pool
     url = os.environ["DATABASE_URL"]
-    # The same number of connections our API may open with SQLAlchemy's defaults (5 + 10).
+    # As many connections as the API opens by default (DATABASE_POOL_SIZE, 15).
     # No RESET ALL on release, as in the API: neither keeps session state.
     pool = await asyncpg.create_pool(url, min_size=5, max_size=15, reset=keep_session)
     # The API's garbage-collector settings (backend/main.py): without them the
