@@ -131,8 +131,8 @@ async def lifespan(_app: Starlette) -> AsyncIterator[None]:
     # No RESET ALL on release, as in the API: neither keeps session state.
     pool = await asyncpg.create_pool(url, min_size=5, max_size=15, reset=keep_session)
     # The API's garbage-collector settings (backend/main.py): without them the
-    # collector's pauses double this app's p99 under `make bench` (GET: 30-36 ms
-    # against 15-16 ms), and the API would be measured against a tail it does not have.
+    # collector's pauses double this app's p99 under wrk's 32 connections (GET: 30-37 ms
+    # against 14-17 ms), and the API would be measured against a tail it does not have.
     gc.collect()
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
