@@ -18,23 +18,28 @@ ifneq ($(shell command -v npm 2>/dev/null),)
 INTEROP_DEPS := $(HARNESS)/node_modules/.installed
 endif
 
-.PHONY: help run test lint format typecheck pytest migrate clean bench
+.PHONY: help run test lint format typecheck pytest migrate token clean bench
 
 help:
 	@echo "make run    set up, migrate the SQLite database, serve on http://$(HOST):$(PORT)"
 	@echo "make test   set up, then ruff, mypy and the whole pytest suite"
+	@echo "make token USER=alice   print a token for user alice, signed with the .env secret"
 	@echo "make bench  benchmark the API against a hand-written ceiling app (wrk, PostgreSQL)"
+
+# Set-up steps say what they do on stderr, so `TOKEN=$$(make token USER=alice)` captures the token alone.
 
 $(CURDIR)/.tools/bin/uv:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' \
 	  || { echo "error: Python 3.11+ is required ($(PYTHON) is $$($(PYTHON) -V 2>&1))"; exit 1; }
 	@$(PYTHON) -m venv .tools \
 	  || { echo "error: '$(PYTHON) -m venv' failed; on Debian: apt-get install python3-venv"; exit 1; }
-	.tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	@echo "installing uv $(UV_VERSION) into .tools/" >&2
+	@.tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION) >&2
 
 # The environment, exactly as uv.lock pins it.
 .venv/.synced: pyproject.toml uv.lock | $(UV)
-	$(UV) sync --frozen
+	@echo "installing the locked environment into .venv/" >&2
+	@$(UV) sync --frozen >&2
 	@touch $@
 
 $(HARNESS)/node_modules/.installed: $(HARNESS)/package.json $(HARNESS)/package-lock.json
@@ -44,12 +49,15 @@ $(HARNESS)/node_modules/.installed: $(HARNESS)/package.json $(HARNESS)/package-l
 # A fresh secret for local use; never committed (.gitignore).
 .env:
 	@echo "BETTER_AUTH_SECRET=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(48))')" > .env
-	@echo "wrote .env with a freshly generated BETTER_AUTH_SECRET"
+	@echo "wrote .env with a freshly generated BETTER_AUTH_SECRET" >&2
 
+# serve checks the port first, then migrates, then serves.
 run: .venv/.synced .env
-	$(RUN) todo-api migrate
-	@echo "API docs: http://$(HOST):$(PORT)/docs"
-	$(RUN) todo-api serve --host $(HOST) --port $(PORT)
+	$(RUN) todo-api serve --host $(HOST) --port $(PORT) --migrate
+
+# A development token for USER (default: you), signed with the secret in .env.
+token: .venv/.synced .env
+	@$(RUN) todo-api token --user-id "$(USER)"
 
 migrate: .venv/.synced
 	$(RUN) todo-api migrate

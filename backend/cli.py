@@ -1,7 +1,10 @@
 """`todo-api`: serve the API, migrate the database, mint a development token."""
 
 import argparse
+import errno
 import math
+import resource
+import socket
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
@@ -25,6 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     serve.add_argument("--reload", action="store_true", help="restart on code changes (development)")
+    serve.add_argument("--migrate", action="store_true", help="bring the database to the latest schema first")
 
     commands.add_parser("migrate", help="bring the database to the latest schema")
 
@@ -37,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "serve":
-            return _serve(args.host, args.port, args.workers, args.reload)
+            return _serve(args.host, args.port, args.workers, args.reload, args.migrate)
         if args.command == "migrate":
             return _migrate()
         return _token(args.user_id, args.email, args.name, args.minutes)
@@ -46,12 +50,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def _serve(host: str, port: int, workers: int, reload: bool) -> int:
+def _serve(host: str, port: int, workers: int, reload: bool, migrate: bool) -> int:
+    # Before anything else: uvicorn would start the app, say "startup complete",
+    # and only then fail to bind.
+    if (problem := _cannot_listen(host, port)) is not None:
+        print(problem, file=sys.stderr)
+        return 1
+    settings = get_settings()  # fail here, in one line, rather than in every worker
+    if migrate:
+        _migrate()
+
     import uvicorn
 
     from backend.request_log import logging_config
 
-    settings = get_settings()  # fail here, in one line, rather than in every worker
+    _allow_open_files(settings.max_connections)
+    if settings.docs_enabled:
+        print(f"API docs: http://{host}:{port}/docs", file=sys.stderr)
     uvicorn.run(
         "backend.main:create_app",
         factory=True,
@@ -59,6 +74,10 @@ def _serve(host: str, port: int, workers: int, reload: bool) -> int:
         port=port,
         workers=workers,
         reload=reload,
+        # httptools with the bounds of `backend.server` (head size and time, connections).
+        http="backend.server:EdgeProtocol",
+        # The API has no WebSocket routes: upgrades are answered as plain HTTP.
+        ws="none",
         log_config=logging_config(settings.log_level),
         log_level=settings.log_level,
         access_log=False,  # replaced by our own line per request
@@ -70,6 +89,38 @@ def _serve(host: str, port: int, workers: int, reload: bool) -> int:
         timeout_graceful_shutdown=math.ceil(settings.request_timeout_seconds) + 5,
     )
     return 0
+
+
+def _cannot_listen(host: str, port: int) -> str | None:
+    """Why the server could not listen on host:port, in one line, or None if it can."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as error:
+        return f"error: cannot listen on {host}:{port}: {error.strerror}"
+    family, kind, protocol, _, address = infos[0]
+    with socket.socket(family, kind, protocol) as probe:
+        # As uvicorn binds: a port left in TIME_WAIT by a previous run is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                return (
+                    f"error: port {port} on {host} is already in use (another server running?); "
+                    f"stop it, or choose another port: make run PORT={port + 1}"
+                )
+            return f"error: cannot listen on {host}:{port}: {error.strerror}"
+    return None
+
+
+def _allow_open_files(connections: int) -> None:
+    """Raise the soft limit on open files to fit MAX_CONNECTIONS, its pool and its logs,
+    as far as the hard limit allows: the connection cap must be met before the file limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + 256
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        ceiling = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, ceiling), hard))
 
 
 def _migrate() -> int:

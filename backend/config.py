@@ -57,8 +57,16 @@ class Settings(DatabaseSettings):
     database_timeout_seconds: float = Field(default=5, gt=0, le=60)
     database_pool_size: int = Field(default=15, ge=1, le=1000)
     request_timeout_seconds: float = Field(default=15, gt=0, le=300)
-    rate_limit_per_second: float | None = Field(default=None, gt=0)
+    # Generous enough that no person notices (a burst of 60, then 20 a second), tight
+    # enough that one user cannot starve the others; 0 turns it off.
+    rate_limit_per_second: float = Field(default=20, ge=0)
     rate_limit_burst: int | None = Field(default=None, ge=1)
+    # Google Tasks' figure; 0 turns the cap off.
+    max_tasks_per_user: int = Field(default=100_000, ge=0)
+    max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=1024 * 1024)
+    header_timeout_seconds: float = Field(default=10, gt=0, le=300)
+    max_connections: int = Field(default=1000, ge=1, le=1_000_000)
+    allowed_hosts: Annotated[list[str], NoDecode] = []
     redis_url: str | None = None
     metrics_enabled: bool = False
     metrics_token: SecretStr | None = None
@@ -80,7 +88,7 @@ class Settings(DatabaseSettings):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/") if value else None
 
-    @field_validator("cors_origins", "jwt_algorithms", mode="before")
+    @field_validator("cors_origins", "jwt_algorithms", "allowed_hosts", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
@@ -98,6 +106,17 @@ class Settings(DatabaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts_are_names(cls, value: list[str]) -> list[str]:
+        for host in value:
+            name = host.removeprefix("*.")
+            if not name or any(character in name for character in "/:@ *"):
+                raise ValueError(
+                    f"{host!r} is not a host name (example.com, or *.example.com for its subdomains)"
+                )
+        return [host.lower() for host in value]
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -19,7 +19,7 @@ from sqlalchemy import ColumnElement, Table, bindparam, delete, func, insert, no
 from sqlalchemy.dialects import postgresql
 
 from backend.db import Database, Query, Row
-from backend.errors import NotFound
+from backend.errors import Conflict, NotFound
 from backend.models import (
     SortOrder,
     TaskCreate,
@@ -38,6 +38,14 @@ class TaskNotFound(NotFound):
         super().__init__("no task with this id belongs to this user")
 
 
+class TaskLimitReached(Conflict):
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"this user already has {limit} tasks, the most one user may keep (MAX_TASKS_PER_USER); "
+            "delete some to add more"
+        )
+
+
 TASKS: Table = metadata.tables["tasks"]
 USERS: Table = metadata.tables["users"]
 
@@ -46,19 +54,27 @@ _OWNED: ColumnElement[bool] = (TASKS.c.id == bindparam("task_id")) & (
 )
 _GET = Query(select(TASKS).where(_OWNED))
 _DELETE = Query(delete(TASKS).where(_OWNED).returning(TASKS.c.id))
+# The new task's row, or none when the user already keeps `max_tasks` (their
+# counter, kept by triggers, is one primary-key lookup away).
+_NEW_TASK = select(
+    bindparam("owner_id", type_=TASKS.c.user_id.type),
+    bindparam("new_title", type_=TASKS.c.title.type),
+    bindparam("new_description", type_=TASKS.c.description.type),
+    bindparam("new_completed", type_=TASKS.c.completed.type),
+    bindparam("now", type_=TASKS.c.created_at.type),
+    bindparam("now", type_=TASKS.c.updated_at.type),
+).where(
+    func.coalesce(select(USERS.c.task_count).where(USERS.c.id == bindparam("owner_id")).scalar_subquery(), 0)
+    < bindparam("max_tasks")
+)
 _INSERT_TASK = (
     insert(TASKS)
-    .values(
-        user_id=bindparam("owner_id"),
-        title=bindparam("new_title"),
-        description=bindparam("new_description"),
-        completed=bindparam("new_completed"),
-        created_at=bindparam("now"),
-        updated_at=bindparam("now"),
-    )
+    .from_select(["user_id", "title", "description", "completed", "created_at", "updated_at"], _NEW_TASK)
     .returning(*TASKS.c)
 )
 _INSERT = Query(_INSERT_TASK)
+# MAX_TASKS_PER_USER=0: no cap (a bound no counter reaches).
+NO_CAP = 2**62
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,14 +173,21 @@ class OwnedTasks:
     """One user's tasks. Every method is scoped to `owner`: handlers get this object
     (from `dependencies.get_owned_tasks`) and have no other way to reach a task."""
 
-    __slots__ = ("db", "owner")
+    __slots__ = ("db", "max_tasks", "owner")
 
-    def __init__(self, db: Database, owner: TokenClaims) -> None:
+    def __init__(self, db: Database, owner: TokenClaims, *, max_tasks: int = 0) -> None:
         self.db = db
         self.owner = owner
+        self.max_tasks = max_tasks  # 0: no cap
 
     async def create(self, data: TaskCreate) -> Row:
-        """Create the user's row on their first write (keeping email and name current), then the task."""
+        """Create the user's row on their first write (keeping email and name current), then the
+        task, unless the user already keeps `max_tasks`.
+
+        On PostgreSQL concurrent creates each count the tasks committed before them,
+        so a burst at the cap may pass it by the number of creates in flight; on
+        SQLite writes take turns, and the cap is exact.
+        """
         owner = self.owner
         known = frozenset(column for column, value in (("email", owner.email), ("name", owner.name)) if value)
         values = {
@@ -175,6 +198,7 @@ class OwnedTasks:
             "new_description": data.description,
             "new_completed": data.completed,
             "now": utc_now(),
+            "max_tasks": self.max_tasks or NO_CAP,
         }
         if self.db.writes_in_with:
             # On a remote database such as Neon each round trip is a millisecond
@@ -184,7 +208,8 @@ class OwnedTasks:
             async with self.db.transaction() as connection:
                 await connection.execute(_record_user(known), **values)
                 task = await connection.fetch_one(_INSERT, **values)
-        assert task is not None  # INSERT … RETURNING always returns the row
+        if task is None:
+            raise TaskLimitReached(self.max_tasks)
         return task
 
     async def get(self, task_id: int) -> Row:

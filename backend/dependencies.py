@@ -24,13 +24,19 @@ BEARER_SCHEME: dict[str, Any] = {
 }
 
 
+# In a path, the signed-in user, whatever their id: a frontend need not know it, and
+# Swagger UI's "Try it out" works with the example as it stands.
+ME = "me"
+
 UserIdPath = Annotated[
     str,
     Path(
         min_length=1,
         max_length=USER_ID_MAX_LENGTH,
-        description="The signed-in user's id: the `sub` claim of the token.",
-        examples=["u_8KJx2mQ"],
+        description="The signed-in user's id (the `sub` claim of the token), or `me`.",
+        examples=[ME],
+        # What Swagger UI fills in for "Try it out".
+        openapi_examples={ME: {"summary": "the signed-in user", "value": ME}},
     ),
 ]
 
@@ -51,9 +57,9 @@ async def get_owned_tasks(request: Request, user_id: UserIdPath) -> OwnedTasks:
         raise TooManyRequests(wait)
     # A 403, not a 404: the caller is known and the path is plainly not theirs,
     # so saying so leaks nothing and helps a client with a wrong id.
-    if user_id != claims.subject:
+    if user_id != claims.subject and user_id != ME:
         raise Forbidden("the path's user id is not the signed-in user")
-    return OwnedTasks(request.app.state.database, claims)
+    return OwnedTasks(request.app.state.database, claims, max_tasks=request.app.state.max_tasks_per_user)
 
 
 async def _verified_claims(request: Request) -> TokenClaims:

@@ -79,6 +79,10 @@ class TooManyRequests(ProblemError):
         )
 
 
+class Conflict(ProblemError):
+    status = HTTPStatus.CONFLICT
+
+
 class ServiceUnavailable(ProblemError):
     status = HTTPStatus.SERVICE_UNAVAILABLE
     headers = MappingProxyType({"Retry-After": str(RETRY_AFTER_SECONDS)})
@@ -171,9 +175,10 @@ async def _database_unavailable(_request: Request, exc: Exception) -> JSONRespon
     )
 
 
-async def _unexpected_error(_request: Request, exc: Exception) -> JSONResponse:
-    logger.error("unhandled error", exc_info=exc)
-    return problem_response(HTTPStatus.INTERNAL_SERVER_ERROR, "an unexpected error occurred")
+def log_unexpected_error(error: BaseException) -> None:
+    """A bug: the traceback goes to the log, never to the client (`middleware.SafetyNetMiddleware`
+    answers the 500)."""
+    logger.error("unhandled error", exc_info=error)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -181,9 +186,43 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(DatabaseUnavailableError, _database_unavailable)
-    app.add_exception_handler(Exception, _unexpected_error)
+
+
+# What each documented error looks like, so a reader of the docs (or a generated
+# client's author) sees a real answer rather than a schema's placeholder.
+_EXAMPLES: dict[int, dict[str, Any]] = {
+    400: {"detail": "the request body could not be read; send UTF-8 JSON"},
+    401: {"detail": "the token has expired"},
+    403: {"detail": "the path's user id is not the signed-in user"},
+    404: {"detail": "no task with this id belongs to this user"},
+    409: {"detail": "this user already has 100000 tasks, the most one user may keep (MAX_TASKS_PER_USER)"},
+    413: {"detail": "the request body is larger than 65536 bytes"},
+    422: {
+        "detail": "the request is invalid: body.title",
+        "errors": [
+            {
+                "loc": ["body", "title"],
+                "msg": "String should have at least 1 character",
+                "type": "string_too_short",
+            }
+        ],
+    },
+    429: {"detail": "rate limit exceeded for this user; retry in 1 s"},
+    500: {"detail": "an unexpected error occurred"},
+    503: {"detail": "the database is unreachable; retry shortly"},
+}
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for error statuses; `main` files them under `application/problem+json`."""
-    return {status: {"model": Problem, "description": HTTPStatus(status).phrase} for status in statuses}
+    """OpenAPI entries for error statuses, each with an example of its own; `main` files them
+    under `application/problem+json`."""
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        phrase = HTTPStatus(status).phrase
+        example = {"type": "about:blank", "title": phrase, "status": status, **_EXAMPLES[status]}
+        responses[status] = {
+            "model": Problem,
+            "description": phrase,
+            "content": {"application/json": {"example": example}},
+        }
+    return responses

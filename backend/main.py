@@ -1,5 +1,6 @@
 """The application: `create_app()` wires settings, database, auth, routes and error handling."""
 
+import copy
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -8,18 +9,23 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from sqlalchemy import literal, select
+from starlette.routing import BaseRoute
 
 from backend.config import Settings, get_settings
 from backend.db import Database, Query, create_database
 from backend.dependencies import BEARER_SCHEME
+from backend.docs import docs_routes
 from backend.errors import PROBLEM_JSON, index_route_methods, install_error_handlers, problem_responses
 from backend.metrics import Metrics, metrics_endpoint
 from backend.middleware import (
+    AllowedHostsMiddleware,
     BodyLimitMiddleware,
     CORSMiddleware,
     DeadlineMiddleware,
     SecurityHeadersMiddleware,
+    UnexpectedErrorMiddleware,
 )
 from backend.rate_limit import create_rate_limiter
 from backend.request_log import RequestLogMiddleware
@@ -30,9 +36,11 @@ DESCRIPTION = """
 Tasks for a multi-user todo app whose users sign in with Better Auth.
 
 Every `/api/{user_id}/tasks` route needs `Authorization: Bearer <jwt>`, and the
-path's `user_id` must be the token's `sub`. Errors are `application/problem+json`
-(RFC 9457).
+path's `user_id` must be the token's `sub`, or `me`, which always means the
+signed-in user. Errors are `application/problem+json` (RFC 9457).
 """
+
+OPENAPI_URL = "/openapi.json"
 
 
 READY = Query(select(literal(1)))
@@ -90,13 +98,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=version("todo-api"),
         lifespan=lifespan,
         separate_input_output_schemas=False,
-        docs_url="/docs" if settings.docs_enabled else None,
-        redoc_url="/redoc" if settings.docs_enabled else None,
-        openapi_url="/openapi.json" if settings.docs_enabled else None,
+        # `docs` serves both pages from files of its own, not from a CDN.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=OPENAPI_URL if settings.docs_enabled else None,
+        # No 307 to the path with(out) a trailing slash: its Location would be built
+        # from the Host header, which a client does not control the meaning of.
+        redirect_slashes=False,
     )
     app.state.settings = settings
     app.state.database = database
     app.state.rate_limiter = rate_limiter
+    app.state.max_tasks_per_user = settings.max_tasks_per_user
     app.state.metrics = Metrics(database, jwks) if settings.metrics_enabled else None
     app.state.metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
     app.state.token_verifier = TokenVerifier(
@@ -109,17 +122,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
 
     install_error_handlers(app)
+    # Added innermost first: every answer, the app's or a layer's own (413, the
+    # deadline's 503, a bug's 500, a refused preflight or Host), goes out through
+    # CORS, the security headers and the request id.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(DeadlineMiddleware, seconds=settings.request_timeout_seconds)
+    app.add_middleware(UnexpectedErrorMiddleware)
+    if settings.allowed_hosts:
+        app.add_middleware(AllowedHostsMiddleware, hosts=settings.allowed_hosts)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.cors_origins,
-        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        allow_methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"],
         allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-        expose_headers=["Location", "Link", "X-Total-Count", "X-Request-ID"],
+        expose_headers=[
+            "Location",
+            "Link",
+            "X-Total-Count",
+            "X-Request-ID",
+            "WWW-Authenticate",
+            "Retry-After",
+        ],
     )
-    app.add_middleware(DeadlineMiddleware, seconds=settings.request_timeout_seconds)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware)
-    # Outermost, so the line is written even for requests the inner layers reject.
+    # Outermost, so the line is written for every request, with the status sent.
     app.add_middleware(RequestLogMiddleware, metrics=app.state.metrics)
 
     app.add_api_route("/health", health, methods=["GET"], tags=["operations"], operation_id="health")
@@ -133,6 +159,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     if settings.metrics_enabled:
         app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
+    if settings.docs_enabled:
+        app.router.routes.extend(docs_routes(app, OPENAPI_URL))
+    # HEAD wherever GET (RFC 9110 §9.3.2): Starlette's routes do it themselves,
+    # FastAPI's do not. The server sends a HEAD response's head only.
+    for route in app.router.routes:
+        if isinstance(route, APIRoute) and route.methods and "GET" in route.methods:
+            route.methods.add("HEAD")
     app.state.route_methods = index_route_methods(app.router.routes)
     app.openapi_schema = None
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
@@ -151,6 +184,15 @@ async def ready(request: Request) -> dict[str, str]:
     return {"status": "ok"}
 
 
+def _without_head(route: BaseRoute) -> BaseRoute:
+    """The route as the schema shows it: HEAD is GET without a body, documented once, as GET."""
+    if isinstance(route, APIRoute) and route.methods and "HEAD" in route.methods:
+        methods = route.methods - {"HEAD"}
+        route = copy.copy(route)
+        route.methods = methods
+    return route
+
+
 def _openapi(app: FastAPI) -> dict[str, Any]:
     """FastAPI's schema, with every error response under `application/problem+json` only."""
     if app.openapi_schema is None:
@@ -158,7 +200,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
             title=app.title,
             version=app.version,
             description=app.description,
-            routes=app.routes,
+            routes=[_without_head(route) for route in app.routes],
             separate_input_output_schemas=False,
         )
         schema.setdefault("components", {})["securitySchemes"] = BEARER_SCHEME

@@ -1,14 +1,23 @@
-"""ASGI middleware: security headers, CORS, the body limit, and a deadline no request may outlive."""
+"""ASGI middleware: security headers, CORS, allowed hosts, a problem+json 500 for a bug,
+a deadline no request may outlive, and the body limit.
+
+`main` stacks them in that order, the access log outermost, so that every
+answer, the app's or one of these layers' own, goes out through the security
+headers, CORS and the request id.
+"""
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from http import HTTPStatus
 
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.middleware import cors
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backend.errors import ServiceUnavailable, problem_response
+from backend.errors import ServiceUnavailable, log_unexpected_error, problem_response
 
 logger = logging.getLogger("backend.middleware")
 
@@ -54,6 +63,51 @@ class CORSMiddleware(cors.CORSMiddleware):
 
         await self.app(scope, receive, send_with_vary)
 
+    def preflight_response(self, request_headers: Headers) -> Response:
+        """Starlette's answer, but a refusal is a problem+json naming what was refused."""
+        response = super().preflight_response(request_headers)
+        if response.status_code == HTTPStatus.OK:
+            return response
+        refused = bytes(response.body).decode().removeprefix("Disallowed CORS ")
+        kept = {
+            name: value
+            for name, value in response.headers.items()
+            if name not in ("content-length", "content-type")
+        }
+        return problem_response(
+            HTTPStatus.BAD_REQUEST,
+            f"CORS preflight refused: this {refused} is not allowed (CORS_ORIGINS names the allowed origins)",
+            headers=kept,
+        )
+
+
+class AllowedHostsMiddleware:
+    """400 problem for a `Host` not in ALLOWED_HOSTS (`*.example.com` allows its subdomains).
+
+    The API builds no URL from Host, but a proxy that passes any Host on lets
+    anyone aim the API's name at another site's, and logs and caches see the lie.
+    """
+
+    def __init__(self, app: ASGIApp, hosts: Iterable[str]) -> None:
+        self.app = app
+        self.exact = frozenset(host for host in hosts if not host.startswith("*."))
+        self.suffixes = tuple(host[1:] for host in hosts if host.startswith("*."))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self.allows(Headers(scope=scope).get("host", "")):
+            response = problem_response(
+                HTTPStatus.BAD_REQUEST, "the Host header names a host this API does not serve"
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def allows(self, host: str) -> bool:
+        # Without the port: `[::1]:8000` keeps its brackets, `example.com:8000` loses `:8000`.
+        name = host.lower()
+        name = name[: name.find("]") + 1] if name.startswith("[") else name.partition(":")[0]
+        return name in self.exact or (bool(self.suffixes) and name.endswith(self.suffixes))
+
 
 class BodyLimitMiddleware:
     """413 problem for a body over `max_bytes`, without reading more of it than the limit.
@@ -97,6 +151,39 @@ class BodyLimitMiddleware:
             return message
 
         await self.app(scope, counting_receive, send)
+
+
+class UnexpectedErrorMiddleware:
+    """A problem+json 500 when the app raised (a bug), logged with its traceback.
+
+    Answered here rather than by Starlette's outermost error layer, so that it too
+    goes out through the security headers, CORS and the request id. If half a
+    response is already out, the server can only drop the connection.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as error:
+            log_unexpected_error(error)
+            if started:
+                raise
+            response = problem_response(HTTPStatus.INTERNAL_SERVER_ERROR, "an unexpected error occurred")
+            await response(scope, receive, send)
 
 
 class DeadlineMiddleware:

@@ -105,10 +105,15 @@ class RedisRateLimiter:
             await self._client.aclose()
 
 
-def create_rate_limiter(rate: float | None, burst: int | None, redis_url: str | None) -> RateLimiter | None:
-    if rate is None:
+# A burst of three seconds' worth: a page load's handful of calls never waits.
+BURST_SECONDS = 3
+
+
+def create_rate_limiter(rate: float, burst: int | None, redis_url: str | None) -> RateLimiter | None:
+    """A bucket of `burst` tokens refilled at `rate` a second, per user; None when `rate` is 0."""
+    if rate <= 0:
         return None
-    capacity = burst or max(1, math.ceil(rate))
+    capacity = burst or max(1, math.ceil(rate * BURST_SECONDS))
     if redis_url:
         return RedisRateLimiter(url=redis_url, rate=rate, burst=capacity)
     return LocalRateLimiter(rate=rate, burst=capacity)

@@ -97,13 +97,17 @@ class RequestLogMiddleware:
             return
         started = time.perf_counter()
         request_id = _request_id(scope)
-        status = 500
+        # The status the client received: set once the server has taken the response's
+        # head. 0 if none was: the server dropped the connection instead.
+        status = 0
 
         async def send_with_request_id(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
-                status = message["status"]
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                await send(message)
+                status = message["status"]
+                return
             await send(message)
 
         try:

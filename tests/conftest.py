@@ -134,7 +134,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 
 
 def make_settings(database_url: str, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {"database_url": database_url, "better_auth_secret": SECRET, **overrides}
+    """Settings for a test app. The per-user rate limit (on by default) is off unless a
+    test asks for it: many tests send a user's hundred requests at once on purpose."""
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "better_auth_secret": SECRET,
+        "rate_limit_per_second": 0,
+        **overrides,
+    }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 

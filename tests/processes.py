@@ -30,8 +30,16 @@ def free_port() -> int:
 
 
 def server_env(database_url: str, **settings: str) -> dict[str, str]:
+    """The server's environment; as in `make_settings`, without the per-user rate limit
+    unless a test sets RATE_LIMIT_PER_SECOND: load tests send a user's requests back to back."""
     inherited = {k: v for k, v in os.environ.items() if not k.startswith(("BETTER_AUTH_", "JWT_", "JWKS_"))}
-    return {**inherited, "DATABASE_URL": database_url, "BETTER_AUTH_SECRET": SECRET, **settings}
+    return {
+        **inherited,
+        "DATABASE_URL": database_url,
+        "BETTER_AUTH_SECRET": SECRET,
+        "RATE_LIMIT_PER_SECOND": "0",
+        **settings,
+    }
 
 
 def cli(env: dict[str, str], *args: str) -> str:

@@ -21,15 +21,15 @@ async def test_unknown_route_is_a_404_problem(client: AsyncClient) -> None:
 async def test_wrong_method_is_a_405_problem_with_allow(client: AsyncClient) -> None:
     response = await client.delete("/health")
     assert_problem(response, 405)
-    assert response.headers["allow"] == "GET"
+    assert response.headers["allow"] == "GET, HEAD"  # HEAD wherever GET (RFC 9110)
 
 
 async def test_405_allows_every_method_of_the_path(client: AsyncClient) -> None:
     collection = await client.delete("/api/alice/tasks")
     assert_problem(collection, 405)
-    assert collection.headers["allow"] == "GET, POST"
+    assert collection.headers["allow"] == "GET, HEAD, POST"
     one = await client.post("/api/alice/tasks/1")
-    assert one.headers["allow"] == "DELETE, GET, PATCH, PUT"
+    assert one.headers["allow"] == "DELETE, GET, HEAD, PATCH, PUT"
 
 
 async def test_a_body_that_is_not_utf8_is_a_400_problem(client: AsyncClient) -> None:

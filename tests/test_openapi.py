@@ -62,8 +62,47 @@ async def test_every_error_response_is_a_documented_problem(spec: dict[str, Any]
         expected = {"401", "403", "422", "500", "503"} | ({"404"} if "{task_id}" in path else set())
         assert expected <= set(responses), (method, path)
         for status in expected:
-            assert responses[status]["content"] == {"application/problem+json": {"schema": problem_ref}}
+            content = responses[status]["content"]
+            assert list(content) == ["application/problem+json"]
+            assert content["application/problem+json"]["schema"] == problem_ref
+            # A real example of its own, not the schema's placeholder.
+            example = content["application/problem+json"]["example"]
+            assert example["status"] == int(status)
+            assert example["detail"]
     assert set(spec["components"]["schemas"]["Problem"]["required"]) == {"title", "status", "detail"}
+
+
+async def test_each_error_has_an_example_of_its_own(spec: dict[str, Any]) -> None:
+    responses = spec["paths"]["/api/{user_id}/tasks/{task_id}"]["put"]["responses"]
+    examples = {
+        status: responses[status]["content"]["application/problem+json"]["example"]
+        for status in responses
+        if int(status) >= 400
+    }
+    assert examples["404"]["detail"] == "no task with this id belongs to this user"
+    assert examples["422"]["errors"][0]["loc"] == ["body", "title"]
+    assert len({example["detail"] for example in examples.values()}) == len(examples)
+
+
+async def test_413_and_400_only_where_a_body_is_taken(spec: dict[str, Any]) -> None:
+    for (method, path), _ in OPERATIONS.items():
+        responses = set(spec["paths"][path][method]["responses"])
+        takes_body = "requestBody" in spec["paths"][path][method]
+        assert ({"400", "413"} <= responses) == takes_body, (method, path)
+        assert not ({"400", "413"} & responses) or takes_body, (method, path)
+
+
+async def test_order_is_a_plain_enum_and_me_is_the_example(spec: dict[str, Any]) -> None:
+    parameters = {p["name"]: p for p in spec["paths"]["/api/{user_id}/tasks"]["get"]["parameters"]}
+    order = parameters["order"]["schema"]
+    assert (order["type"], order["enum"]) == ("string", ["asc", "desc"])
+    assert "anyOf" not in order
+    # Swagger UI's "Try it out" fills in the example, which must work for anyone.
+    assert parameters["user_id"]["examples"]["me"]["value"] == "me"
+
+
+async def test_head_is_not_documented_twice(spec: dict[str, Any]) -> None:
+    assert not [path for path, methods in spec["paths"].items() if "head" in methods]
 
 
 async def test_request_and_response_bodies_have_examples(spec: dict[str, Any]) -> None:

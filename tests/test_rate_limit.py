@@ -1,4 +1,5 @@
-"""Per-user rate limiting: off by default; a token bucket per user, in-process or shared through Redis."""
+"""Per-user rate limiting: on by default (20 a second, bursts of 60); a token bucket per user,
+in-process or shared through Redis."""
 
 import asyncio
 import os
@@ -11,11 +12,11 @@ import httpx
 import pytest
 import redis
 
+from backend.config import Settings
 from backend.security import issue_token
 from tests.conftest import (
     IN_CI,
     SECRET,
-    Caller,
     assert_problem,
     fresh_postgres_database,
     http_client,
@@ -49,8 +50,24 @@ async def limited(database_url: str) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-async def test_it_is_off_by_default(alice: Caller) -> None:
-    statuses = {(await alice.request("GET")).status_code for _ in range(50)}
+async def test_it_is_on_by_default_and_lets_a_burst_of_60_through(database_url: str) -> None:
+    settings = Settings(_env_file=None, database_url=database_url, better_auth_secret=SECRET)  # type: ignore[call-arg]
+    assert (settings.rate_limit_per_second, settings.rate_limit_burst) == (20, None)
+    async with running_app(settings) as app, http_client(app) as client:
+        alice = sign_in(client, "alice")
+        statuses = [(await alice.request("GET")).status_code for _ in range(90)]
+    # The burst passes whole; then, refilled at 20 a second, the bucket runs dry.
+    assert set(statuses[:60]) == {200}
+    assert 429 in statuses[60:]
+
+
+async def test_zero_turns_it_off(database_url: str) -> None:
+    async with (
+        running_app(make_settings(database_url, rate_limit_per_second=0)) as app,
+        http_client(app) as client,
+    ):
+        alice = sign_in(client, "alice")
+        statuses = {(await alice.request("GET")).status_code for _ in range(100)}
     assert statuses == {200}
 
 

@@ -1,0 +1,201 @@
+"""The HTTP server: uvicorn with httptools, plus the limits at the edge that uvicorn lacks.
+
+uvicorn's httptools protocol puts no bound on a request's head: a 16 MB header
+was answered, a 200 MB one streamed in over a minute grew the worker by 250 MB,
+and httptools joins a header's pieces as they arrive, so a 48 MB header sent in
+64 KiB pieces cost 4 s of CPU. Nothing times out a request whose head never
+ends, or a connection that never says anything, and nothing caps connections
+short of the process's file limit. `EdgeProtocol` adds those three bounds to
+the protocol itself, where they cost one comparison per read:
+
+- the request line and headers together may be `MAX_HEADER_BYTES`; past that the
+  client gets `431` and the connection is closed, before httptools sees more;
+- a request's head must be complete `HEADER_TIMEOUT_SECONDS` after the
+  connection opened (or after the previous response), or the connection is
+  closed (with `408` if part of a head had arrived);
+- beyond `MAX_CONNECTIONS` open connections, a new one is answered `503` with
+  `Retry-After` as soon as its request arrives (or closed after a second of
+  silence), so the worker never reaches its file limit.
+
+WebSocket upgrades are not performed (the API has none): the request is answered
+as plain HTTP, and the connection closed after it. uvicorn's own line for them,
+which carried the raw path and query, is never written.
+
+Measured against uvicorn with h11 and Granian before choosing: see the README's
+"The edge" section.
+"""
+
+import asyncio
+import os
+from functools import cache
+from http import HTTPStatus
+from typing import Any
+
+import httptools
+import orjson
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from backend.config import get_settings
+
+# How long a connection beyond the cap may stay silent before it is closed.
+OVER_CAPACITY_GRACE_SECONDS = 1.0
+
+
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback to stop httptools mid-read."""
+
+
+@cache
+def _limits() -> tuple[int, float, int]:
+    settings = get_settings()
+    return settings.max_header_bytes, settings.header_timeout_seconds, settings.max_connections
+
+
+def refusal(status: HTTPStatus, detail: str, *, retry_after: int | None = None) -> bytes:
+    """A whole `Connection: close` response, problem+json, for a connection the app never sees.
+
+    It carries what every response of the API carries (`nosniff`, `no-store`, a
+    request id), so a client or a proxy cannot tell it came from another layer.
+    """
+    body = orjson.dumps({"type": "about:blank", "title": status.phrase, "status": status, "detail": detail})
+    head = [
+        f"HTTP/1.1 {status.value} {status.phrase}",
+        "content-type: application/problem+json",
+        f"content-length: {len(body)}",
+        "connection: close",
+        "x-content-type-options: nosniff",
+        "cache-control: no-store",
+        f"x-request-id: {os.urandom(16).hex()}",
+    ]
+    if retry_after is not None:
+        head.append(f"retry-after: {retry_after}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+class EdgeProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with bounded heads, a head timeout and a connection cap."""
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.max_header_bytes, self.header_timeout, self.max_connections = _limits()
+        # Bytes of the current request's head received so far; None once it is complete.
+        self.head_bytes: int | None = 0
+        self.head_timer: asyncio.TimerHandle | None = None
+        self.over_capacity = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            self.over_capacity = True
+            self.head_timer = self.loop.call_later(OVER_CAPACITY_GRACE_SECONDS, self._refuse_over_capacity)
+            return
+        self.head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        # uvicorn's own, but for the bound on the head, and every refusal in problem+json
+        # (uvicorn answers a request it cannot parse in text/plain).
+        if self.over_capacity:
+            self._refuse_over_capacity()
+            return
+        self._unset_keepalive_if_required()
+        if self.head_bytes is not None:
+            self.head_bytes += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass  # answered as plain HTTP: see on_headers_complete
+        except httptools.HttpParserError as error:
+            if isinstance(error.__context__, _HeadTooLarge):
+                self._refuse_large_head()
+            else:
+                self._refuse(HTTPStatus.BAD_REQUEST, "the request is not valid HTTP/1.1")
+            return
+        # Checked after parsing, since a read may carry the head's end and then a body:
+        # a head still incomplete past the bound grows no further.
+        if self.head_bytes is not None and self.head_bytes > self.max_header_bytes:
+            self._refuse_large_head()
+
+    def on_headers_complete(self) -> None:
+        if (
+            self.head_bytes is not None
+            and self.head_bytes > self.max_header_bytes
+            and self._head_size() > self.max_header_bytes
+        ):
+            raise _HeadTooLarge  # a whole large head in one read: stop the parser here
+        self.head_bytes = None
+        self._cancel_head_timer()
+        super().on_headers_complete()
+        if self.parser.should_upgrade() and self.cycle is not None:
+            # Not switched: answered as plain HTTP, then the connection closes, since
+            # what the client sends next would be frames of a protocol we do not speak.
+            self.cycle.keep_alive = False
+
+    def _head_size(self) -> int:
+        """The head's size as parsed: the target and every header line (the request line's
+        other few bytes aside)."""
+        return len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self.head_bytes = 0  # whatever comes next is the next request's head
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing() and self.head_timer is None:
+            self.head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+
+    def _unsupported_upgrade_warning(self) -> None:
+        # uvicorn would log two warnings per upgrade request, a way to flood the log;
+        # the access line already records the request.
+        return None
+
+    def _head_timed_out(self) -> None:
+        self.head_timer = None
+        if self.transport.is_closing():
+            return
+        if (self.cycle is not None and not self.cycle.response_complete) or self.pipeline:
+            # A request is being answered; the timer starts again after its response.
+            return
+        if self.head_bytes:
+            self._refuse(
+                HTTPStatus.REQUEST_TIMEOUT,
+                f"the request's headers did not arrive within {self.header_timeout:g} seconds",
+            )
+        else:
+            self.transport.close()
+
+    def _refuse_large_head(self) -> None:
+        self._refuse(
+            HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE,
+            f"the request line and headers are larger than {self.max_header_bytes} bytes",
+        )
+
+    def _refuse_over_capacity(self) -> None:
+        self._refuse(
+            HTTPStatus.SERVICE_UNAVAILABLE,
+            "the server has too many open connections; retry shortly",
+            retry_after=1,
+        )
+
+    def _refuse(self, status: HTTPStatus, detail: str, *, retry_after: int | None = None) -> None:
+        self._cancel_head_timer()
+        if not self.transport.is_closing():
+            self.transport.write(refusal(status, detail, retry_after=retry_after))
+            self.transport.close()
+
+    def _cancel_head_timer(self) -> None:
+        if self.head_timer is not None:
+            self.head_timer.cancel()
+            self.head_timer = None
