@@ -3,7 +3,6 @@
 import argparse
 import errno
 import math
-import resource
 import socket
 import sys
 from collections.abc import Sequence
@@ -63,8 +62,15 @@ def _serve(host: str, port: int, workers: int, reload: bool, migrate: bool) -> i
     import uvicorn
 
     from backend.request_log import logging_config
+    from backend.server import allow_open_files
 
-    _allow_open_files(settings.max_connections)
+    cap = allow_open_files(settings.max_connections)
+    if cap < settings.max_connections:
+        print(
+            f"warning: the open-file limit allows {cap} connections per worker, "
+            f"not MAX_CONNECTIONS={settings.max_connections}; raise it with `ulimit -n`",
+            file=sys.stderr,
+        )
     if settings.docs_enabled:
         print(f"API docs: http://{host}:{port}/docs", file=sys.stderr)
     uvicorn.run(
@@ -111,16 +117,6 @@ def _cannot_listen(host: str, port: int) -> str | None:
                 )
             return f"error: cannot listen on {host}:{port}: {error.strerror}"
     return None
-
-
-def _allow_open_files(connections: int) -> None:
-    """Raise the soft limit on open files to fit MAX_CONNECTIONS, its pool and its logs,
-    as far as the hard limit allows: the connection cap must be met before the file limit."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = connections + 256
-    if soft != resource.RLIM_INFINITY and soft < wanted:
-        ceiling = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, ceiling), hard))
 
 
 def _migrate() -> int:

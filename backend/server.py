@@ -15,7 +15,8 @@ the protocol itself, where they cost one comparison per read:
   closed (with `408` if part of a head had arrived);
 - beyond `MAX_CONNECTIONS` open connections, a new one is answered `503` with
   `Retry-After` as soon as its request arrives (or closed after a second of
-  silence), so the worker never reaches its file limit.
+  silence), and the process keeps as many files again free for those, so the
+  worker does not reach its file limit, where it would stop accepting at all.
 
 WebSocket upgrades are not performed (the API has none): the request is answered
 as plain HTTP, and the connection closed after it. uvicorn's own line for them,
@@ -27,6 +28,7 @@ Measured against uvicorn with h11 and Granian before choosing: see the README's
 
 import asyncio
 import os
+import resource
 from functools import cache
 from http import HTTPStatus
 from typing import Any
@@ -47,10 +49,43 @@ class _HeadTooLarge(Exception):
     """Raised from a parser callback to stop httptools mid-read."""
 
 
+# File descriptors kept for the listening socket, the database pool, logs and the like.
+RESERVED_FILES = 256
+
+
+def connection_cap(max_connections: int) -> int:
+    """MAX_CONNECTIONS, or less if this process may not open enough files.
+
+    Beyond the cap, a connection still takes a file until it is answered (a second
+    at most), so as many again are kept free for those: a flood is answered 503
+    rather than failing at the file limit, where the event loop stops accepting.
+    """
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return max_connections
+    return max(1, min(max_connections, (soft - RESERVED_FILES) // 2))
+
+
+def allow_open_files(max_connections: int) -> int:
+    """Raise this process's soft limit on open files (its workers inherit it) toward what
+    MAX_CONNECTIONS needs, as far as the hard limit allows; the connection cap it gives."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 2 * max_connections + RESERVED_FILES
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        resource.setrlimit(
+            resource.RLIMIT_NOFILE, (wanted if hard == resource.RLIM_INFINITY else min(wanted, hard), hard)
+        )
+    return connection_cap(max_connections)
+
+
 @cache
 def _limits() -> tuple[int, float, int]:
     settings = get_settings()
-    return settings.max_header_bytes, settings.header_timeout_seconds, settings.max_connections
+    return (
+        settings.max_header_bytes,
+        settings.header_timeout_seconds,
+        connection_cap(settings.max_connections),
+    )
 
 
 def refusal(status: HTTPStatus, detail: str, *, retry_after: int | None = None) -> bytes:
