@@ -6,13 +6,15 @@ and httptools joins a header's pieces as they arrive, so a 48 MB header sent in
 64 KiB pieces cost 4 s of CPU. Nothing times out a request whose head never
 ends, or a connection that never says anything, and nothing caps connections
 short of the process's file limit. `EdgeProtocol` adds those three bounds to
-the protocol itself, where they cost one comparison per read:
+the protocol itself, where they cost a comparison per read and a clock reading
+per response:
 
 - the request line and headers together may be `MAX_HEADER_BYTES`; past that the
   client gets `431` and the connection is closed, before httptools sees more;
 - a request's head must be complete `HEADER_TIMEOUT_SECONDS` after the
   connection opened (or after the previous response), or the connection is
-  closed (with `408` if part of a head had arrived);
+  closed (with `408` if part of a head had arrived), by a sweep over the
+  worker's connections a few times per timeout;
 - beyond `MAX_CONNECTIONS` open connections, a new one is answered `503` with
   `Retry-After` as soon as its request arrives (or closed after a second of
   silence), and the process keeps as many files again free for those, so the
@@ -123,25 +125,27 @@ class EdgeProtocol(HttpToolsProtocol):
         self.max_header_bytes, self.header_timeout, self.max_connections = _limits()
         # Bytes of the current request's head received so far; None once it is complete.
         self.head_bytes: int | None = 0
-        self.head_timer: asyncio.TimerHandle | None = None
-        self.over_capacity = False
+        # When the wait for the current head began: the connection's opening, or the
+        # previous response. Checked by `_sweep`, not by a timer per request.
+        self.head_since = 0.0
+        self.over_capacity: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.head_since = self.loop.time()
+        _start_sweeping(self.loop, self.connections, self.header_timeout)
         if len(self.connections) > self.max_connections:
-            self.over_capacity = True
-            self.head_timer = self.loop.call_later(OVER_CAPACITY_GRACE_SECONDS, self._refuse_over_capacity)
-            return
-        self.head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+            self.over_capacity = self.loop.call_later(OVER_CAPACITY_GRACE_SECONDS, self._refuse_over_capacity)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_head_timer()
+        if self.over_capacity is not None:
+            self.over_capacity.cancel()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         # uvicorn's own, but for the bound on the head, and every refusal in problem+json
         # (uvicorn answers a request it cannot parse in text/plain).
-        if self.over_capacity:
+        if self.over_capacity is not None:
             self._refuse_over_capacity()
             return
         self._unset_keepalive_if_required()
@@ -170,7 +174,6 @@ class EdgeProtocol(HttpToolsProtocol):
         ):
             raise _HeadTooLarge  # a whole large head in one read: stop the parser here
         self.head_bytes = None
-        self._cancel_head_timer()
         super().on_headers_complete()
         if self.parser.should_upgrade() and self.cycle is not None:
             # Not switched: answered as plain HTTP, then the connection closes, since
@@ -188,21 +191,19 @@ class EdgeProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if not self.transport.is_closing() and self.head_timer is None:
-            self.head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+        self.head_since = self.loop.time()
 
-    def _unsupported_upgrade_warning(self) -> None:
-        # uvicorn would log two warnings per upgrade request, a way to flood the log;
-        # the access line already records the request.
-        return None
+    def head_overdue(self, now: float) -> bool:
+        """Waiting for a head (not answering a request) for longer than the timeout."""
+        return (
+            self.head_bytes is not None
+            and now - self.head_since > self.header_timeout
+            and (self.cycle is None or self.cycle.response_complete)
+            and not self.pipeline
+            and not self.transport.is_closing()
+        )
 
-    def _head_timed_out(self) -> None:
-        self.head_timer = None
-        if self.transport.is_closing():
-            return
-        if (self.cycle is not None and not self.cycle.response_complete) or self.pipeline:
-            # A request is being answered; the timer starts again after its response.
-            return
+    def time_out_head(self) -> None:
         if self.head_bytes:
             self._refuse(
                 HTTPStatus.REQUEST_TIMEOUT,
@@ -225,12 +226,31 @@ class EdgeProtocol(HttpToolsProtocol):
         )
 
     def _refuse(self, status: HTTPStatus, detail: str, *, retry_after: int | None = None) -> None:
-        self._cancel_head_timer()
         if not self.transport.is_closing():
             self.transport.write(refusal(status, detail, retry_after=retry_after))
             self.transport.close()
 
-    def _cancel_head_timer(self) -> None:
-        if self.head_timer is not None:
-            self.head_timer.cancel()
-            self.head_timer = None
+
+# The event loops whose connections are being swept (one per worker process).
+_swept: set[asyncio.AbstractEventLoop] = set()
+
+
+def _start_sweeping(loop: asyncio.AbstractEventLoop, connections: set[Any], timeout: float) -> None:
+    """Every so often, time out the connections whose head is overdue.
+
+    One sweep over the worker's connections, a few times per timeout, rather than a
+    timer armed and cancelled for every request (about 1% of a request's CPU each).
+    """
+    if loop in _swept:
+        return
+    _swept.add(loop)
+    period = min(0.5, timeout / 4)
+
+    def sweep() -> None:
+        now = loop.time()
+        for connection in list(connections):
+            if isinstance(connection, EdgeProtocol) and connection.head_overdue(now):
+                connection.time_out_head()
+        loop.call_later(period, sweep)
+
+    loop.call_later(period, sweep)
