@@ -53,7 +53,7 @@ $(HARNESS)/node_modules/.installed: $(HARNESS)/package.json $(HARNESS)/package-l
 
 # serve checks the port first, then migrates, then serves.
 run: .venv/.synced .env
-	$(RUN) todo-api serve --host $(HOST) --port $(PORT) --migrate
+	@$(RUN) todo-api serve --host $(HOST) --port $(PORT) --migrate
 
 # A development token for USER (default: you), signed with the secret in .env.
 token: .venv/.synced .env
