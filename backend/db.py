@@ -32,7 +32,7 @@ from asyncpg.pool import PoolConnectionProxy
 from sqlalchemy import event
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import URL, RowMapping, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, IntegrityError, OperationalError
 from sqlalchemy.exc import InterfaceError as SQLAlchemyInterfaceError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -86,6 +86,14 @@ class DatabaseUnavailableError(Exception):
     """The database cannot be reached, or did not answer in time: a 503, not a 500."""
 
 
+class CheckViolationError(Exception):
+    """A write broke a CHECK constraint of the schema; `constraint` is its name."""
+
+    def __init__(self, constraint: str) -> None:
+        super().__init__(constraint)
+        self.constraint = constraint
+
+
 # Failures of the connection, not of the statement: the client may retry.
 _POSTGRES_UNAVAILABLE = (
     OSError,  # refused, reset, unreachable, DNS
@@ -124,7 +132,8 @@ class Connection(ABC):
         self._listeners = listeners
 
     @abstractmethod
-    async def execute(self, query: Query, **params: Any) -> None: ...
+    async def execute(self, query: Query, **params: Any) -> int:
+        """Run a statement; the number of rows it changed."""
 
     @abstractmethod
     async def fetch_one(self, query: Query, **params: Any) -> Row | None: ...
@@ -157,9 +166,9 @@ class Database(ABC):
         """An async context manager giving a `Connection`; connectivity failures become
         `DatabaseUnavailableError`."""
 
-    async def execute(self, query: Query, **params: Any) -> None:
+    async def execute(self, query: Query, **params: Any) -> int:
         async with self.connection() as connection:
-            await connection.execute(query, **params)
+            return await connection.execute(query, **params)
 
     async def fetch_one(self, query: Query, **params: Any) -> Row | None:
         async with self.connection() as connection:
@@ -194,9 +203,12 @@ class PostgresConnection(Connection):
         super().__init__(listeners)
         self._connection = connection
 
-    async def execute(self, query: Query, **params: Any) -> None:
+    async def execute(self, query: Query, **params: Any) -> int:
         self._sent(query.sql)
-        await self._connection.execute(query.sql, *query.arguments(params))
+        status = await self._connection.execute(query.sql, *query.arguments(params))
+        # "DELETE 3", "UPDATE 1", "INSERT 0 1": the count is the last word.
+        count = status.rsplit(" ", 1)[-1]
+        return int(count) if count.isdigit() else 0
 
     async def fetch_one(self, query: Query, **params: Any) -> Row | None:
         self._sent(query.sql)
@@ -241,12 +253,14 @@ class PostgresDatabase(Database):
                 await self._release(pool, connection)
         except _POSTGRES_UNAVAILABLE as error:
             raise DatabaseUnavailableError(type(error).__name__) from error
+        except asyncpg.CheckViolationError as error:
+            raise CheckViolationError(error.constraint_name or "") from error
 
     # The three statement methods borrow a connection directly rather than through
     # `connection()`: no context-manager generator per statement, a few percent of
     # a task read's CPU.
-    async def execute(self, query: Query, **params: Any) -> None:
-        await self._borrowed(lambda connection: connection.execute(query, **params))
+    async def execute(self, query: Query, **params: Any) -> int:
+        return await self._borrowed(lambda connection: connection.execute(query, **params))
 
     async def fetch_one(self, query: Query, **params: Any) -> Row | None:
         return await self._borrowed(lambda connection: connection.fetch_one(query, **params))
@@ -263,6 +277,8 @@ class PostgresDatabase(Database):
                 await self._release(pool, connection)
         except _POSTGRES_UNAVAILABLE as error:
             raise DatabaseUnavailableError(type(error).__name__) from error
+        except asyncpg.CheckViolationError as error:
+            raise CheckViolationError(error.constraint_name or "") from error
 
     async def _acquire(self) -> "tuple[asyncpg.Pool, PoolConnectionProxy[Any]]":
         pool = self._pool or await self._open_pool()
@@ -340,8 +356,9 @@ class SqliteConnection(Connection):
         super().__init__(listeners)
         self._connection = connection
 
-    async def execute(self, query: Query, **params: Any) -> None:
-        await self._connection.execute(query.statement, params)
+    async def execute(self, query: Query, **params: Any) -> int:
+        result = await self._connection.execute(query.statement, params)
+        return int(result.rowcount)
 
     async def fetch_one(self, query: Query, **params: Any) -> Row | None:
         row = (await self._connection.execute(query.statement, params)).mappings().first()
@@ -402,6 +419,12 @@ class SqliteDatabase(Database):
                 await connection.close()
         except _SQLITE_UNAVAILABLE as error:
             raise DatabaseUnavailableError(type(error).__name__) from error
+        except IntegrityError as error:
+            # "CHECK constraint failed: ck_tasks_recurrence_has_due_at"
+            message = str(error.orig)
+            if message.startswith("CHECK constraint failed: "):
+                raise CheckViolationError(message.removeprefix("CHECK constraint failed: ")) from error
+            raise
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -1,14 +1,15 @@
-"""What handlers receive: the tasks of the caller, who is authorised for the path."""
+"""What handlers receive: the tasks (or tags) of the caller, who is authorised for the path."""
 
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
 
-from backend.crud import OwnedTasks
 from backend.errors import Forbidden, NotAuthenticated, ServiceUnavailable, TooManyRequests
 from backend.models import USER_ID_MAX_LENGTH
 from backend.rate_limit import RateLimiter
 from backend.security import InvalidTokenError, KeySetUnavailableError, TokenClaims, TokenVerifier
+from backend.store.tags import OwnedTags
+from backend.store.tasks import OwnedTasks
 
 # How the API is signed into, for the OpenAPI document (`main` adds it to every
 # /api/ operation). The header is read by `get_owned_tasks` itself rather than
@@ -51,6 +52,17 @@ async def get_owned_tasks(request: Request, user_id: UserIdPath) -> OwnedTasks:
     holds the database, not a connection: it borrows one per statement (or per
     transaction), so none is held while the request does anything else.
     """
+    claims = await authorised_owner(request, user_id)
+    return OwnedTasks(request.app.state.database, claims, max_tasks=request.app.state.max_tasks_per_user)
+
+
+async def get_owned_tags(request: Request, user_id: UserIdPath) -> OwnedTags:
+    """The caller's tags, on the same terms as `get_owned_tasks`."""
+    return OwnedTags(request.app.state.database, await authorised_owner(request, user_id))
+
+
+async def authorised_owner(request: Request, user_id: str) -> TokenClaims:
+    """The verified caller, within their rate limit, if the path's user is them (or `me`)."""
     claims = await _verified_claims(request)
     limiter: RateLimiter | None = request.app.state.rate_limiter
     if limiter is not None and (wait := await limiter.wait_seconds(claims.subject)) > 0:
@@ -59,7 +71,7 @@ async def get_owned_tasks(request: Request, user_id: UserIdPath) -> OwnedTasks:
     # so saying so leaks nothing and helps a client with a wrong id.
     if user_id != claims.subject and user_id != ME:
         raise Forbidden("the path's user id is not the signed-in user")
-    return OwnedTasks(request.app.state.database, claims, max_tasks=request.app.state.max_tasks_per_user)
+    return claims
 
 
 async def _verified_claims(request: Request) -> TokenClaims:
@@ -81,3 +93,4 @@ async def _verified_claims(request: Request) -> TokenClaims:
 
 
 OwnedTasksDep = Annotated[OwnedTasks, Depends(get_owned_tasks)]
+OwnedTagsDep = Annotated[OwnedTags, Depends(get_owned_tags)]

@@ -44,6 +44,7 @@ class ProblemError(Exception):
 
     status: HTTPStatus = HTTPStatus.INTERNAL_SERVER_ERROR
     headers: Mapping[str, str] = MappingProxyType({})
+    errors: list[ValidationIssue] | None = None
 
     def __init__(self, detail: str, *, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(detail)
@@ -83,6 +84,16 @@ class Conflict(ProblemError):
     status = HTTPStatus.CONFLICT
 
 
+class Unprocessable(ProblemError):
+    """A 422 found after validation (against what is stored), shaped as validation's are."""
+
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+
+    def __init__(self, detail: str, *, errors: list[dict[str, Any]]) -> None:
+        super().__init__(detail)
+        self.errors = [ValidationIssue.model_validate(error) for error in errors]
+
+
 class ServiceUnavailable(ProblemError):
     status = HTTPStatus.SERVICE_UNAVAILABLE
     headers = MappingProxyType({"Retry-After": str(RETRY_AFTER_SECONDS)})
@@ -106,7 +117,7 @@ def problem_response(
 
 async def _problem_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ProblemError)
-    return problem_response(exc.status, exc.detail, headers=exc.headers)
+    return problem_response(exc.status, exc.detail, headers=exc.headers, errors=exc.errors)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

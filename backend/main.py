@@ -29,7 +29,7 @@ from backend.middleware import (
 )
 from backend.rate_limit import create_rate_limiter
 from backend.request_log import RequestLogMiddleware
-from backend.routes import tasks
+from backend.routes import tags, tasks
 from backend.security import JwksCache, TokenVerifier
 
 DESCRIPTION = """
@@ -92,7 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # of its own that each request is matched through twice, 9% of a task
         # read's CPU instructions (callgrind). The router carries its own prefix,
         # tags and responses, so including it would add nothing else.
-        routes=tasks.router.routes,
+        routes=[*tasks.router.routes, *tags.router.routes],
         title="Todo API",
         description=DESCRIPTION,
         version=version("todo-api"),

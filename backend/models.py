@@ -1,18 +1,51 @@
 """Tables, and the request and response schemas of the task API."""
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, StringConstraints, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+from pydantic import Field as PydanticField
 from pydantic.json_schema import SkipJsonSchema
-from sqlalchemy import BigInteger, Column, DateTime, ForeignKey, Index, Integer, MetaData, String
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    UniqueConstraint,
+)
 from sqlmodel import Field, SQLModel
+
+from backend import recurrence
 
 TITLE_MAX_LENGTH = 200
 DESCRIPTION_MAX_LENGTH = 1000
 USER_ID_MAX_LENGTH = 255
 EMAIL_MAX_LENGTH = 320
 NAME_MAX_LENGTH = 255
+TAG_MAX_LENGTH = 50
+TAGS_PER_TASK = 20
+TIME_ZONE_MAX_LENGTH = 64
+
+# Stored as a small integer, so that sorting by priority is sorting by urgency.
+PRIORITIES = ("none", "low", "medium", "high")
+Priority = Literal["none", "low", "medium", "high"]
+PRIORITY_RANK: dict[str, int] = {name: rank for rank, name in enumerate(PRIORITIES)}
 
 # Stable constraint names, so migrations can drop and alter them on every database.
 SQLModel.metadata.naming_convention = {
@@ -48,20 +81,41 @@ class User(SQLModel, table=True):
     completed_count: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
 
 
+def _bigint_id() -> Any:
+    # BIGINT on PostgreSQL; on SQLite only INTEGER PRIMARY KEY is the auto-incrementing rowid.
+    return BigInteger().with_variant(Integer, "sqlite")
+
+
 class Task(SQLModel, table=True):
     __tablename__ = "tasks"
     # One index per sort key the list offers, each led by the owner and ending
-    # in the id tie-breaker, so every list is an index range scan.
+    # in the id tie-breaker, so every list is an index range scan. Tasks without
+    # a due date sort last in both orders: one index per direction of `due_at`.
     __table_args__ = (
         Index(None, "user_id", "created_at", "id"),
         Index(None, "user_id", "updated_at", "id"),
         Index(None, "user_id", "title", "id"),
+        Index(None, "user_id", "priority", "id"),
+        Index(None, "user_id", "due_at", "id"),
+        Index(None, "user_id", "remind_at"),
+        # Search: trigram indexes on the case-folded text (PostgreSQL's pg_trgm).
+        Index(
+            "ix_tasks_title_folded_trgm",
+            "title_folded",
+            postgresql_using="gin",
+            postgresql_ops={"title_folded": "gin_trgm_ops"},
+        ).ddl_if(dialect="postgresql"),
+        Index(
+            "ix_tasks_description_folded_trgm",
+            "description_folded",
+            postgresql_using="gin",
+            postgresql_ops={"description_folded": "gin_trgm_ops"},
+        ).ddl_if(dialect="postgresql"),
+        CheckConstraint("recurrence IS NULL OR due_at IS NOT NULL", name="recurrence_has_due_at"),
+        UniqueConstraint("previous_occurrence_id"),
     )
 
-    # BIGINT on PostgreSQL; on SQLite only INTEGER PRIMARY KEY is the auto-incrementing rowid.
-    id: int | None = Field(
-        default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
-    )
+    id: int | None = Field(default=None, sa_column=Column(_bigint_id(), primary_key=True))
     user_id: str = Field(
         sa_column=Column(
             String(USER_ID_MAX_LENGTH), ForeignKey("users.id", ondelete="CASCADE"), nullable=False
@@ -72,6 +126,88 @@ class Task(SQLModel, table=True):
     completed: bool = False
     created_at: datetime = Field(default_factory=utc_now, sa_column=_timestamp_column())
     updated_at: datetime = Field(default_factory=utc_now, sa_column=_timestamp_column())
+    priority: int = Field(default=0, sa_column=Column(SmallInteger, nullable=False, server_default="0"))
+    due_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    remind_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    recurrence: str | None = Field(default=None, max_length=recurrence.MAX_RULE_LENGTH)
+    time_zone: str = Field(
+        default="UTC",
+        sa_column=Column(String(TIME_ZONE_MAX_LENGTH), nullable=False, server_default="UTC"),
+    )
+    completed_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    # The occurrence this one was created from, and the one created from it (kept by a
+    # trigger from the former: see the migration). Unique: one successor at most.
+    previous_occurrence_id: int | None = Field(
+        default=None, sa_column=Column(_bigint_id(), ForeignKey("tasks.id", ondelete="SET NULL"))
+    )
+    next_occurrence_id: int | None = Field(
+        default=None, sa_column=Column(_bigint_id(), ForeignKey("tasks.id", ondelete="SET NULL"))
+    )
+    # Title and description case-folded (Python's str.casefold, all of Unicode), for
+    # search: the same on SQLite, which folds only ASCII, and PostgreSQL, whose
+    # lower() depends on the database's locale.
+    title_folded: str = Field(
+        default="", sa_column=Column(String(4 * TITLE_MAX_LENGTH), nullable=False, server_default="")
+    )
+    description_folded: str | None = Field(default=None, sa_column=Column(String(4 * DESCRIPTION_MAX_LENGTH)))
+
+
+# Descending due dates, still without-a-date last: PostgreSQL only (SQLite's CREATE
+# INDEX has no NULLS LAST, and lists there are small enough to sort).
+_TASKS = Task.__table__  # type: ignore[attr-defined]
+Index(
+    "ix_tasks_user_id_due_at_desc_id",
+    _TASKS.c.user_id,
+    _TASKS.c.due_at.desc().nullslast(),
+    _TASKS.c.id.desc(),
+).ddl_if(dialect="postgresql")
+
+
+class Tag(SQLModel, table=True):
+    """A user's tag. Unique per user case-insensitively; `name` keeps the spelling first used."""
+
+    __tablename__ = "tags"
+    __table_args__ = (UniqueConstraint("user_id", "name_folded"),)
+
+    id: int | None = Field(default=None, sa_column=Column(_bigint_id(), primary_key=True))
+    user_id: str = Field(
+        sa_column=Column(
+            String(USER_ID_MAX_LENGTH), ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+        )
+    )
+    name: str = Field(max_length=TAG_MAX_LENGTH)
+    name_folded: str = Field(max_length=4 * TAG_MAX_LENGTH)
+
+
+class TaskTag(SQLModel, table=True):
+    """A tag on a task."""
+
+    __tablename__ = "task_tags"
+    # The primary key finds a task's tags; this index, a tag's tasks.
+    __table_args__ = (Index(None, "tag_id", "task_id"),)
+
+    task_id: int = Field(
+        sa_column=Column(_bigint_id(), ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True)
+    )
+    tag_id: int = Field(
+        sa_column=Column(_bigint_id(), ForeignKey("tags.id", ondelete="CASCADE"), primary_key=True)
+    )
+
+
+def schema_of(dialect: str) -> Callable[[Any, str | None, str, bool, Any], bool]:
+    """Alembic's `include_object` for one database: the models' objects it has (the
+    PostgreSQL-only indexes are not SQLite's), so that comparing finds nothing missing."""
+
+    def include(item: Any, _name: str | None, kind: str, reflected: bool, _compare_to: Any) -> bool:
+        only = getattr(item, "_ddl_if", None) if kind == "index" and not reflected else None
+        return only is None or only.dialect in (None, dialect)
+
+    return include
+
+
+def fold(text: str) -> str:
+    """Text as search and tags compare it: case-folded for all of Unicode (`ÄRGER` is `ärger`)."""
+    return text.casefold()
 
 
 # --- request bodies -------------------------------------------------------------------
@@ -89,32 +225,139 @@ Title = Annotated[
 Description = Annotated[str, StringConstraints(max_length=DESCRIPTION_MAX_LENGTH, pattern=NO_NUL)]
 
 
+def request_schema(*examples: dict[str, Any], **extra: Any) -> Callable[[dict[str, Any]], None]:
+    """A request body's JSON schema: its examples, and no `default`s.
+
+    Generators such as openapi-typescript (with their default options) make a
+    property with a default required, so a client could not create a task with a
+    title alone. Each default is in the field's description instead.
+    """
+
+    def edit(schema: dict[str, Any]) -> None:
+        for field in schema.get("properties", {}).values():
+            field.pop("default", None)
+        if examples:
+            schema["examples"] = list(examples)
+        schema.update(extra)
+
+    return edit
+
+
 class RequestBody(BaseModel):
     # Unknown fields are an error, so a client can never set id, user_id or
     # timestamps; strict types, so "yes" is not a boolean and 1 not a title.
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, json_schema_extra=request_schema())
+
+
+def _valid_rule(value: str) -> str:
+    try:
+        return recurrence.normalise_rule(value)
+    except recurrence.InvalidRecurrenceError as error:
+        raise ValueError(str(error)) from None
+
+
+def _unique_tags(tags: list[str]) -> list[str]:
+    """Duplicates (case-insensitively) collapse to the first spelling."""
+    seen: dict[str, str] = {}
+    for tag in tags:
+        seen.setdefault(fold(tag), tag)
+    return list(seen.values())
+
+
+# No control characters (C0, DEL, C1): they would hide in a list or break a header.
+TAG_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
+TagName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=TAG_MAX_LENGTH, pattern=TAG_PATTERN),
+]
+Tags = Annotated[
+    list[TagName],
+    PydanticField(
+        max_length=TAGS_PER_TASK,
+        description=f"At most {TAGS_PER_TASK} names, each 1 to {TAG_MAX_LENGTH} characters; "
+        "case-insensitive (`Work` is `work`), duplicates collapse.",
+        examples=[["work", "errands"]],
+    ),
+    AfterValidator(_unique_tags),
+]
+# Date-times need an offset (a local time is ambiguous): `Z`, `+02:00`... Stored in UTC.
+# Not strict: JSON carries them as strings.
+Instant = Annotated[
+    AwareDatetime, PydanticField(strict=False), AfterValidator(lambda value: value.astimezone(UTC))
+]
+Recurrence = Annotated[
+    str,
+    AfterValidator(_valid_rule),
+    PydanticField(
+        description="An RFC 5545 RRULE: FREQ=DAILY, WEEKLY, MONTHLY or YEARLY, with INTERVAL, BYDAY, "
+        "BYMONTHDAY, COUNT or UNTIL (in UTC); a leading `RRULE:` is accepted. Needs a `due_at`.",
+        examples=["FREQ=WEEKLY;BYDAY=MO"],
+    ),
+]
+TimeZone = Annotated[
+    str,
+    StringConstraints(max_length=TIME_ZONE_MAX_LENGTH),
+    AfterValidator(recurrence.valid_time_zone),
+    PydanticField(
+        description="IANA time zone in which the recurrence is expanded.", examples=["Europe/Berlin"]
+    ),
+]
+PriorityField = Annotated[
+    Priority, PydanticField(description="`none` (the default), `low`, `medium` or `high`.")
+]
 
 
 class TaskCreate(RequestBody):
     title: Title
     description: Description | None = None
     completed: bool = False
+    priority: PriorityField = "none"
+    due_at: Instant | None = None
+    remind_at: Instant | None = None
+    tags: Tags = []
+    recurrence: Recurrence | None = None
+    time_zone: TimeZone = "UTC"
 
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"title": "Buy milk", "description": "2 litres, oat"}]},
+        json_schema_extra=request_schema(
+            {"title": "Buy milk", "description": "2 litres, oat"},
+            {
+                "title": "Team meeting",
+                "priority": "high",
+                "due_at": "2026-11-30T09:00:00+01:00",
+                "remind_at": "2026-11-30T08:45:00+01:00",
+                "tags": ["work"],
+                "recurrence": "FREQ=WEEKLY;BYDAY=MO",
+                "time_zone": "Europe/Berlin",
+            },
+        ),
     )
 
 
 class TaskReplace(RequestBody):
-    """The editable content, whole: an omitted description becomes null."""
+    """The editable content, whole: an omitted description becomes null; every other
+    omitted field (`completed`, and the organising fields) is left as it is."""
 
     title: Title
     description: Description | None = None
     completed: bool | SkipJsonSchema[None] = None
+    priority: PriorityField | SkipJsonSchema[None] = None
+    due_at: Instant | None = None
+    remind_at: Instant | None = None
+    tags: Tags | SkipJsonSchema[None] = None
+    recurrence: Recurrence | None = None
+    time_zone: TimeZone | SkipJsonSchema[None] = None
 
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"title": "Buy oat milk", "description": None, "completed": False}]},
+        json_schema_extra=request_schema({"title": "Buy oat milk", "description": None, "completed": False}),
     )
+
+    @field_validator("priority", "tags", "time_zone", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("may be omitted but not null")
+        return value
 
 
 class TaskUpdate(RequestBody):
@@ -123,15 +366,24 @@ class TaskUpdate(RequestBody):
     title: Title | SkipJsonSchema[None] = None
     description: Description | None = None
     completed: bool | SkipJsonSchema[None] = None
+    priority: PriorityField | SkipJsonSchema[None] = None
+    due_at: Instant | None = None
+    remind_at: Instant | None = None
+    tags: Tags | SkipJsonSchema[None] = None
+    recurrence: Recurrence | None = None
+    time_zone: TimeZone | SkipJsonSchema[None] = None
 
     model_config = ConfigDict(
-        json_schema_extra={"examples": [{"completed": True}, {"description": None}], "minProperties": 1},
+        json_schema_extra=request_schema(
+            {"completed": True}, {"description": None}, {"tags": ["work", "urgent"]}, minProperties=1
+        ),
     )
 
-    @field_validator("title", "completed", mode="before")
+    @field_validator("title", "completed", "priority", "tags", "time_zone", mode="before")
     @classmethod
     def _not_null(cls, value: object) -> object:
-        # Only `description` may be cleared; a missing title is a different thing from a null one.
+        # Only description, due_at, remind_at and recurrence may be cleared; a missing
+        # title is a different thing from a null one.
         if value is None:
             raise ValueError("may be omitted but not null")
         return value
@@ -139,17 +391,40 @@ class TaskUpdate(RequestBody):
     @model_validator(mode="after")
     def _not_empty(self) -> Self:
         if not self.model_fields_set:
-            raise ValueError("at least one of title, description, completed is required")
+            raise ValueError("at least one field is required")
         return self
 
 
 class TaskCompletion(RequestBody):
     completed: bool
 
-    model_config = ConfigDict(json_schema_extra={"examples": [{"completed": True}]})
+    model_config = ConfigDict(json_schema_extra=request_schema({"completed": True}))
+
+
+class TagRename(RequestBody):
+    name: TagName
+
+    model_config = ConfigDict(json_schema_extra=request_schema({"name": "work"}))
 
 
 # --- responses --------------------------------------------------------------------------
+
+
+def _priority_name(value: object) -> object:
+    return PRIORITIES[value] if isinstance(value, int) and 0 <= value < len(PRIORITIES) else value
+
+
+def _tag_list(value: object) -> object:
+    """Tags as stored rows carry them (names joined by a unit separator, which names
+    cannot contain), as a list sorted case-insensitively."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return sorted(value.split(TAG_SEPARATOR), key=lambda name: (fold(name), name))
+    return value
+
+
+TAG_SEPARATOR = "\x1f"
 
 
 class TaskPublic(BaseModel):
@@ -160,9 +435,20 @@ class TaskPublic(BaseModel):
     completed: bool
     created_at: AwareDatetime
     updated_at: AwareDatetime
+    priority: Annotated[Priority, BeforeValidator(_priority_name)]
+    due_at: AwareDatetime | None
+    remind_at: AwareDatetime | None
+    tags: Annotated[list[str], BeforeValidator(_tag_list)] = PydanticField(
+        default_factory=list, validation_alias="tag_names", description="Sorted case-insensitively."
+    )
+    recurrence: str | None
+    time_zone: str
+    completed_at: AwareDatetime | None
+    next_occurrence_id: int | None
 
     model_config = ConfigDict(
         from_attributes=True,
+        populate_by_name=True,
         json_schema_extra={
             "examples": [
                 {
@@ -173,13 +459,67 @@ class TaskPublic(BaseModel):
                     "completed": False,
                     "created_at": "2026-11-22T09:30:00.123456Z",
                     "updated_at": "2026-11-22T09:30:00.123456Z",
+                    "priority": "medium",
+                    "due_at": "2026-11-23T17:00:00Z",
+                    "remind_at": "2026-11-23T16:30:00Z",
+                    "tags": ["errands"],
+                    "recurrence": "FREQ=WEEKLY;BYDAY=MO",
+                    "time_zone": "Europe/Berlin",
+                    "completed_at": None,
+                    "next_occurrence_id": None,
                 }
             ]
         },
     )
 
 
+class TagPublic(BaseModel):
+    id: int
+    name: str
+    task_count: int = PydanticField(description="Tasks carrying the tag.")
+    pending_count: int = PydanticField(description="Of those, the ones not completed.")
+
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"id": 7, "name": "work", "task_count": 12, "pending_count": 5}]}
+    )
+
+
+class PriorityCounts(BaseModel):
+    none: int
+    low: int
+    medium: int
+    high: int
+
+
+class TaskStats(BaseModel):
+    total: int
+    completed: int
+    pending: int
+    overdue: int = PydanticField(description="Pending tasks due before now.")
+    due_today: int = PydanticField(description="Pending tasks due on today's date in `tz`.")
+    by_priority: PriorityCounts = PydanticField(description="Pending tasks per priority.")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "total": 12,
+                    "completed": 4,
+                    "pending": 8,
+                    "overdue": 1,
+                    "due_today": 2,
+                    "by_priority": {"none": 3, "low": 2, "medium": 2, "high": 1},
+                }
+            ]
+        }
+    )
+
+
+class DeletedCount(BaseModel):
+    deleted: int
+
+
 # Query parameters of the list.
 TaskStatus = Literal["all", "pending", "completed"]
-TaskSort = Literal["created", "updated", "title"]
+TaskSort = Literal["created", "updated", "title", "due", "priority"]
 SortOrder = Literal["asc", "desc"]

@@ -115,7 +115,8 @@ class RequestLogMiddleware:
         finally:
             seconds = time.perf_counter() - started
             # The template, not the path: paths carry user ids.
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            # (`path_format`: the template without its convertors, `{task_id}` not `{task_id:task_id}`.)
+            route = getattr(scope.get("route"), "path_format", None) or "unmatched"
             logger.info(
                 "request",
                 extra={

@@ -4,7 +4,7 @@
 
 Needs a migrated database with task 1 owned by "alice" (`todo-api migrate`, then
 create one task). Raw drivers against SQLAlchemy ORM and Core, in a transaction
-or in autocommit: the figures behind the choices in backend/crud.py.
+or in autocommit: the figures behind the choices in backend/store/tasks.py.
 """
 
 import sys
@@ -17,10 +17,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlmodel import col
 
-from backend.crud import OwnedTasks
 from backend.db import create_database, database_url
 from backend.models import Task
 from backend.security import TokenClaims
+from backend.store.tasks import OwnedTasks
 
 ROUNDS = 2000
 TASKS = Task.__table__  # type: ignore[attr-defined]  # SQLModel sets it at class creation

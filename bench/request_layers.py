@@ -17,9 +17,9 @@ from typing import Any
 import uvloop
 
 from backend.config import Settings
-from backend.crud import OwnedTasks
 from backend.main import create_app
 from backend.security import TokenClaims, issue_token
+from backend.store.tasks import OwnedTasks
 
 SECRET = secrets.token_urlsafe(32)
 ROUNDS = 3000

@@ -31,8 +31,8 @@ import httpx
 import psycopg
 from psycopg import sql
 
-from backend.crud import list_query
 from backend.security import issue_token
+from backend.store.tasks import list_query
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

@@ -13,7 +13,7 @@ from sqlmodel.sql.sqltypes import AutoString
 
 from backend.config import DatabaseSettings
 from backend.db import asyncpg_dsn, database_url
-from backend.models import metadata
+from backend.models import metadata, schema_of
 
 config = context.config
 if config.config_file_name is not None:
@@ -36,6 +36,7 @@ def run_migrations(connection: Connection) -> None:
         render_as_batch=True,
         compare_type=True,
         render_item=render_item,
+        include_object=schema_of(connection.dialect.name),
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -158,9 +158,10 @@ async def running_app(settings: Settings) -> AsyncIterator[FastAPI]:
         yield application
     finally:
         await application.state.database.close()
-        # Each test starts from empty tables.
-        run_sql(settings.database_url, "DELETE FROM tasks")
-        run_sql(settings.database_url, "DELETE FROM users")
+        # Each test starts from empty tables (one by one: the tests' own SQLite
+        # connections do not enforce foreign keys, so nothing cascades).
+        for table in ("task_tags", "tags", "tasks", "users"):
+            run_sql(settings.database_url, f"DELETE FROM {table}")
         if application.state.token_verifier.jwks is not None:
             await application.state.token_verifier.jwks.aclose()
 

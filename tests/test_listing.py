@@ -133,7 +133,7 @@ async def test_default_page_size_is_100_and_500_is_the_maximum(alice: Caller) ->
     ("name", "value"),
     [
         ("status", "done"),
-        ("sort", "priority"),
+        ("sort", "urgency"),  # (priority became a sort key)
         ("order", "up"),
         ("limit", "ten"),
         ("offset", "-1"),

@@ -15,6 +15,11 @@ OPERATIONS = {
     ("patch", "/api/{user_id}/tasks/{task_id}"): "updateTask",
     ("delete", "/api/{user_id}/tasks/{task_id}"): "deleteTask",
     ("patch", "/api/{user_id}/tasks/{task_id}/complete"): "setTaskCompletion",
+    ("delete", "/api/{user_id}/tasks"): "deleteCompletedTasks",
+    ("get", "/api/{user_id}/tasks/stats"): "getTaskStats",
+    ("get", "/api/{user_id}/tags"): "listTags",
+    ("patch", "/api/{user_id}/tags/{tag_id}"): "renameTag",
+    ("delete", "/api/{user_id}/tags/{tag_id}"): "deleteTag",
 }
 
 
@@ -59,7 +64,9 @@ async def test_every_error_response_is_a_documented_problem(spec: dict[str, Any]
     problem_ref = {"$ref": "#/components/schemas/Problem"}
     for (method, path), _ in OPERATIONS.items():
         responses = spec["paths"][path][method]["responses"]
-        expected = {"401", "403", "422", "500", "503"} | ({"404"} if "{task_id}" in path else set())
+        expected = {"401", "403", "422", "500", "503"} | (
+            {"404"} if "{task_id}" in path or "{tag_id}" in path else set()
+        )
         assert expected <= set(responses), (method, path)
         for status in expected:
             content = responses[status]["content"]
@@ -116,7 +123,22 @@ async def test_list_documents_its_headers_and_parameters(spec: dict[str, Any]) -
     operation = spec["paths"]["/api/{user_id}/tasks"]["get"]
     assert set(operation["responses"]["200"]["headers"]) == {"X-Total-Count", "Link"}
     parameters = {parameter["name"]: parameter for parameter in operation["parameters"]}
-    assert set(parameters) == {"user_id", "status", "sort", "order", "limit", "offset"}
+    assert set(parameters) == {
+        "user_id",
+        "status",
+        "sort",
+        "order",
+        "limit",
+        "offset",
+        # The organising filters.
+        "priority",
+        "tag",
+        "due_before",
+        "due_after",
+        "overdue",
+        "remind_before",
+        "q",
+    }
     assert parameters["status"]["schema"]["enum"] == ["all", "pending", "completed"]
     assert parameters["limit"]["schema"]["maximum"] == 500
 

@@ -76,3 +76,73 @@ async def test_reads_and_single_task_writes_are_one_statement(
         await alice.request(method, path, json=body)
         assert statements == work(statements)
         assert len(statements) == 1, (method, path, statements)
+
+
+def transactions(statements: list[str]) -> list[list[str]]:
+    """The work statements of each BEGIN … COMMIT, in order."""
+    groups: list[list[str]] = []
+    current: list[str] | None = None
+    for statement in statements:
+        if statement.startswith("BEGIN"):
+            current = []
+        elif statement.startswith(("COMMIT", "ROLLBACK")):
+            assert current is not None
+            groups.append(current)
+            current = None
+        elif current is not None:
+            current.append(statement)
+    return groups
+
+
+async def test_the_organising_routes_stay_within_the_budget(
+    app: FastAPI, alice: Caller, statements: list[str]
+) -> None:
+    """Reads at most two statements; writes at most three, every one that changes anything
+    in one transaction (completing a recurring occurrence included: its first statement
+    declines to complete it alone and changes nothing)."""
+    recurring = await alice.create(
+        title="r", due_at="2026-12-01T10:00:00Z", recurrence="FREQ=DAILY", tags=["a"]
+    )
+    plain = await alice.create(title="p", tags=["b"])
+    tags = (await alice.client.get(f"/api/{alice.user_id}/tags", headers=alice.headers)).json()
+    calls: list[tuple[str, str, Any, int, bool]] = [
+        # method, path, body, most work statements, whether the writes need a transaction
+        ("POST", "/tasks", {"title": "tagged", "tags": ["x", "y", "z"]}, 3, True),
+        (
+            "GET",
+            "/tasks?tag=x&q=tag&priority=none&priority=high&due_before=2030-01-01T00:00:00Z",
+            None,
+            2,
+            False,
+        ),
+        ("GET", "/tasks?sort=due&overdue=false&remind_before=2030-01-01T00:00:00Z", None, 2, False),
+        ("GET", "/tasks?sort=priority&offset=1000&tag=nothing", None, 2, False),
+        ("GET", "/tasks/stats?tz=Europe/Berlin", None, 1, False),
+        ("GET", "/tags", None, 1, False),
+        ("PATCH", f"/tasks/{plain['id']}", {"tags": ["b", "c"], "priority": "low"}, 3, True),
+        ("PUT", f"/tasks/{plain['id']}", {"title": "p", "tags": []}, 3, True),
+        ("PATCH", f"/tasks/{recurring['id']}/complete", None, 3, True),
+        ("PATCH", f"/tags/{tags[0]['id']}", {"name": "renamed"}, 3, True),
+        ("PATCH", f"/tags/{tags[1]['id']}", {"name": "RENAMED"}, 3, True),  # a merge
+        ("DELETE", f"/tags/{tags[0]['id']}", None, 1, False),
+        ("DELETE", "/tasks?status=completed", None, 1, False),
+    ]
+    for method, path, body, most, transactional in calls:
+        statements.clear()
+        response = await alice.client.request(
+            method, f"/api/{alice.user_id}{path}", json=body, headers=alice.headers
+        )
+        assert response.status_code < 300, (method, path, response.text)
+        done = work(statements)
+        assert 1 <= len(done) <= most, (method, path, statements)
+        if transactional:
+            grouped = transactions(statements)
+            assert len(grouped) == 1, (method, path, statements)
+            outside = [s for s in done if s not in grouped[0]]
+            # At most the declining statement runs outside, before the transaction.
+            assert len(outside) <= 1, (method, path, statements)
+        else:
+            assert transactions(statements) == [], (method, path, statements)
+    # The completed occurrence was cleared with the other completed tasks; its successor stays.
+    remaining = (await alice.request("GET", params={"status": "pending"})).json()
+    assert "r" in [task["title"] for task in remaining]

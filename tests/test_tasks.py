@@ -12,7 +12,24 @@ from tests.conftest import Caller, assert_problem, sign_in
 
 pytestmark = pytest.mark.anyio
 
-TASK_FIELDS = {"id", "user_id", "title", "description", "completed", "created_at", "updated_at"}
+TASK_FIELDS = {
+    "id",
+    "user_id",
+    "title",
+    "description",
+    "completed",
+    "created_at",
+    "updated_at",
+    # The organising fields (test_organising.py covers them).
+    "priority",
+    "due_at",
+    "remind_at",
+    "tags",
+    "recurrence",
+    "time_zone",
+    "completed_at",
+    "next_occurrence_id",
+}
 
 
 def parse_time(value: str) -> datetime:

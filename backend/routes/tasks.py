@@ -1,29 +1,61 @@
-"""The task routes: each checks nothing itself; the dependencies and `crud` do."""
+"""The task routes: each checks nothing itself; the dependencies and the store do."""
 
-from typing import Annotated, get_args
+from datetime import UTC, datetime
+from typing import Annotated, Literal, get_args
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response, status
-from pydantic import TypeAdapter, WithJsonSchema
+from pydantic import AwareDatetime, Field, StringConstraints, TypeAdapter, WithJsonSchema
+from pydantic.json_schema import SkipJsonSchema
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import QueryParams
 
-from backend import crud
 from backend.dependencies import OwnedTasksDep
-from backend.errors import problem_responses
+from backend.errors import Unprocessable, problem_responses
 from backend.models import (
+    NO_NUL,
+    TAG_MAX_LENGTH,
+    TAG_PATTERN,
+    TAGS_PER_TASK,
+    DeletedCount,
+    Priority,
+    PriorityCounts,
     SortOrder,
     TaskCompletion,
     TaskCreate,
     TaskPublic,
     TaskReplace,
     TaskSort,
+    TaskStats,
     TaskStatus,
     TaskUpdate,
 )
+from backend.recurrence import valid_time_zone
+from backend.store.tasks import TaskFilters, default_order
 
 MAX_PAGE_SIZE = 500
 # Far beyond any real list, and small enough for every database's OFFSET.
 MAX_OFFSET = 1_000_000_000
+MAX_SEARCH_LENGTH = 200
+MAX_SEARCH_WORDS = 10
+TagQuery = Annotated[str, StringConstraints(min_length=1, max_length=TAG_MAX_LENGTH, pattern=TAG_PATTERN)]
+
+
+class TaskIdConvertor(Convertor[str]):
+    """A task's id in a path: any segment but `stats`, which is its own route, so that
+    `PUT …/tasks/stats` is a 405 rather than a 422 about an id. FastAPI then parses the
+    segment as an integer (a non-integer is still a 422 naming `task_id`)."""
+
+    regex = r"(?!stats$)[^/]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("task_id", TaskIdConvertor())
 
 router = APIRouter(
     prefix="/api/{user_id}/tasks",
@@ -97,29 +129,127 @@ async def list_tasks(
     status_filter: Annotated[
         TaskStatus, Query(alias="status", description="Which tasks: all, pending or completed.")
     ] = "all",
-    sort: Annotated[TaskSort, Query(description="Sort key; ties are broken by id.")] = "created",
+    priority: Annotated[
+        list[Priority] | SkipJsonSchema[None],
+        Query(description="Tasks of any of these priorities (repeat the parameter for several)."),
+    ] = None,
+    tag: Annotated[
+        Annotated[list[TagQuery], Field(max_length=TAGS_PER_TASK)] | SkipJsonSchema[None],
+        Query(description="Tasks carrying all of these tags, case-insensitively (repeat for several)."),
+    ] = None,
+    due_before: Annotated[
+        AwareDatetime | SkipJsonSchema[None],
+        Query(
+            description="Due at or before this date-time (with an offset); tasks without one are left out."
+        ),
+    ] = None,
+    due_after: Annotated[
+        AwareDatetime | SkipJsonSchema[None],
+        Query(description="Due at or after this date-time (with an offset); tasks without one are left out."),
+    ] = None,
+    overdue: Annotated[
+        bool | SkipJsonSchema[None],
+        Query(description="`true`: due before now and not completed; `false`: every other task."),
+    ] = None,
+    remind_before: Annotated[
+        AwareDatetime | SkipJsonSchema[None],
+        Query(description="Reminder at or before this date-time: what a frontend polls to notify."),
+    ] = None,
+    q: Annotated[
+        Annotated[str, StringConstraints(max_length=MAX_SEARCH_LENGTH, pattern=NO_NUL)]
+        | SkipJsonSchema[None],
+        Query(
+            description=f"Search: every whitespace-separated word (at most {MAX_SEARCH_WORDS}) must occur "
+            "in the title or the description, case-insensitively.",
+        ),
+    ] = None,
+    sort: Annotated[
+        TaskSort,
+        Query(description="Sort key; ties are broken by id. `due` puts tasks without a due date last."),
+    ] = "created",
     order: Annotated[
         SortOrder | None,
         # A plain enum in the schema: omitting it is how a client asks for the default.
         WithJsonSchema({"type": "string", "enum": list(get_args(SortOrder))}),
-        Query(description="Default: `desc` for dates, `asc` for title."),
+        Query(description="Default: `desc` for dates and priority, `asc` for title and due."),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Page size.")] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Tasks to skip.")] = 0,
 ) -> list[TaskPublic]:
-    """List the user's tasks, filtered, sorted and paged."""
-    page = await tasks.page(
+    """List the user's tasks, filtered, searched, sorted and paged."""
+    words = tuple((q or "").split())
+    if len(words) > MAX_SEARCH_WORDS:
+        raise Unprocessable(
+            "the request is invalid: query.q",
+            errors=[{"loc": ["query", "q"], "msg": f"at most {MAX_SEARCH_WORDS} words", "type": "too_long"}],
+        )
+    filters = TaskFilters(
         status=status_filter,
-        sort=sort,
-        order=order or crud.default_order(sort),
-        limit=limit,
-        offset=offset,
+        priorities=frozenset(priority or ()),
+        tags=tuple(dict.fromkeys(tag or ())),
+        due_before=_utc(due_before),
+        due_after=_utc(due_after),
+        overdue=overdue,
+        remind_before=_utc(remind_before),
+        words=words,
+    )
+    page = await tasks.page(
+        filters=filters, sort=sort, order=order or default_order(sort), limit=limit, offset=offset
     )
     response.headers["X-Total-Count"] = str(page.total)
     path = tasks_path(request, tasks.owner.subject)
     if links := link_header(path, request.query_params, total=page.total, limit=limit, offset=offset):
         response.headers["Link"] = links
     return TASK_LIST.validate_python(page.tasks)
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    return None if moment is None else moment.astimezone(UTC)
+
+
+@router.delete("", operation_id="deleteCompletedTasks")
+async def delete_completed_tasks(
+    tasks: OwnedTasksDep,
+    status_filter: Annotated[
+        Literal["completed"],
+        Query(
+            alias="status", description="Must be `completed`: only completed tasks can be cleared at once."
+        ),
+    ],
+) -> DeletedCount:
+    """Delete all of the user's completed tasks, in one statement."""
+    return DeletedCount(deleted=await tasks.delete_completed())
+
+
+@router.get("/stats", operation_id="getTaskStats")
+async def get_task_stats(
+    tasks: OwnedTasksDep,
+    tz: Annotated[
+        str,
+        Query(
+            max_length=64,
+            description="IANA time zone whose today `due_today` counts.",
+            examples=["Europe/Berlin"],
+        ),
+    ] = "UTC",
+) -> TaskStats:
+    """Counts of the user's tasks: total, completed, pending, overdue, due today, and pending by priority."""
+    try:
+        valid_time_zone(tz)
+    except ValueError as error:
+        raise Unprocessable(
+            "the request is invalid: query.tz",
+            errors=[{"loc": ["query", "tz"], "msg": str(error), "type": "value_error"}],
+        ) from None
+    row = await tasks.stats(tz)
+    return TaskStats(
+        total=row["total"],
+        completed=row["completed"],
+        pending=row["total"] - row["completed"],
+        overdue=row["overdue"],
+        due_today=row["due_today"],
+        by_priority=PriorityCounts(none=row["none"], low=row["low"], medium=row["medium"], high=row["high"]),
+    )
 
 
 @router.post(
@@ -148,26 +278,26 @@ async def create_task(
     return TaskPublic.model_validate(task)
 
 
-@router.get("/{task_id}", operation_id="getTask", responses=not_found)
+@router.get("/{task_id:task_id}", operation_id="getTask", responses=not_found)
 async def get_task(task_id: TaskId, tasks: OwnedTasksDep) -> TaskPublic:
     """Read one of the user's tasks."""
     return TaskPublic.model_validate(await tasks.get(task_id))
 
 
-@router.put("/{task_id}", operation_id="replaceTask", responses={**not_found, **with_body})
+@router.put("/{task_id:task_id}", operation_id="replaceTask", responses={**not_found, **with_body})
 async def replace_task(task_id: TaskId, tasks: OwnedTasksDep, body: TaskReplace) -> TaskPublic:
     """Replace a task's title and description (and `completed`, when given)."""
     return TaskPublic.model_validate(await tasks.replace(task_id, body))
 
 
-@router.patch("/{task_id}", operation_id="updateTask", responses={**not_found, **with_body})
+@router.patch("/{task_id:task_id}", operation_id="updateTask", responses={**not_found, **with_body})
 async def update_task(task_id: TaskId, tasks: OwnedTasksDep, body: TaskUpdate) -> TaskPublic:
     """Change some of a task's fields; `description: null` clears it."""
     return TaskPublic.model_validate(await tasks.update(task_id, body))
 
 
 @router.delete(
-    "/{task_id}",
+    "/{task_id:task_id}",
     operation_id="deleteTask",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
@@ -178,7 +308,9 @@ async def delete_task(task_id: TaskId, tasks: OwnedTasksDep) -> None:
     await tasks.delete(task_id)
 
 
-@router.patch("/{task_id}/complete", operation_id="setTaskCompletion", responses={**not_found, **with_body})
+@router.patch(
+    "/{task_id:task_id}/complete", operation_id="setTaskCompletion", responses={**not_found, **with_body}
+)
 async def set_task_completion(
     task_id: TaskId,
     tasks: OwnedTasksDep,

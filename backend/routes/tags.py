@@ -1,0 +1,42 @@
+"""The tag routes: a user's tags, addressed by id so that any name works in a URL."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response, status
+
+from backend.dependencies import OwnedTagsDep
+from backend.errors import problem_responses
+from backend.models import TagPublic, TagRename
+
+router = APIRouter(
+    prefix="/api/{user_id}/tags",
+    tags=["tags"],
+    responses=problem_responses(401, 403, 422, 429, 500, 503),
+)
+
+TagId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The tag's id.", examples=[7])]
+not_found = problem_responses(404)
+
+
+@router.get("", operation_id="listTags")
+async def list_tags(tags: OwnedTagsDep) -> list[TagPublic]:
+    """The user's tags on at least one task, with their counts, by name case-insensitively."""
+    return [TagPublic.model_validate(tag) for tag in await tags.list()]
+
+
+@router.patch("/{tag_id}", operation_id="renameTag", responses={**not_found, **problem_responses(400, 413)})
+async def rename_tag(tag_id: TagId, tags: OwnedTagsDep, body: TagRename) -> TagPublic:
+    """Rename a tag; onto another tag's name (case-insensitively), merge the two, and answer the survivor."""
+    return TagPublic.model_validate(await tags.rename(tag_id, body.name))
+
+
+@router.delete(
+    "/{tag_id}",
+    operation_id="deleteTag",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=not_found,
+)
+async def delete_tag(tag_id: TagId, tags: OwnedTagsDep) -> None:
+    """Delete a tag: it comes off every task; the tasks stay."""
+    await tags.delete(tag_id)

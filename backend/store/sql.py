@@ -1,0 +1,119 @@
+"""SQL shared by the stores: the tables, a task's public columns with its tags, and the
+few expressions whose spelling differs between PostgreSQL and SQLite."""
+
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    bindparam,
+    cast,
+    literal_column,
+    null,
+    select,
+)
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import expression
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from backend.models import TAG_SEPARATOR, metadata
+
+TASKS: Table = metadata.tables["tasks"]
+USERS: Table = metadata.tables["users"]
+TAGS: Table = metadata.tables["tags"]
+TASK_TAGS: Table = metadata.tables["task_tags"]
+
+# The view whose INSTEAD OF INSERT trigger sets a task's tags from a JSON list of
+# [name, folded name] pairs (see the migration). Not in the models' metadata: it is
+# a view, which Alembic's comparison would take for a missing table.
+TASK_TAG_SETS = Table(
+    "task_tag_sets",
+    MetaData(),
+    Column("task_id", Integer),
+    Column("user_id", String),
+    Column("names", Text),
+)
+
+OWNED: ColumnElement[bool] = (TASKS.c.id == bindparam("task_id")) & (TASKS.c.user_id == bindparam("owner_id"))
+
+
+class tag_names(expression.FunctionElement[str]):
+    """Names joined by the unit separator (which no tag name may contain)."""
+
+    type = String()
+    inherit_cache = True
+
+
+@compiles(tag_names, "postgresql")
+def _string_agg(element: tag_names, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"string_agg({compiler.process(element.clauses, **kw)}, chr(31))"
+
+
+@compiles(tag_names, "sqlite")
+def _group_concat(element: tag_names, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"group_concat({compiler.process(element.clauses, **kw)}, char(31))"
+
+
+assert chr(31) == TAG_SEPARATOR
+
+
+class _TaskTagNames(expression.ColumnElement[str]):
+    """A task's tags in one column: a subquery correlated with `tasks`, written out with
+    every column qualified. (SQLAlchemy renders RETURNING on SQLite without table names,
+    and an unqualified `id` inside the subquery would be the tag's, not the task's.)"""
+
+    type = String()
+    inherit_cache = True
+
+
+@compiles(_TaskTagNames)
+def _task_tag_names(element: _TaskTagNames, compiler: SQLCompiler, **kw: Any) -> str:
+    names = compiler.process(tag_names(literal_column("tags.name")), **kw)
+    return (
+        f"(SELECT {names} FROM task_tags JOIN tags ON tags.id = task_tags.tag_id "  # noqa: S608 - no input in it
+        "WHERE task_tags.task_id = tasks.id)"
+    )
+
+
+TASK_TAG_NAMES = _TaskTagNames().label("tag_names")
+
+# What a task looks like to a client (the folded text and the link back are ours).
+PUBLIC_COLUMNS = [
+    TASKS.c[name]
+    for name in (
+        "id",
+        "user_id",
+        "title",
+        "description",
+        "completed",
+        "created_at",
+        "updated_at",
+        "priority",
+        "due_at",
+        "remind_at",
+        "recurrence",
+        "time_zone",
+        "completed_at",
+        "next_occurrence_id",
+    )
+]
+TASK_COLUMNS = [*PUBLIC_COLUMNS, TASK_TAG_NAMES]
+
+
+def existing_tag_names(count: int) -> Any:
+    """The stored spellings of the owner's tags among `fold_0` … `fold_<count-1>`: a task
+    being given those tags shows them as first spelled."""
+    if not count:
+        return cast(null(), String).label("tag_names")
+    return (
+        select(tag_names(TAGS.c.name))
+        .where(TAGS.c.user_id == bindparam("owner_id"))
+        .where(TAGS.c.name_folded.in_([bindparam(f"fold_{i}", type_=String) for i in range(count)]))
+        .scalar_subquery()
+        .label("tag_names")
+    )

@@ -1,0 +1,688 @@
+"""Reading and writing tasks, always scoped to their owner.
+
+Every statement that touches one task matches `OWNED`, so a task of another
+user is indistinguishable from one that does not exist. Statements are
+SQLAlchemy Core with named parameters, built once per shape (the variants of
+the list and of updates on first use) and compiled once per process: see
+`db.Query`. Rows come back as plain dicts.
+
+How many statements each write sends (`tests/test_statements.py` holds them to it):
+- a plain create is one on PostgreSQL (the user's row in a WITH clause) and two in
+  a transaction on SQLite; giving it tags adds one, in the same transaction;
+- a single-task update is one statement; giving it tags adds one, in a transaction;
+- completing an occurrence of a recurring task is one statement that declines
+  (it will not complete it alone), then the completion and the next occurrence's
+  insert, in one transaction: the next occurrence exists if and only if the
+  completion committed.
+"""
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Integer,
+    SmallInteger,
+    String,
+    and_,
+    bindparam,
+    case,
+    delete,
+    false,
+    func,
+    insert,
+    not_,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.dialects import postgresql
+
+from backend import recurrence
+from backend.db import CheckViolationError, Database, Query, Row
+from backend.errors import Conflict, NotFound, Unprocessable
+from backend.models import (
+    PRIORITY_RANK,
+    TAG_SEPARATOR,
+    SortOrder,
+    TaskCreate,
+    TaskReplace,
+    TaskSort,
+    TaskStatus,
+    TaskUpdate,
+    fold,
+    utc_now,
+)
+from backend.recurrence import zone
+from backend.security import TokenClaims
+from backend.store.sql import (
+    OWNED,
+    PUBLIC_COLUMNS,
+    TAGS,
+    TASK_COLUMNS,
+    TASK_TAG_NAMES,
+    TASK_TAG_SETS,
+    TASK_TAGS,
+    TASKS,
+    USERS,
+    existing_tag_names,
+)
+
+# MAX_TASKS_PER_USER=0: no cap (a bound no counter reaches).
+NO_CAP = 2**62
+
+
+class TaskNotFound(NotFound):
+    def __init__(self) -> None:
+        super().__init__("no task with this id belongs to this user")
+
+
+class TaskLimitReached(Conflict):
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"this user already has {limit} tasks, the most one user may keep (MAX_TASKS_PER_USER); "
+            "delete some to add more"
+        )
+
+
+class RecurrenceNeedsDueDate(Unprocessable):
+    def __init__(self) -> None:
+        message = "a task with a recurrence needs a due_at"
+        super().__init__(
+            f"the request is invalid: {message}",
+            errors=[{"loc": ["body", "due_at"], "msg": message, "type": "value_error"}],
+        )
+
+
+_GET = Query(select(*TASK_COLUMNS).where(OWNED))
+_DELETE = Query(delete(TASKS).where(OWNED).returning(TASKS.c.id))
+_DELETE_COMPLETED = Query(
+    delete(TASKS).where(TASKS.c.user_id == bindparam("owner_id")).where(TASKS.c.completed == true())
+)
+
+# --- creating ------------------------------------------------------------------------
+
+
+def _new_task(count: int) -> Any:
+    """The new task's row, or none when the user already keeps `max_tasks` (their
+    counter, kept by triggers, is one primary-key lookup away)."""
+    values = select(
+        bindparam("owner_id", type_=String),
+        bindparam("new_title", type_=String),
+        bindparam("new_description", type_=String),
+        bindparam("new_completed", type_=Boolean),
+        bindparam("now", type_=DateTime(timezone=True)),
+        bindparam("now", type_=DateTime(timezone=True)),
+        bindparam("new_priority", type_=SmallInteger),
+        bindparam("new_due_at", type_=DateTime(timezone=True)),
+        bindparam("new_remind_at", type_=DateTime(timezone=True)),
+        bindparam("new_recurrence", type_=String),
+        bindparam("new_time_zone", type_=String),
+        bindparam("new_completed_at", type_=DateTime(timezone=True)),
+        bindparam("new_title_folded", type_=String),
+        bindparam("new_description_folded", type_=String),
+    ).where(
+        func.coalesce(
+            select(USERS.c.task_count).where(USERS.c.id == bindparam("owner_id")).scalar_subquery(), 0
+        )
+        < bindparam("max_tasks", type_=Integer)
+    )
+    columns = [
+        "user_id",
+        "title",
+        "description",
+        "completed",
+        "created_at",
+        "updated_at",
+        "priority",
+        "due_at",
+        "remind_at",
+        "recurrence",
+        "time_zone",
+        "completed_at",
+        "title_folded",
+        "description_folded",
+    ]
+    # A new task has no tags of its own yet: the ones it is being given, as first spelled.
+    returned = [*PUBLIC_COLUMNS, existing_tag_names(count)] if count else PUBLIC_COLUMNS
+    return insert(TASKS).from_select(columns, values).returning(*returned)
+
+
+@cache
+def _upsert_user(known: frozenset[str]) -> postgresql.Insert:
+    """Insert the user; if they exist, update the `known` profile columns, only when changed."""
+    # postgresql.insert compiles for SQLite too: both speak ON CONFLICT.
+    statement = postgresql.insert(USERS).values(
+        id=bindparam("owner_id"),
+        email=bindparam("user_email"),
+        name=bindparam("user_name"),
+        created_at=bindparam("now"),
+    )
+    if not known:
+        return statement.on_conflict_do_nothing(index_elements=["id"])
+    return statement.on_conflict_do_update(
+        index_elements=["id"],
+        set_={column: statement.excluded[column] for column in sorted(known)},
+        # Skip the write (and its row lock) when nothing changed, the usual case.
+        where=or_(
+            *(USERS.c[column].is_distinct_from(statement.excluded[column]) for column in sorted(known))
+        ),
+    )
+
+
+@cache
+def _record_user(known: frozenset[str]) -> Query:
+    return Query(_upsert_user(known))
+
+
+@cache
+def _insert(tags: int) -> Query:
+    return Query(_new_task(tags))
+
+
+@cache
+def _create_with_user(known: frozenset[str], tags: int) -> Query:
+    """The user's upsert and the task's insert as one statement (the upsert in a WITH
+    clause): atomic without a transaction, and one round trip instead of four."""
+    return Query(_new_task(tags).add_cte(_upsert_user(known).cte("recorded_user")))
+
+
+_SET_TAGS = Query(
+    insert(TASK_TAG_SETS).values(
+        task_id=bindparam("task_id"), user_id=bindparam("owner_id"), names=bindparam("tag_names")
+    )
+)
+
+# --- updating ------------------------------------------------------------------------
+
+_COMPLETING_A_RECURRING_OCCURRENCE = and_(
+    TASKS.c.recurrence.is_not(None), TASKS.c.next_occurrence_id.is_(None), TASKS.c.completed == false()
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _UpdateShape:
+    columns: frozenset[str]
+    toggle: bool = False
+    # Decline (update nothing) when the update would complete an occurrence of a
+    # recurring task: that takes a transaction, with the next occurrence's insert.
+    decline_recurring: bool = False
+    tags: int | None = None  # how many tags the task is being given, or None to leave them
+
+
+@cache
+def _update_query(shape: _UpdateShape) -> Query:
+    """Set `columns` (from parameters named `new_<column>`), or flip `completed`, and return the row."""
+    values: dict[str, Any] = {column: bindparam(f"new_{column}") for column in sorted(shape.columns)}
+    now = bindparam("now", type_=DateTime(timezone=True))
+    if "title" in shape.columns:
+        values["title_folded"] = bindparam("new_title_folded")
+    if "description" in shape.columns:
+        values["description_folded"] = bindparam("new_description_folded")
+    if shape.toggle:
+        values["completed"] = not_(TASKS.c.completed)
+        values["completed_at"] = case((TASKS.c.completed == false(), now), else_=None)
+    elif "completed" in shape.columns:
+        completed = bindparam("new_completed", type_=Boolean)
+        # Set when the task becomes completed, kept while it stays so, cleared when reopened.
+        values["completed_at"] = case(
+            (and_(completed, TASKS.c.completed == false()), now),
+            (not_(completed), None),
+            else_=TASKS.c.completed_at,
+        )
+    statement = update(TASKS).where(OWNED)
+    if shape.decline_recurring:
+        statement = statement.where(not_(_COMPLETING_A_RECURRING_OCCURRENCE))
+    # The task's tags; or, when it is being given new ones, their stored spellings.
+    tags = TASK_TAG_NAMES if shape.tags is None else existing_tag_names(shape.tags)
+    return Query(statement.values(**values, updated_at=now).returning(*PUBLIC_COLUMNS, tags))
+
+
+_NEXT_OCCURRENCE = Query(
+    insert(TASKS)
+    .from_select(
+        [
+            "user_id",
+            "title",
+            "description",
+            "completed",
+            "created_at",
+            "updated_at",
+            "priority",
+            "due_at",
+            "remind_at",
+            "recurrence",
+            "time_zone",
+            "title_folded",
+            "description_folded",
+            "previous_occurrence_id",
+        ],
+        select(
+            TASKS.c.user_id,
+            TASKS.c.title,
+            TASKS.c.description,
+            false(),
+            bindparam("now", type_=DateTime(timezone=True)),
+            bindparam("now", type_=DateTime(timezone=True)),
+            TASKS.c.priority,
+            bindparam("next_due_at", type_=DateTime(timezone=True)),
+            bindparam("next_remind_at", type_=DateTime(timezone=True)),
+            bindparam("next_recurrence", type_=String),
+            TASKS.c.time_zone,
+            TASKS.c.title_folded,
+            TASKS.c.description_folded,
+            TASKS.c.id,
+        ).where(OWNED),
+    )
+    .returning(TASKS.c.id)
+)
+
+# --- listing -------------------------------------------------------------------------
+
+_SORT_COLUMNS: dict[TaskSort, Any] = {
+    "created": TASKS.c.created_at,
+    "updated": TASKS.c.updated_at,
+    "title": TASKS.c.title,
+    "due": TASKS.c.due_at,
+    "priority": TASKS.c.priority,
+}
+
+
+def default_order(sort: TaskSort) -> SortOrder:
+    """Newest first for dates, alphabetical for titles, soonest due first, most urgent first."""
+    return "asc" if sort in ("title", "due") else "desc"
+
+
+@dataclass(frozen=True, slots=True)
+class TaskFilters:
+    """What the list is narrowed to; every field combines with every other."""
+
+    status: TaskStatus = "all"
+    priorities: frozenset[str] = frozenset()
+    tags: tuple[str, ...] = ()  # the task carries all of them
+    due_before: datetime | None = None
+    due_after: datetime | None = None
+    overdue: bool | None = None
+    remind_before: datetime | None = None
+    words: tuple[str, ...] = ()  # each in the title or the description
+
+    @property
+    def only_status(self) -> bool:
+        """Nothing but the status: the total comes from the user's counters."""
+        return self == TaskFilters(status=self.status)
+
+    def shape(self) -> "_ListShape":
+        return _ListShape(
+            status=self.status,
+            priorities=frozenset(PRIORITY_RANK[name] for name in self.priorities),
+            tags=len(self.tags),
+            due_before=self.due_before is not None,
+            due_after=self.due_after is not None,
+            overdue=self.overdue,
+            remind_before=self.remind_before is not None,
+            words=len(self.words),
+        )
+
+    def parameters(self, now: datetime) -> dict[str, Any]:
+        values: dict[str, Any] = {
+            "due_before": self.due_before,
+            "due_after": self.due_after,
+            "remind_before": self.remind_before,
+            "now": now,
+        }
+        values.update({f"tag_{i}": fold(tag) for i, tag in enumerate(self.tags)})
+        values.update({f"word_{i}": f"%{_escape_like(fold(word))}%" for i, word in enumerate(self.words)})
+        return {name: value for name, value in values.items() if value is not None}
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+@dataclass(frozen=True, slots=True)
+class _ListShape:
+    status: TaskStatus
+    priorities: frozenset[int] = field(default_factory=frozenset)
+    tags: int = 0
+    due_before: bool = False
+    due_after: bool = False
+    overdue: bool | None = None
+    remind_before: bool = False
+    words: int = 0
+
+
+def _matching(shape: _ListShape) -> list[Any]:
+    """The WHERE clause of the owner's tasks that match the filters."""
+    conditions: list[Any] = [TASKS.c.user_id == bindparam("owner_id")]
+    if shape.status != "all":
+        conditions.append(TASKS.c.completed == (shape.status == "completed"))
+    if shape.priorities:
+        # One parameter each (compiled once, never an expanding IN).
+        ranks = [bindparam(f"priority_{rank}", rank, type_=SmallInteger) for rank in sorted(shape.priorities)]
+        conditions.append(TASKS.c.priority.in_(ranks))
+    for i in range(shape.tags):
+        conditions.append(
+            select(TASK_TAGS.c.task_id)
+            .join(TAGS, TAGS.c.id == TASK_TAGS.c.tag_id)
+            .where(TASK_TAGS.c.task_id == TASKS.c.id)
+            .where(TAGS.c.user_id == bindparam("owner_id"))
+            .where(TAGS.c.name_folded == bindparam(f"tag_{i}", type_=String))
+            .exists()
+        )
+    timestamp = DateTime(timezone=True)
+    if shape.due_before:
+        conditions.append(TASKS.c.due_at <= bindparam("due_before", type_=timestamp))
+    if shape.due_after:
+        conditions.append(TASKS.c.due_at >= bindparam("due_after", type_=timestamp))
+    if shape.overdue is not None:
+        overdue = and_(TASKS.c.due_at < bindparam("now", type_=timestamp), TASKS.c.completed == false())
+        conditions.append(overdue if shape.overdue else not_(func.coalesce(overdue, false())))
+    if shape.remind_before:
+        conditions.append(TASKS.c.remind_at <= bindparam("remind_before", type_=timestamp))
+    for i in range(shape.words):
+        word = bindparam(f"word_{i}", type_=String)
+        conditions.append(
+            or_(
+                TASKS.c.title_folded.like(word, escape="\\"),
+                TASKS.c.description_folded.like(word, escape="\\"),
+            )
+        )
+    return conditions
+
+
+def _ordering(sort: TaskSort, order: SortOrder) -> list[Any]:
+    column, tie_breaker = _SORT_COLUMNS[sort], TASKS.c.id
+    if sort == "due":
+        # Tasks without a due date last, in both orders.
+        if order == "desc":
+            return [column.desc().nulls_last(), tie_breaker.desc()]
+        return [column.asc().nulls_last(), tie_breaker]
+    return [column.desc(), tie_breaker.desc()] if order == "desc" else [column, tie_breaker]
+
+
+@cache
+def list_query(
+    status: TaskStatus, sort: TaskSort, order: SortOrder, shape: _ListShape | None = None
+) -> Query:
+    """One page of the owner's matching tasks. Filtered by status alone, each row carries
+    the total of matching tasks, from the user's counters (kept by triggers)."""
+    shape = shape or _ListShape(status=status)
+    page = select(*TASK_COLUMNS).where(*_matching(shape)).order_by(*_ordering(sort, order))
+    if shape == _ListShape(status=shape.status):
+        page = page.add_columns(_counted_total(shape.status).label("total"))
+    return Query(page.limit(bindparam("limit")).offset(bindparam("offset")))
+
+
+@cache
+def _total_query(shape: _ListShape) -> Query:
+    """The total of matching tasks: from the counters for a status alone, else counted."""
+    if shape == _ListShape(status=shape.status):
+        return Query(select(_counted_total(shape.status).label("total")))
+    return Query(select(func.count().label("total")).select_from(TASKS).where(*_matching(shape)))
+
+
+def _counted_total(status: TaskStatus) -> Any:
+    counted = {
+        "all": USERS.c.task_count,
+        "completed": USERS.c.completed_count,
+        "pending": USERS.c.task_count - USERS.c.completed_count,
+    }[status]
+    return func.coalesce(select(counted).where(USERS.c.id == bindparam("owner_id")).scalar_subquery(), 0)
+
+
+# --- stats ---------------------------------------------------------------------------
+
+
+def _pending(condition: Any = None) -> Any:
+    pending = TASKS.c.completed == false()
+    return func.count().filter(pending if condition is None else and_(pending, condition))
+
+
+_STATS = Query(
+    select(
+        func.count().label("total"),
+        func.count().filter(TASKS.c.completed == true()).label("completed"),
+        _pending(TASKS.c.due_at < bindparam("now", type_=DateTime(timezone=True))).label("overdue"),
+        _pending(
+            and_(
+                TASKS.c.due_at >= bindparam("day_starts", type_=DateTime(timezone=True)),
+                TASKS.c.due_at < bindparam("day_ends", type_=DateTime(timezone=True)),
+            )
+        ).label("due_today"),
+        *(_pending(TASKS.c.priority == rank).label(name) for name, rank in PRIORITY_RANK.items()),
+    ).where(TASKS.c.user_id == bindparam("owner_id"))
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPage:
+    tasks: Sequence[Row]
+    total: int
+
+
+def _tag_list(tags: Sequence[str]) -> str:
+    """The JSON list of [name, folded name] pairs the `task_tag_sets` trigger reads."""
+    return json.dumps([[name, fold(name)] for name in tags])
+
+
+def _as_given(row: Row, tags: Sequence[str]) -> Row:
+    """The row, its tags those it is being given: each in its stored spelling if the tag
+    exists already (read by the same statement), else as sent."""
+    stored = {fold(name): name for name in (row.get("tag_names") or "").split(TAG_SEPARATOR) if name}
+    row["tag_names"] = TAG_SEPARATOR.join(stored.get(fold(name), name) for name in tags) or None
+    return row
+
+
+class OwnedTasks:
+    """One user's tasks. Every method is scoped to `owner`: handlers get this object
+    (from `dependencies.get_owned_tasks`) and have no other way to reach a task."""
+
+    __slots__ = ("db", "max_tasks", "owner")
+
+    def __init__(self, db: Database, owner: TokenClaims, *, max_tasks: int = 0) -> None:
+        self.db = db
+        self.owner = owner
+        self.max_tasks = max_tasks  # 0: no cap
+
+    async def create(self, data: TaskCreate) -> Row:
+        """Create the user's row on their first write (keeping email and name current), then the
+        task and its tags, unless the user already keeps `max_tasks`.
+
+        On PostgreSQL concurrent creates each count the tasks committed before them,
+        so a burst at the cap may pass it by the number of creates in flight; on
+        SQLite writes take turns, and the cap is exact.
+        """
+        if data.recurrence is not None and data.due_at is None:
+            raise RecurrenceNeedsDueDate()
+        owner = self.owner
+        known = frozenset(column for column, value in (("email", owner.email), ("name", owner.name)) if value)
+        now = utc_now()
+        values = {
+            "owner_id": owner.subject,
+            "user_email": owner.email,
+            "user_name": owner.name,
+            "new_title": data.title,
+            "new_description": data.description,
+            "new_completed": data.completed,
+            "new_priority": PRIORITY_RANK[data.priority],
+            "new_due_at": data.due_at,
+            "new_remind_at": data.remind_at,
+            "new_recurrence": data.recurrence,
+            "new_time_zone": data.time_zone,
+            "new_completed_at": now if data.completed else None,
+            "new_title_folded": fold(data.title),
+            "new_description_folded": None if data.description is None else fold(data.description),
+            "now": now,
+            "max_tasks": self.max_tasks or NO_CAP,
+            **{f"fold_{i}": fold(tag) for i, tag in enumerate(data.tags)},
+        }
+        tags = len(data.tags)
+        if self.db.writes_in_with and not tags:
+            # On a remote database such as Neon each round trip is a millisecond
+            # or more, and the user's row stays locked for less time.
+            task = await self.db.fetch_one(_create_with_user(known, 0), **values)
+        else:
+            async with self.db.transaction() as connection:
+                if self.db.writes_in_with:
+                    task = await connection.fetch_one(_create_with_user(known, tags), **values)
+                else:
+                    await connection.execute(_record_user(known), **values)
+                    task = await connection.fetch_one(_insert(tags), **values)
+                if task is not None and tags:
+                    await connection.execute(
+                        _SET_TAGS, task_id=task["id"], owner_id=owner.subject, tag_names=_tag_list(data.tags)
+                    )
+        if task is None:
+            raise TaskLimitReached(self.max_tasks)
+        return _as_given(task, data.tags)
+
+    async def get(self, task_id: int) -> Row:
+        task = await self.db.fetch_one(_GET, owner_id=self.owner.subject, task_id=task_id)
+        if task is None:
+            raise TaskNotFound()
+        return task
+
+    async def page(
+        self, *, filters: TaskFilters, sort: TaskSort, order: SortOrder, limit: int, offset: int
+    ) -> TaskPage:
+        owner_id = self.owner.subject
+        shape = filters.shape()
+        parameters = filters.parameters(utc_now())
+        rows = await self.db.fetch_all(
+            list_query(filters.status, sort, order, shape),
+            owner_id=owner_id,
+            limit=limit,
+            offset=offset,
+            **parameters,
+        )
+        if rows and filters.only_status:
+            return TaskPage(tasks=rows, total=rows[0].pop("total"))
+        # Filtered beyond the status (or an empty page, which carries no row): count.
+        total = await self.db.fetch_one(_total_query(shape), owner_id=owner_id, **parameters)
+        for row in rows:
+            row.pop("total", None)
+        return TaskPage(tasks=rows, total=total["total"] if total else 0)
+
+    async def stats(self, time_zone: str) -> Row:
+        """Counts of the owner's tasks; `due_today` is today's date in `time_zone`."""
+        now = utc_now()
+        # Local midnight to local midnight (a day of 23 or 25 hours when the clocks change).
+        day_starts = now.astimezone(zone(time_zone)).replace(hour=0, minute=0, second=0, microsecond=0)
+        day_ends = day_starts + timedelta(days=1)
+        row = await self.db.fetch_one(
+            _STATS,
+            owner_id=self.owner.subject,
+            now=now,
+            day_starts=day_starts.astimezone(UTC),
+            day_ends=day_ends.astimezone(UTC),
+        )
+        assert row is not None  # an aggregate always answers one row
+        return row
+
+    async def delete_completed(self) -> int:
+        """Delete every completed task of the owner, in one statement; how many there were."""
+        return await self.db.execute(_DELETE_COMPLETED, owner_id=self.owner.subject)
+
+    async def replace(self, task_id: int, data: TaskReplace) -> Row:
+        values = data.model_dump(exclude={"tags"})
+        # Unchanged when omitted: completed (or null, as PUT always took it) and the
+        # organising fields. The description becomes null when omitted, as it always did.
+        for name in ("completed", "priority", "due_at", "remind_at", "recurrence", "time_zone"):
+            if name not in data.model_fields_set or (name == "completed" and data.completed is None):
+                del values[name]
+        return await self._update(task_id, values, tags=data.tags)
+
+    async def update(self, task_id: int, data: TaskUpdate) -> Row:
+        values = data.model_dump(exclude_unset=True, exclude={"tags"})
+        return await self._update(
+            task_id, values, tags=data.tags if "tags" in data.model_fields_set else None
+        )
+
+    async def set_completion(self, task_id: int, completed: bool | None) -> Row:
+        """Set `completed`, or flip it when `completed` is None."""
+        if completed is None:
+            return await self._update(task_id, {}, toggle=True)
+        return await self._update(task_id, {"completed": completed})
+
+    async def delete(self, task_id: int) -> None:
+        if await self.db.fetch_one(_DELETE, owner_id=self.owner.subject, task_id=task_id) is None:
+            raise TaskNotFound()
+
+    async def _update(
+        self, task_id: int, values: dict[str, Any], *, toggle: bool = False, tags: list[str] | None = None
+    ) -> Row:
+        # Within the body; against what is stored, the database's check decides.
+        if values.get("recurrence") is not None and "due_at" in values and values["due_at"] is None:
+            raise RecurrenceNeedsDueDate()
+        if "priority" in values:
+            values["priority"] = PRIORITY_RANK[values["priority"]]
+        now = utc_now()
+        parameters = {
+            "owner_id": self.owner.subject,
+            "task_id": task_id,
+            "now": now,
+            **{f"new_{column}": value for column, value in values.items()},
+            **{f"fold_{i}": fold(tag) for i, tag in enumerate(tags or ())},
+        }
+        if "title" in values:
+            parameters["new_title_folded"] = fold(values["title"])
+        if "description" in values:
+            parameters["new_description_folded"] = (
+                None if values["description"] is None else fold(values["description"])
+            )
+        columns = frozenset(values)
+        completes = toggle or values.get("completed") is True
+        try:
+            if tags is None:
+                # One statement; it declines to complete a recurring occurrence alone.
+                shape = _UpdateShape(columns, toggle, decline_recurring=completes)
+                task = await self.db.fetch_one(_update_query(shape), **parameters)
+                if task is not None or not completes:
+                    if task is None:
+                        raise TaskNotFound()
+                    return task
+            async with self.db.transaction() as connection:
+                shape = _UpdateShape(columns, toggle, tags=None if tags is None else len(tags))
+                task = await connection.fetch_one(_update_query(shape), **parameters)
+                if task is None:
+                    raise TaskNotFound()
+                if tags is not None:
+                    await connection.execute(
+                        _SET_TAGS, task_id=task_id, owner_id=self.owner.subject, tag_names=_tag_list(tags)
+                    )
+                    task = _as_given(task, tags)
+                if completes and task["completed_at"] == now and task["next_occurrence_id"] is None:
+                    task["next_occurrence_id"] = await self._next_occurrence(connection, task, now)
+        except CheckViolationError as error:
+            if error.constraint.endswith("recurrence_has_due_at"):
+                raise RecurrenceNeedsDueDate() from None
+            raise
+        return task
+
+    async def _next_occurrence(self, connection: Any, task: Row, now: datetime) -> int | None:
+        """Insert the occurrence after `task` (just completed), if its rule has one left."""
+        if task["recurrence"] is None or task["due_at"] is None:
+            return None
+        following = recurrence.next_occurrence(task["recurrence"], task["due_at"], task["time_zone"])
+        if following is None:
+            return None
+        due_at, rule = following
+        remind_at = None if task["remind_at"] is None else due_at + (task["remind_at"] - task["due_at"])
+        row = await connection.fetch_one(
+            _NEXT_OCCURRENCE,
+            owner_id=self.owner.subject,
+            task_id=task["id"],
+            now=now,
+            next_due_at=due_at,
+            next_remind_at=remind_at,
+            next_recurrence=rule,
+        )
+        assert row is not None  # the task is ours: we just completed it
+        next_id: int = row["id"]
+        return next_id
