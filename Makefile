@@ -14,8 +14,10 @@ RUN := $(UV) run --frozen --no-sync
 # The real Better Auth the interop tests run against, installed from its lock file
 # when npm is here (without it those tests skip, or fail under CI=true).
 HARNESS := tests/interop/better_auth
+# openapi-typescript and tsc, for the check that a client generated from /openapi.json type-checks.
+TS_HARNESS := tests/interop/typescript
 ifneq ($(shell command -v npm 2>/dev/null),)
-INTEROP_DEPS := $(HARNESS)/node_modules/.installed
+INTEROP_DEPS := $(HARNESS)/node_modules/.installed $(TS_HARNESS)/node_modules/.installed
 endif
 
 .PHONY: help run test lint format typecheck pytest migrate token clean bench
@@ -44,6 +46,10 @@ $(CURDIR)/.tools/bin/uv:
 
 $(HARNESS)/node_modules/.installed: $(HARNESS)/package.json $(HARNESS)/package-lock.json
 	cd $(HARNESS) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+$(TS_HARNESS)/node_modules/.installed: $(TS_HARNESS)/package.json $(TS_HARNESS)/package-lock.json
+	cd $(TS_HARNESS) && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
 # A fresh secret for local use; never committed (.gitignore).

@@ -438,9 +438,7 @@ class TaskPublic(BaseModel):
     priority: Annotated[Priority, BeforeValidator(_priority_name)]
     due_at: AwareDatetime | None
     remind_at: AwareDatetime | None
-    tags: Annotated[list[str], BeforeValidator(_tag_list)] = PydanticField(
-        default_factory=list, validation_alias="tag_names", description="Sorted case-insensitively."
-    )
+    tags: Annotated[list[str], BeforeValidator(_tag_list), PydanticField(description="Sorted case-insensitively.")]
     recurrence: str | None
     time_zone: str
     completed_at: AwareDatetime | None
@@ -448,7 +446,6 @@ class TaskPublic(BaseModel):
 
     model_config = ConfigDict(
         from_attributes=True,
-        populate_by_name=True,
         json_schema_extra={
             "examples": [
                 {

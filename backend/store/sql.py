@@ -80,7 +80,7 @@ def _task_tag_names(element: _TaskTagNames, compiler: SQLCompiler, **kw: Any) ->
     )
 
 
-TASK_TAG_NAMES = _TaskTagNames().label("tag_names")
+TASK_TAG_NAMES = _TaskTagNames().label("tags")
 
 # What a task looks like to a client (the folded text and the link back are ours).
 PUBLIC_COLUMNS = [
@@ -109,11 +109,11 @@ def existing_tag_names(count: int) -> Any:
     """The stored spellings of the owner's tags among `fold_0` … `fold_<count-1>`: a task
     being given those tags shows them as first spelled."""
     if not count:
-        return cast(null(), String).label("tag_names")
+        return cast(null(), String).label("tags")
     return (
         select(tag_names(TAGS.c.name))
         .where(TAGS.c.user_id == bindparam("owner_id"))
         .where(TAGS.c.name_folded.in_([bindparam(f"fold_{i}", type_=String) for i in range(count)]))
         .scalar_subquery()
-        .label("tag_names")
+        .label("tags")
     )

@@ -474,8 +474,8 @@ def _tag_list(tags: Sequence[str]) -> str:
 def _as_given(row: Row, tags: Sequence[str]) -> Row:
     """The row, its tags those it is being given: each in its stored spelling if the tag
     exists already (read by the same statement), else as sent."""
-    stored = {fold(name): name for name in (row.get("tag_names") or "").split(TAG_SEPARATOR) if name}
-    row["tag_names"] = TAG_SEPARATOR.join(stored.get(fold(name), name) for name in tags) or None
+    stored = {fold(name): name for name in (row.get("tags") or "").split(TAG_SEPARATOR) if name}
+    row["tags"] = TAG_SEPARATOR.join(stored.get(fold(name), name) for name in tags) or None
     return row
 
 

@@ -1,0 +1,62 @@
+// What a frontend writes against the client generated from /openapi.json by
+// openapi-typescript with its default options; `tsc --strict` must accept it.
+import type { components, paths } from "./schema";
+
+type Task = components["schemas"]["TaskPublic"];
+type NewTask = paths["/api/{user_id}/tasks"]["post"]["requestBody"]["content"]["application/json"];
+type Patch = paths["/api/{user_id}/tasks/{task_id}"]["patch"]["requestBody"]["content"]["application/json"];
+type Listing = paths["/api/{user_id}/tasks"]["get"];
+type Tag = components["schemas"]["TagPublic"];
+type Stats = components["schemas"]["TaskStats"];
+type Problem = components["schemas"]["Problem"];
+
+// A title alone is a whole new task: every other field is optional.
+export const plain: NewTask = { title: "Buy milk" };
+export const organised: NewTask = {
+  title: "Team meeting",
+  priority: "high",
+  due_at: "2026-11-30T09:00:00+01:00",
+  remind_at: null,
+  tags: ["work"],
+  recurrence: "FREQ=WEEKLY;BYDAY=MO",
+  time_zone: "Europe/Berlin",
+};
+export const tick: Patch = { completed: true };
+export const untag: Patch = { tags: [] };
+
+// Every field of a task, read with its proper type.
+export function describe(task: Task): string {
+  const id: number = task.id;
+  const title: string = task.title;
+  const description: string | null = task.description;
+  const completed: boolean = task.completed;
+  const priority: "none" | "low" | "medium" | "high" = task.priority;
+  const due: string | null = task.due_at;
+  const remind: string | null = task.remind_at;
+  const tags: string[] = task.tags;
+  const rule: string | null = task.recurrence;
+  const zone: string = task.time_zone;
+  const done: string | null = task.completed_at;
+  const next: number | null = task.next_occurrence_id;
+  const created: string = task.created_at;
+  return [id, title, description, completed, priority, due, remind, tags.join(","), rule, zone, done, next, created].join(" ");
+}
+
+export const query: NonNullable<Listing["parameters"]["query"]> = {
+  status: "pending",
+  priority: ["high", "medium"],
+  tag: ["work"],
+  q: "report",
+  sort: "due",
+  order: "asc",
+  overdue: true,
+  limit: 20,
+};
+
+export function counts(tag: Tag, stats: Stats): number {
+  return tag.task_count + tag.pending_count + stats.overdue + stats.due_today + stats.by_priority.high;
+}
+
+export function explain(problem: Problem): string {
+  return `${problem.status} ${problem.title}: ${problem.detail}`;
+}
