@@ -438,7 +438,9 @@ class TaskPublic(BaseModel):
     priority: Annotated[Priority, BeforeValidator(_priority_name)]
     due_at: AwareDatetime | None
     remind_at: AwareDatetime | None
-    tags: Annotated[list[str], BeforeValidator(_tag_list), PydanticField(description="Sorted case-insensitively.")]
+    tags: Annotated[
+        list[str], BeforeValidator(_tag_list), PydanticField(description="Sorted case-insensitively.")
+    ]
     recurrence: str | None
     time_zone: str
     completed_at: AwareDatetime | None

@@ -29,7 +29,8 @@ SEED = [
               'notes ' || i, i % 3 = 0, now(), now(), i % 4,
               CASE WHEN i % 5 = 0 THEN NULL ELSE now() + (i % 365) * interval '1 day' END
        FROM generate_series(1, 20000) i""",
-    "INSERT INTO tags (user_id, name, name_folded) SELECT 'u', 'tag' || t, 'tag' || t FROM generate_series(0, 49) t",
+    "INSERT INTO tags (user_id, name, name_folded) "
+    "SELECT 'u', 'tag' || t, 'tag' || t FROM generate_series(0, 49) t",
     """INSERT INTO task_tags (task_id, tag_id)
        SELECT tasks.id, tags.id FROM tasks JOIN tags ON tags.user_id = tasks.user_id
        WHERE tasks.user_id = 'u' AND tasks.id % 50 = tags.id % 50""",
