@@ -2,7 +2,9 @@
 
 Raw Starlette, asyncpg, SQL by hand, orjson, no ORM and no validation beyond
 the JWT check; the same garbage-collector settings as the API. Not a product:
-no error bodies worth the name, no limits, no logs.
+no error bodies worth the name, no limits, no logs. It serves the same task
+(the organising fields and tags included) from the same SQL as the API, written
+out by hand.
 Run by bench/run.py as `uvicorn bench.ceiling:app`, with DATABASE_URL and
 BETTER_AUTH_SECRET as the API gets them.
 """
@@ -23,7 +25,17 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 SECRET = os.environ["BETTER_AUTH_SECRET"]
-COLUMNS = "id, user_id, title, description, completed, created_at, updated_at"
+PUBLIC = (
+    "id, user_id, title, description, completed, created_at, updated_at, priority, due_at, remind_at, "
+    "recurrence, time_zone, completed_at, next_occurrence_id"
+)
+# A task's tags in its row, as the API reads them.
+TAGS = (
+    "(SELECT string_agg(tags.name, chr(31)) FROM task_tags JOIN tags ON tags.id = task_tags.tag_id "
+    "WHERE task_tags.task_id = tasks.id) AS tags"
+)
+COLUMNS = f"{PUBLIC}, {TAGS}"
+PRIORITIES = ("none", "low", "medium", "high")
 pool: asyncpg.Pool
 
 
@@ -31,7 +43,12 @@ def json(data: Any, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status_code=status, media_type="application/json")
 
 
+def stamp(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
 def task(row: asyncpg.Record) -> dict[str, Any]:
+    tags = row["tags"]
     return {
         "id": row["id"],
         "user_id": row["user_id"],
@@ -40,6 +57,14 @@ def task(row: asyncpg.Record) -> dict[str, Any]:
         "completed": row["completed"],
         "created_at": row["created_at"].isoformat(),
         "updated_at": row["updated_at"].isoformat(),
+        "priority": PRIORITIES[row["priority"]],
+        "due_at": stamp(row["due_at"]),
+        "remind_at": stamp(row["remind_at"]),
+        "tags": sorted(tags.split("\x1f"), key=str.casefold) if tags else [],
+        "recurrence": row["recurrence"],
+        "time_zone": row["time_zone"],
+        "completed_at": stamp(row["completed_at"]),
+        "next_occurrence_id": row["next_occurrence_id"],
     }
 
 
@@ -58,28 +83,93 @@ async def tasks(request: Request) -> Response:
     if user_id is None:
         return json({"detail": "unauthorised"}, 401)
     if request.method == "POST":
-        body = orjson.loads(await request.body())
-        # The user's row and the task in one statement, as the API does on PostgreSQL.
-        row = await pool.fetchrow(
-            "WITH recorded_user AS (INSERT INTO users (id, created_at) VALUES ($1, $5) "
-            "ON CONFLICT (id) DO NOTHING) "
-            "INSERT INTO tasks (user_id, title, description, completed, created_at, updated_at) "
-            f"VALUES ($1, $2, $3, $4, $5, $5) RETURNING {COLUMNS}",
-            user_id, body["title"], body.get("description"), body.get("completed", False), datetime.now(UTC),
+        return await create(user_id, orjson.loads(await request.body()))
+    query = request.query_params
+    limit = int(query.get("limit", 100))
+    offset = int(query.get("offset", 0))
+    if set(query) <= {"limit", "offset"}:
+        rows = await pool.fetch(
+            # The total from the user's counters, as the API reads it (a count(*) would
+            # read every one of the user's tasks).
+            f"SELECT {COLUMNS}, (SELECT task_count FROM users WHERE id = $1) AS total "
+            "FROM tasks WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3",
+            user_id, limit, offset,
         )  # fmt: skip
+        response = json([task(row) for row in rows])
+        response.headers["X-Total-Count"] = str(rows[0]["total"] if rows else 0)
+        return response
+    return await filtered(user_id, query, limit, offset)
+
+
+async def create(user_id: str, body: dict[str, Any]) -> Response:
+    """The user's row and the task in one statement, as the API does on PostgreSQL; with
+    tags, then the tags through the same trigger, in one transaction."""
+    tags: list[str] = body.get("tags", [])
+    title = body["title"]
+    description = body.get("description")
+    arguments = [
+        user_id, title, description, body.get("completed", False), datetime.now(UTC),
+        PRIORITIES.index(body.get("priority", "none")), title.casefold(),
+        None if description is None else description.casefold(), [tag.casefold() for tag in tags],
+    ]  # fmt: skip
+    statement = (
+        "WITH recorded_user AS (INSERT INTO users (id, created_at) VALUES ($1, $5) "
+        "ON CONFLICT (id) DO NOTHING) "
+        "INSERT INTO tasks (user_id, title, description, completed, created_at, updated_at, priority, "
+        "title_folded, description_folded) VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8) "
+        f"RETURNING {PUBLIC}, (SELECT string_agg(name, chr(31)) FROM tags "
+        "WHERE user_id = $1 AND name_folded = ANY($9::text[])) AS tags"
+    )
+    if not tags:
+        row = await pool.fetchrow(statement, *arguments)
         assert row is not None  # INSERT … RETURNING returns the row
         return json(task(row), 201)
-    limit = int(request.query_params.get("limit", 100))
-    offset = int(request.query_params.get("offset", 0))
+    async with pool.acquire() as connection, connection.transaction():
+        row = await connection.fetchrow(statement, *arguments)
+        assert row is not None
+        await connection.execute(
+            "INSERT INTO task_tag_sets (task_id, user_id, names) VALUES ($1, $2, $3)",
+            row["id"], user_id, orjson.dumps([[tag, tag.casefold()] for tag in tags]).decode(),
+        )  # fmt: skip
+    stored = {name.casefold(): name for name in (row["tags"] or "").split("\x1f") if name}
+    created = task(row)
+    created["tags"] = sorted((stored.get(tag.casefold(), tag) for tag in tags), key=str.casefold)
+    return json(created, 201)
+
+
+async def filtered(user_id: str, query: Any, limit: int, offset: int) -> Response:
+    """The filtered list: the page, then the count of matching tasks, as the API sends them."""
+    conditions, arguments = ["user_id = $1"], [user_id]
+
+    def argument(value: Any) -> str:
+        arguments.append(value)
+        return f"${len(arguments)}"
+
+    if query.get("status") in ("pending", "completed"):
+        conditions.append(f"completed = {argument(query['status'] == 'completed')}")
+    if priorities := query.getlist("priority"):
+        conditions.append(
+            f"priority = ANY({argument([PRIORITIES.index(p) for p in priorities])}::smallint[])"
+        )
+    for tag in query.getlist("tag"):
+        conditions.append(
+            "EXISTS (SELECT 1 FROM task_tags JOIN tags ON tags.id = task_tags.tag_id "
+            "WHERE task_tags.task_id = tasks.id AND tags.user_id = $1 "
+            f"AND tags.name_folded = {argument(tag.casefold())})"
+        )
+    for word in query.get("q", "").split():
+        pattern = argument(f"%{word.casefold()}%")
+        conditions.append(f"(title_folded LIKE {pattern} OR description_folded LIKE {pattern})")
+    where = " AND ".join(conditions)
+    ordering = "due_at ASC NULLS LAST, id" if query.get("sort") == "due" else "created_at DESC, id DESC"
     rows = await pool.fetch(
-        # The total from the user's counters, as the API reads it (a count(*) would
-        # read every one of the user's tasks).
-        f"SELECT {COLUMNS}, (SELECT task_count FROM users WHERE id = $1) AS total "
-        "FROM tasks WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3",
-        user_id, limit, offset,
-    )  # fmt: skip
+        f"SELECT {COLUMNS} FROM tasks WHERE {where} ORDER BY {ordering} "
+        f"LIMIT {argument(limit)} OFFSET {argument(offset)}",
+        *arguments,
+    )
+    total = await pool.fetchval(f"SELECT count(*) FROM tasks WHERE {where}", *arguments[:-2])
     response = json([task(row) for row in rows])
-    response.headers["X-Total-Count"] = str(rows[0]["total"] if rows else 0)
+    response.headers["X-Total-Count"] = str(total)
     return response
 
 

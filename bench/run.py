@@ -21,7 +21,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ import psycopg
 from psycopg import sql
 
 from backend.security import issue_token
-from backend.store.tasks import list_query
+from backend.store.tasks import WALK_SHARE, TaskFilters, list_query, total_query
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -43,7 +43,7 @@ BIG_USER_TASKS = 100_000
 DELETE_POOL = 60_000
 WRK_THREADS = 2
 WARM_UP_SECONDS = 3
-OPERATIONS = ["LIST", "GET", "CREATE", "PATCH", "TOGGLE", "DELETE", "MIXED"]
+OPERATIONS = ["LIST", "GET", "CREATE", "PATCH", "TOGGLE", "DELETE", "MIXED", "LIST_FILTERED", "CREATE_TAGS"]
 
 # What each operation's requests look like, in wrk's Lua. `pick()` chooses a
 # seeded user and one of their seeded tasks; the prelude defines it.
@@ -60,6 +60,11 @@ REQUESTS = {
         if r <= 80 then return wrk.format("PATCH", base(u) .. "/" .. t, auth(u), '{"title":"mixed"}') end
         if r <= 90 then return wrk.format("POST", base(u), auth(u), '{"title":"mixed"}') end
         return wrk.format("PATCH", base(u) .. "/" .. t .. "/complete", auth(u))""",
+    # Pending, high or medium priority, tagged `work`, a word searched, soonest due first.
+    "LIST_FILTERED": 'local u = pick() return wrk.format("GET", base(u) .. '
+    '"?status=pending&priority=high&priority=medium&tag=work&q=task&sort=due&limit=20", auth(u))',
+    "CREATE_TAGS": 'local u = pick() return wrk.format("POST", base(u), auth(u), '
+    '\'{"title":"benchmark task","tags":["work","errands","Home"]}\')',
     "LIST_100K": 'return wrk.format("GET", "/api/bench-big/tasks", big_auth)',
     "LIST_100K_OFFSET": 'return wrk.format("GET", "/api/bench-big/tasks?offset=10000", big_auth)',
     "GET_100K": 'return wrk.format("GET", "/api/bench-big/tasks/" .. (big_first + math.random(0, 99999)), big_auth)',
@@ -152,22 +157,41 @@ def seed(url: str) -> Seed:
         )
         first = connection.execute("SELECT coalesce(max(id), 0) + 1 FROM tasks").fetchone()[0]  # type: ignore[index]
         # Contiguous ids per user: user i owns first + i*100 ... first + i*100 + 99.
+        # Every task has a priority, most a due date, and every third the tag `work`.
         connection.execute(
-            "INSERT INTO tasks (user_id, title, description, completed, created_at, updated_at) "
-            "SELECT u, 'task ' || n, 'seeded', mod(n, 3) = 0, now() - make_interval(secs => n), now() "
+            "INSERT INTO tasks (user_id, title, description, completed, created_at, updated_at, priority, "
+            "due_at, title_folded, description_folded) "
+            "SELECT u, 'task ' || n, 'seeded', mod(n, 3) = 0, now() - make_interval(secs => n), now(), mod(n, 4), "
+            "CASE WHEN mod(n, 5) = 0 THEN NULL ELSE now() + make_interval(hours => n) END, 'task ' || n, 'seeded' "
             "FROM unnest(%s::text[]) WITH ORDINALITY AS users(u, i), generate_series(1, %s) AS n "
             "ORDER BY i, n",
             (users, TASKS_PER_USER),
         )
         big_first = connection.execute("SELECT max(id) + 1 FROM tasks").fetchone()[0]  # type: ignore[index]
+        # One task in 10,000 mentions a zebrafish: what a selective search finds.
         connection.execute(
-            "INSERT INTO tasks (user_id, title, completed, created_at, updated_at) "
-            "SELECT 'bench-big', 'big task ' || n, mod(n, 2) = 0, now() - make_interval(secs => n), now() "
+            "INSERT INTO tasks (user_id, title, completed, created_at, updated_at, priority, due_at, "
+            "title_folded) "
+            "SELECT 'bench-big', CASE WHEN mod(n, 10000) = 0 THEN 'zebrafish ' ELSE 'big task ' END || n, "
+            "mod(n, 2) = 0, now() - make_interval(secs => n), now(), mod(n, 4), "
+            "CASE WHEN mod(n, 5) = 0 THEN NULL ELSE now() + make_interval(mins => n) END, "
+            "CASE WHEN mod(n, 10000) = 0 THEN 'zebrafish ' ELSE 'big task ' END || n "
             "FROM generate_series(1, %s) AS n ORDER BY n",
             (BIG_USER_TASKS,),
         )
+        connection.execute(
+            "INSERT INTO tags (user_id, name, name_folded) SELECT u, t, lower(t) "
+            "FROM unnest(%s::text[]) AS u, unnest(ARRAY['work', 'errands', 'Home']) AS t",
+            ([*users, "bench-big"],),
+        )
+        connection.execute(
+            "INSERT INTO task_tags (task_id, tag_id) SELECT tasks.id, tags.id FROM tasks "
+            "JOIN tags ON tags.user_id = tasks.user_id AND tags.name = 'work' WHERE mod(tasks.id, 3) = 0"
+        )
         recount(connection)
         connection.execute("VACUUM ANALYZE tasks")
+        connection.execute("VACUUM ANALYZE tags")
+        connection.execute("VACUUM ANALYZE task_tags")
     return Seed(users, first, big_first)
 
 
@@ -194,18 +218,57 @@ def seed_doomed(url: str, state: Seed) -> None:
 
 
 def explain_big_list(url: str) -> str:
-    """EXPLAIN (ANALYZE) of the API's own list statement for the 100,000-task user, both pages."""
-    query = list_query("all", "created", "desc")
+    """EXPLAIN (ANALYZE) of the API's own list statements for the 100,000-task user: the
+    first page and one at offset 10,000; then a selective search, a tag filter and sort=due,
+    each page with the count that gives its X-Total-Count."""
+    now = datetime.now(UTC)
+    variants: list[tuple[str, TaskFilters, Any, Any]] = [
+        ("the first page", TaskFilters(), "created", "desc"),
+        ("a selective search (q=zebrafish)", TaskFilters(words=("zebrafish",)), "created", "desc"),
+        ("a tag filter (tag=work)", TaskFilters(tags=("work",)), "created", "desc"),
+        ("sort=due", TaskFilters(), "due", "asc"),
+        (
+            "sort=due, pending, priority high",
+            TaskFilters(status="pending", priorities=frozenset({"high"})),
+            "due",
+            "asc",
+        ),
+    ]
 
     async def explain() -> list[str]:
         connection = await asyncpg.connect(url)
         try:
             plans = []
-            for offset in (0, 10_000):
-                arguments = query.arguments({"owner_id": "bench-big", "limit": 100, "offset": offset})
-                # The very SQL the API sends, with the same parameters.
-                rows = await connection.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {query.sql}", *arguments)
-                plans.append(f"-- offset {offset}\n" + "\n".join(row[0] for row in rows))
+            for name, filters, sort, order in variants:
+                shape = filters.shape()
+                parameters = {"owner_id": "bench-big", "limit": 100, **filters.parameters(now)}
+                if filters.tags:  # as the API reads it: the count first, which decides the page's plan
+                    counted = await connection.fetchrow(
+                        total_query(shape).sql, *total_query(shape).arguments(parameters)
+                    )
+                    assert counted is not None
+                    shape = replace(shape, walk=counted["total"] >= WALK_SHARE * counted["owned"])
+                statements = [(list_query(filters.status, sort, order, shape), {**parameters, "offset": 0})]
+                if name == "the first page":
+                    statements.append((statements[0][0], {**parameters, "offset": 10_000}))
+                elif not filters.only_status:
+                    statements.append((total_query(filters.shape()), parameters))
+                total_ms = 0.0
+                for query, values in statements:
+                    # The very SQL the API sends, with the same parameters.
+                    rows = await connection.fetch(
+                        f"EXPLAIN (ANALYZE, BUFFERS) {query.sql}", *query.arguments(values)
+                    )
+                    lines = [row[0] for row in rows]
+                    total_ms += float(lines[-1].split(":")[1].split()[0])
+                    plans.append(
+                        f"-- {name}"
+                        + (" (offset 10,000)" if values.get("offset") else "")
+                        + "\n"
+                        + "\n".join(lines)
+                    )
+                if len(statements) == 2 and name != "the first page":
+                    plans.append(f"-- {name}: page and count together {total_ms:.2f} ms")
             return plans
         finally:
             await connection.close()

@@ -18,7 +18,7 @@ How many statements each write sends (`tests/test_statements.py` holds them to i
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
@@ -36,6 +36,7 @@ from sqlalchemy import (
     false,
     func,
     insert,
+    literal_column,
     not_,
     or_,
     select,
@@ -355,6 +356,9 @@ class _ListShape:
     overdue: bool | None = None
     remind_before: bool = False
     words: int = 0
+    # Tags matching a large share of the user's tasks: walk the sort's index and test
+    # each task, rather than gather every tagged task and sort them (see `page`).
+    walk: bool = False
 
 
 def _matching(shape: _ListShape) -> list[Any]:
@@ -367,14 +371,15 @@ def _matching(shape: _ListShape) -> list[Any]:
         ranks = [bindparam(f"priority_{rank}", rank, type_=SmallInteger) for rank in sorted(shape.priorities)]
         conditions.append(TASKS.c.priority.in_(ranks))
     for i in range(shape.tags):
-        conditions.append(
+        tagged = (
             select(TASK_TAGS.c.task_id)
             .join(TAGS, TAGS.c.id == TASK_TAGS.c.tag_id)
             .where(TASK_TAGS.c.task_id == TASKS.c.id)
             .where(TAGS.c.user_id == bindparam("owner_id"))
             .where(TAGS.c.name_folded == bindparam(f"tag_{i}", type_=String))
-            .exists()
         )
+        # OFFSET 0 keeps PostgreSQL from turning the test into a join over every tagged task.
+        conditions.append((tagged.offset(literal_column("0")) if shape.walk else tagged).exists())
     timestamp = DateTime(timezone=True)
     if shape.due_before:
         conditions.append(TASKS.c.due_at <= bindparam("due_before", type_=timestamp))
@@ -396,8 +401,8 @@ def _matching(shape: _ListShape) -> list[Any]:
     return conditions
 
 
-def _ordering(sort: TaskSort, order: SortOrder) -> list[Any]:
-    column, tie_breaker = _SORT_COLUMNS[sort], TASKS.c.id
+def _ordering(sort: TaskSort, order: SortOrder, table: Any = TASKS) -> list[Any]:
+    column, tie_breaker = table.c[_SORT_COLUMNS[sort].name], table.c.id
     if sort == "due":
         # Tasks without a due date last, in both orders.
         if order == "desc":
@@ -411,20 +416,47 @@ def list_query(
     status: TaskStatus, sort: TaskSort, order: SortOrder, shape: _ListShape | None = None
 ) -> Query:
     """One page of the owner's matching tasks. Filtered by status alone, each row carries
-    the total of matching tasks, from the user's counters (kept by triggers)."""
+    the total of matching tasks, from the user's counters (kept by triggers).
+
+    The page is chosen first and its tasks' tags read after: PostgreSQL would otherwise
+    read the tags of every task an OFFSET skips (276 ms at offset 10,000, against 2 ms).
+    """
     shape = shape or _ListShape(status=status)
-    page = select(*TASK_COLUMNS).where(*_matching(shape)).order_by(*_ordering(sort, order))
+    page = select(*PUBLIC_COLUMNS).where(*_matching(shape)).order_by(*_ordering(sort, order))
     if shape == _ListShape(status=shape.status):
         page = page.add_columns(_counted_total(shape.status).label("total"))
-    return Query(page.limit(bindparam("limit")).offset(bindparam("offset")))
+    # Named `tasks`, as the tags' subquery expects (`sql.TASK_TAG_NAMES`).
+    chosen = page.limit(bindparam("limit")).offset(bindparam("offset")).subquery("tasks")
+    return Query(select(*chosen.c, TASK_TAG_NAMES).order_by(*_ordering(sort, order, chosen)))
 
 
 @cache
-def _total_query(shape: _ListShape) -> Query:
-    """The total of matching tasks: from the counters for a status alone, else counted."""
+def total_query(shape: _ListShape) -> Query:
+    """The total of matching tasks (from the counters for a status alone, else counted),
+    with how many tasks the user has: `page` decides from both how to read the page."""
+    owned = func.coalesce(
+        select(USERS.c.task_count).where(USERS.c.id == bindparam("owner_id")).scalar_subquery(), 0
+    )
     if shape == _ListShape(status=shape.status):
-        return Query(select(_counted_total(shape.status).label("total")))
-    return Query(select(func.count().label("total")).select_from(TASKS).where(*_matching(shape)))
+        return Query(select(_counted_total(shape.status).label("total"), owned.label("owned")))
+    if shape == _ListShape(status="all", tags=1) or shape == _ListShape(status="all", tags=1, walk=True):
+        # One tag alone: its links, counted in their index (every link is to the owner's task).
+        tag_id = (
+            select(TAGS.c.id)
+            .where(TAGS.c.user_id == bindparam("owner_id"))
+            .where(TAGS.c.name_folded == bindparam("tag_0", type_=String))
+            .scalar_subquery()
+        )
+        links = select(func.count()).select_from(TASK_TAGS).where(TASK_TAGS.c.tag_id == tag_id)
+        return Query(select(links.scalar_subquery().label("total"), owned.label("owned")))
+    counted = select(func.count()).select_from(TASKS).where(*_matching(shape)).scalar_subquery()
+    return Query(select(counted.label("total"), owned.label("owned")))
+
+
+# A tag filter matching at least this share of the user's tasks reads the page by
+# walking the sort's index, testing each task (a few hundred tests for a page);
+# a rarer one gathers its tasks through the tag's links, then sorts them.
+WALK_SHARE = 0.05
 
 
 def _counted_total(status: TaskStatus) -> Any:
@@ -553,18 +585,27 @@ class OwnedTasks:
     ) -> TaskPage:
         owner_id = self.owner.subject
         shape = filters.shape()
-        parameters = filters.parameters(utc_now())
+        parameters = {"owner_id": owner_id, **filters.parameters(utc_now())}
+        if filters.tags:
+            # The count first: how common the tags are decides how to read the page
+            # (PostgreSQL cannot tell at planning time how many tasks a tag has).
+            counted = await self.db.fetch_one(total_query(shape), **parameters)
+            assert counted is not None  # an aggregate always answers one row
+            walk = counted["total"] >= WALK_SHARE * counted["owned"]
+            rows = await self.db.fetch_all(
+                list_query(filters.status, sort, order, replace(shape, walk=walk)),
+                limit=limit,
+                offset=offset,
+                **parameters,
+            )
+            return TaskPage(tasks=rows, total=counted["total"])
         rows = await self.db.fetch_all(
-            list_query(filters.status, sort, order, shape),
-            owner_id=owner_id,
-            limit=limit,
-            offset=offset,
-            **parameters,
+            list_query(filters.status, sort, order, shape), limit=limit, offset=offset, **parameters
         )
         if rows and filters.only_status:
             return TaskPage(tasks=rows, total=rows[0].pop("total"))
         # Filtered beyond the status (or an empty page, which carries no row): count.
-        total = await self.db.fetch_one(_total_query(shape), owner_id=owner_id, **parameters)
+        total = await self.db.fetch_one(total_query(shape), **parameters)
         for row in rows:
             row.pop("total", None)
         return TaskPage(tasks=rows, total=total["total"] if total else 0)
