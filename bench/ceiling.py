@@ -90,9 +90,11 @@ async def tasks(request: Request) -> Response:
     if set(query) <= {"limit", "offset"}:
         rows = await pool.fetch(
             # The total from the user's counters, as the API reads it (a count(*) would
-            # read every one of the user's tasks).
-            f"SELECT {COLUMNS}, (SELECT task_count FROM users WHERE id = $1) AS total "
-            "FROM tasks WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3",
+            # read every one of the user's tasks); the page first, then its tasks' tags.
+            f"SELECT tasks.*, {TAGS} FROM (SELECT {PUBLIC}, "
+            "(SELECT task_count FROM users WHERE id = $1) AS total FROM tasks WHERE user_id = $1 "
+            "ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3) AS tasks "
+            "ORDER BY created_at DESC, id DESC",
             user_id, limit, offset,
         )  # fmt: skip
         response = json([task(row) for row in rows])
@@ -163,8 +165,8 @@ async def filtered(user_id: str, query: Any, limit: int, offset: int) -> Respons
     where = " AND ".join(conditions)
     ordering = "due_at ASC NULLS LAST, id" if query.get("sort") == "due" else "created_at DESC, id DESC"
     rows = await pool.fetch(
-        f"SELECT {COLUMNS} FROM tasks WHERE {where} ORDER BY {ordering} "
-        f"LIMIT {argument(limit)} OFFSET {argument(offset)}",
+        f"SELECT tasks.*, {TAGS} FROM (SELECT {PUBLIC} FROM tasks WHERE {where} ORDER BY {ordering} "
+        f"LIMIT {argument(limit)} OFFSET {argument(offset)}) AS tasks ORDER BY {ordering}",
         *arguments,
     )
     total = await pool.fetchval(f"SELECT count(*) FROM tasks WHERE {where}", *arguments[:-2])

@@ -176,6 +176,7 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_tasks_user_id_remind_at"), ["user_id", "remind_at"], unique=False
         )
+        batch_op.create_index(batch_op.f("ix_tasks_next_occurrence_id"), ["next_occurrence_id"], unique=False)
     op.create_table(
         "task_tags",
         sa.Column("task_id", ID, nullable=False),
@@ -269,6 +270,7 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_task_tags_tag_id_task_id"), table_name="task_tags")
     op.drop_table("task_tags")
     with op.batch_alter_table("tasks", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_tasks_next_occurrence_id"))
         batch_op.drop_index(batch_op.f("ix_tasks_user_id_remind_at"))
         batch_op.drop_index(batch_op.f("ix_tasks_user_id_priority_id"))
         batch_op.drop_index(batch_op.f("ix_tasks_user_id_due_at_id"))
