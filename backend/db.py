@@ -155,6 +155,8 @@ class Database(ABC):
 
     writes_in_with: bool
     """Whether a statement may write in its WITH clause (PostgreSQL: yes; SQLite: no)."""
+    in_transaction = False
+    """Whether every statement joins one transaction already open (see `InTransaction`)."""
 
     def __init__(self, timeout_seconds: float) -> None:
         self.timeout_seconds = timeout_seconds
@@ -189,6 +191,42 @@ class Database(ABC):
 
     @abstractmethod
     def pool_status(self) -> "PoolStatus": ...
+
+
+class InTransaction(Database):
+    """One connection inside an open transaction, as a `Database`: every statement, and
+    every `transaction()`, joins that transaction. What lets a request key's answer be
+    stored in the same transaction as the write it answers for."""
+
+    in_transaction = True
+
+    def __init__(self, outer: Database, connection: Connection) -> None:
+        super().__init__(outer.timeout_seconds)
+        self.writes_in_with = outer.writes_in_with
+        self._connection = connection
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        yield self._connection
+
+    async def execute(self, query: Query, **params: Any) -> int:
+        return await self._connection.execute(query, **params)
+
+    async def fetch_one(self, query: Query, **params: Any) -> Row | None:
+        return await self._connection.fetch_one(query, **params)
+
+    async def fetch_all(self, query: Query, **params: Any) -> list[Row]:
+        return await self._connection.fetch_all(query, **params)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Connection]:
+        yield self._connection
+
+    async def close(self) -> None:
+        return None
+
+    def pool_status(self) -> "PoolStatus":
+        return PoolStatus(size=1, in_use=1, waiting=0)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from sqlalchemy import (
     MetaData,
     SmallInteger,
     String,
+    Text,
     UniqueConstraint,
 )
 from sqlmodel import Field, SQLModel
@@ -116,6 +117,12 @@ class Task(SQLModel, table=True):
         ).ddl_if(dialect="postgresql"),
         CheckConstraint("recurrence IS NULL OR due_at IS NOT NULL", name="recurrence_has_due_at"),
         UniqueConstraint("previous_occurrence_id"),
+        # Incremental sync reads a user's changes in the order they committed.
+        Index(None, "user_id", "change_seq"),
+        # Tombstones past SYNC_RETENTION_DAYS are purged by age.
+        Index(None, "deleted_at"),
+        # Ids are never reused, on SQLite too (a sync client may hold a deleted one).
+        {"sqlite_autoincrement": True},
     )
 
     id: int | None = Field(default=None, sa_column=Column(_bigint_id(), primary_key=True))
@@ -149,6 +156,14 @@ class Task(SQLModel, table=True):
     # Title and description case-folded (Python's str.casefold, all of Unicode), for
     # search: the same on SQLite, which folds only ASCII, and PostgreSQL, whose
     # lower() depends on the database's locale.
+    # 1 on creation, +1 on every change: the entity tag (`ETag: "<version>"`).
+    version: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default="1"))
+    # The user's change counter when this task last changed (kept by triggers, see the
+    # migration): what incremental sync pages by.
+    change_seq: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
+    # Set when the task is deleted: a tombstone, gone from every route but sync's,
+    # until it is purged after SYNC_RETENTION_DAYS.
+    deleted_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     title_folded: str = Field(
         default="", sa_column=Column(String(4 * TITLE_MAX_LENGTH), nullable=False, server_default="")
     )
@@ -164,6 +179,40 @@ Index(
     _TASKS.c.due_at.desc().nullslast(),
     _TASKS.c.id.desc(),
 ).ddl_if(dialect="postgresql")
+
+
+class ChangeCounter(SQLModel, table=True):
+    """Each user's change counter, bumped by triggers inside every writing transaction.
+
+    Its own table rather than a column of `users`: the counter is taken by a BEFORE
+    trigger, which on PostgreSQL cannot see a user row inserted by the same
+    statement's WITH clause (a first create), and an upsert here needs none.
+    """
+
+    __tablename__ = "change_counters"
+
+    user_id: str = Field(primary_key=True, max_length=USER_ID_MAX_LENGTH)
+    seq: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """A request key and the answer stored with its effect, for replays."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (Index(None, "created_at"),)
+
+    user_id: str = Field(
+        sa_column=Column(
+            String(USER_ID_MAX_LENGTH), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
+        )
+    )
+    key: str = Field(primary_key=True, max_length=255)
+    fingerprint: str = Field(max_length=64)
+    status: int = Field(sa_column=Column(SmallInteger, nullable=False))
+    location: str | None = Field(default=None, max_length=2048)
+    etag: str | None = Field(default=None, max_length=32)
+    body: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utc_now, sa_column=_timestamp_column())
 
 
 class Tag(SQLModel, table=True):

@@ -121,11 +121,14 @@ async def test_a_stalled_database_is_a_503_within_the_deadline(setup: Setup) -> 
 
 
 async def stored_tasks(database_url: str) -> dict[str, dict[str, Any]]:
-    """Every task in the database, by title (titles are unique in these tests)."""
+    """Every task in the database, by title (titles are unique in these tests); a deleted
+    one is a tombstone, kept for sync, and not a task."""
     import psycopg
 
     async with await psycopg.AsyncConnection.connect(libpq_url(database_url)) as connection:
-        cursor = await connection.execute("SELECT id, user_id, title, description, completed FROM tasks")
+        cursor = await connection.execute(
+            "SELECT id, user_id, title, description, completed FROM tasks WHERE deleted_at IS NULL"
+        )
         columns = ["id", "user_id", "title", "description", "completed"]
         return {row[2]: dict(zip(columns, row, strict=True)) async for row in cursor}
 

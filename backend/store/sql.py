@@ -39,7 +39,12 @@ TASK_TAG_SETS = Table(
     Column("names", Text),
 )
 
-OWNED: ColumnElement[bool] = (TASKS.c.id == bindparam("task_id")) & (TASKS.c.user_id == bindparam("owner_id"))
+# One of the owner's tasks, not deleted: a tombstone is gone from every route but sync's.
+OWNED: ColumnElement[bool] = (
+    (TASKS.c.id == bindparam("task_id"))
+    & (TASKS.c.user_id == bindparam("owner_id"))
+    & TASKS.c.deleted_at.is_(None)
+)
 
 
 class tag_names(expression.FunctionElement[str]):
@@ -100,6 +105,7 @@ PUBLIC_COLUMNS = [
         "time_zone",
         "completed_at",
         "next_occurrence_id",
+        "version",
     )
 ]
 TASK_COLUMNS = [*PUBLIC_COLUMNS, TASK_TAG_NAMES]

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import cache
+from http import HTTPStatus
 from typing import Any
 
 from sqlalchemy import (
@@ -32,7 +33,6 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
-    delete,
     false,
     func,
     insert,
@@ -47,7 +47,7 @@ from sqlalchemy.dialects import postgresql
 
 from backend import recurrence
 from backend.db import CheckViolationError, Database, Query, Row
-from backend.errors import Conflict, NotFound, Unprocessable
+from backend.errors import Conflict, NotFound, ProblemError, Unprocessable
 from backend.models import (
     PRIORITY_RANK,
     TAG_SEPARATOR,
@@ -78,6 +78,9 @@ from backend.store.sql import (
 # MAX_TASKS_PER_USER=0: no cap (a bound no counter reaches).
 NO_CAP = 2**62
 
+# The versions an If-Match header allows; None: no condition (no header, or `*`).
+Versions = frozenset[int] | None
+
 
 class TaskNotFound(NotFound):
     def __init__(self) -> None:
@@ -102,10 +105,42 @@ class RecurrenceNeedsDueDate(Unprocessable):
 
 
 _GET = Query(select(*TASK_COLUMNS).where(OWNED))
-_DELETE = Query(delete(TASKS).where(OWNED).returning(TASKS.c.id))
+_VERSION = Query(select(TASKS.c.version).where(OWNED))
+_NOW = bindparam("now", type_=DateTime(timezone=True))
+
+
+def _expected(versions: int) -> Any:
+    """The task's version is one of `expected_0` … (If-Match), checked in the write itself."""
+    return TASKS.c.version.in_([bindparam(f"expected_{i}", type_=Integer) for i in range(versions)])
+
+
+@cache
+def _delete_query(versions: int) -> Query:
+    """Deletion leaves a tombstone (for sync) that no other route sees."""
+    statement = update(TASKS).where(OWNED)
+    if versions:
+        statement = statement.where(_expected(versions))
+    values = {"deleted_at": _NOW, "updated_at": _NOW, "version": TASKS.c.version + 1}
+    return Query(statement.values(**values).returning(TASKS.c.id))
+
+
 _DELETE_COMPLETED = Query(
-    delete(TASKS).where(TASKS.c.user_id == bindparam("owner_id")).where(TASKS.c.completed == true())
+    update(TASKS)
+    .where(TASKS.c.user_id == bindparam("owner_id"))
+    .where(TASKS.c.completed == true())
+    .where(TASKS.c.deleted_at.is_(None))
+    .values(deleted_at=_NOW, updated_at=_NOW, version=TASKS.c.version + 1)
 )
+
+
+class PreconditionFailed(ProblemError):
+    status = HTTPStatus.PRECONDITION_FAILED
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the task has changed since the version in If-Match; read it again (its ETag), then retry"
+        )
+
 
 # --- creating ------------------------------------------------------------------------
 
@@ -215,6 +250,7 @@ class _UpdateShape:
     # recurring task: that takes a transaction, with the next occurrence's insert.
     decline_recurring: bool = False
     tags: int | None = None  # how many tags the task is being given, or None to leave them
+    versions: int = 0  # how many versions If-Match allows (0: no condition)
 
 
 @cache
@@ -240,6 +276,9 @@ def _update_query(shape: _UpdateShape) -> Query:
     statement = update(TASKS).where(OWNED)
     if shape.decline_recurring:
         statement = statement.where(not_(_COMPLETING_A_RECURRING_OCCURRENCE))
+    if shape.versions:
+        statement = statement.where(_expected(shape.versions))
+    values["version"] = TASKS.c.version + 1
     # The task's tags; or, when it is being given new ones, their stored spellings.
     tags = TASK_TAG_NAMES if shape.tags is None else existing_tag_names(shape.tags)
     return Query(statement.values(**values, updated_at=now).returning(*PUBLIC_COLUMNS, tags))
@@ -363,7 +402,7 @@ class _ListShape:
 
 def _matching(shape: _ListShape) -> list[Any]:
     """The WHERE clause of the owner's tasks that match the filters."""
-    conditions: list[Any] = [TASKS.c.user_id == bindparam("owner_id")]
+    conditions: list[Any] = [TASKS.c.user_id == bindparam("owner_id"), TASKS.c.deleted_at.is_(None)]
     if shape.status != "all":
         conditions.append(TASKS.c.completed == (shape.status == "completed"))
     if shape.priorities:
@@ -488,7 +527,9 @@ _STATS = Query(
             )
         ).label("due_today"),
         *(_pending(TASKS.c.priority == rank).label(name) for name, rank in PRIORITY_RANK.items()),
-    ).where(TASKS.c.user_id == bindparam("owner_id"))
+    )
+    .where(TASKS.c.user_id == bindparam("owner_id"))
+    .where(TASKS.c.deleted_at.is_(None))
 )
 
 
@@ -628,35 +669,56 @@ class OwnedTasks:
 
     async def delete_completed(self) -> int:
         """Delete every completed task of the owner, in one statement; how many there were."""
-        return await self.db.execute(_DELETE_COMPLETED, owner_id=self.owner.subject)
+        return await self.db.execute(_DELETE_COMPLETED, owner_id=self.owner.subject, now=utc_now())
 
-    async def replace(self, task_id: int, data: TaskReplace) -> Row:
+    async def replace(self, task_id: int, data: TaskReplace, *, expected: Versions = None) -> Row:
         values = data.model_dump(exclude={"tags"})
         # Unchanged when omitted: completed (or null, as PUT always took it) and the
         # organising fields. The description becomes null when omitted, as it always did.
         for name in ("completed", "priority", "due_at", "remind_at", "recurrence", "time_zone"):
             if name not in data.model_fields_set or (name == "completed" and data.completed is None):
                 del values[name]
-        return await self._update(task_id, values, tags=data.tags)
+        return await self._update(task_id, values, tags=data.tags, expected=expected)
 
-    async def update(self, task_id: int, data: TaskUpdate) -> Row:
+    async def update(self, task_id: int, data: TaskUpdate, *, expected: Versions = None) -> Row:
         values = data.model_dump(exclude_unset=True, exclude={"tags"})
-        return await self._update(
-            task_id, values, tags=data.tags if "tags" in data.model_fields_set else None
-        )
+        tags = data.tags if "tags" in data.model_fields_set else None
+        return await self._update(task_id, values, tags=tags, expected=expected)
 
-    async def set_completion(self, task_id: int, completed: bool | None) -> Row:
+    async def set_completion(self, task_id: int, completed: bool | None, *, expected: Versions = None) -> Row:
         """Set `completed`, or flip it when `completed` is None."""
         if completed is None:
-            return await self._update(task_id, {}, toggle=True)
-        return await self._update(task_id, {"completed": completed})
+            return await self._update(task_id, {}, toggle=True, expected=expected)
+        return await self._update(task_id, {"completed": completed}, expected=expected)
 
-    async def delete(self, task_id: int) -> None:
-        if await self.db.fetch_one(_DELETE, owner_id=self.owner.subject, task_id=task_id) is None:
-            raise TaskNotFound()
+    async def delete(self, task_id: int, *, expected: Versions = None) -> None:
+        """Delete the task: a tombstone stays for sync (SYNC_RETENTION_DAYS)."""
+        parameters = self._conditions(task_id, expected)
+        query = _delete_query(len(expected or ()))
+        if await self.db.fetch_one(query, now=utc_now(), **parameters) is None:
+            await self._explain_no_row(task_id, expected)
+
+    def _conditions(self, task_id: int, expected: Versions) -> dict[str, Any]:
+        versions = {f"expected_{i}": version for i, version in enumerate(sorted(expected or ()))}
+        return {"owner_id": self.owner.subject, "task_id": task_id, **versions}
+
+    async def _explain_no_row(self, task_id: int, expected: Versions) -> None:
+        """A write matched no row: the task is not the user's (404), or, under If-Match, it
+        is but its version is not among those expected (412). Always raises."""
+        if expected is not None:
+            found = await self.db.fetch_one(_VERSION, owner_id=self.owner.subject, task_id=task_id)
+            if found is not None:
+                raise PreconditionFailed()
+        raise TaskNotFound()
 
     async def _update(
-        self, task_id: int, values: dict[str, Any], *, toggle: bool = False, tags: list[str] | None = None
+        self,
+        task_id: int,
+        values: dict[str, Any],
+        *,
+        toggle: bool = False,
+        tags: list[str] | None = None,
+        expected: Versions = None,
     ) -> Row:
         # Within the body; against what is stored, the database's check decides.
         if values.get("recurrence") is not None and "due_at" in values and values["due_at"] is None:
@@ -665,8 +727,7 @@ class OwnedTasks:
             values["priority"] = PRIORITY_RANK[values["priority"]]
         now = utc_now()
         parameters = {
-            "owner_id": self.owner.subject,
-            "task_id": task_id,
+            **self._conditions(task_id, expected),
             "now": now,
             **{f"new_{column}": value for column, value in values.items()},
             **{f"fold_{i}": fold(tag) for i, tag in enumerate(tags or ())},
@@ -678,21 +739,25 @@ class OwnedTasks:
                 None if values["description"] is None else fold(values["description"])
             )
         columns = frozenset(values)
+        versions = len(expected or ())
         completes = toggle or values.get("completed") is True
         try:
-            if tags is None:
+            if tags is None and not self.db.in_transaction:
                 # One statement; it declines to complete a recurring occurrence alone.
-                shape = _UpdateShape(columns, toggle, decline_recurring=completes)
+                shape = _UpdateShape(columns, toggle, decline_recurring=completes, versions=versions)
                 task = await self.db.fetch_one(_update_query(shape), **parameters)
-                if task is not None or not completes:
-                    if task is None:
-                        raise TaskNotFound()
+                if task is not None:
                     return task
+                if not completes:
+                    await self._explain_no_row(task_id, expected)
             async with self.db.transaction() as connection:
-                shape = _UpdateShape(columns, toggle, tags=None if tags is None else len(tags))
+                shape = _UpdateShape(
+                    columns, toggle, tags=None if tags is None else len(tags), versions=versions
+                )
                 task = await connection.fetch_one(_update_query(shape), **parameters)
                 if task is None:
-                    raise TaskNotFound()
+                    await self._explain_no_row(task_id, expected)
+                assert task is not None
                 if tags is not None:
                     await connection.execute(
                         _SET_TAGS, task_id=task_id, owner_id=self.owner.subject, tag_names=_tag_list(tags)
