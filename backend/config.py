@@ -67,6 +67,10 @@ class Settings(DatabaseSettings):
     header_timeout_seconds: float = Field(default=10, gt=0, le=300)
     max_connections: int = Field(default=1000, ge=1, le=1_000_000)
     allowed_hosts: Annotated[list[str], NoDecode] = []
+    # Writes without If-Match are 428 (for deployments that want no blind overwrites).
+    require_if_match: bool = False
+    idempotency_key_hours: float = Field(default=24, gt=0, le=24 * 365)
+    sync_retention_days: float = Field(default=30, gt=0, le=3650)
     redis_url: str | None = None
     metrics_enabled: bool = False
     metrics_token: SecretStr | None = None

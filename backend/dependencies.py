@@ -8,6 +8,7 @@ from backend.errors import Forbidden, NotAuthenticated, ServiceUnavailable, TooM
 from backend.models import USER_ID_MAX_LENGTH
 from backend.rate_limit import RateLimiter
 from backend.security import InvalidTokenError, KeySetUnavailableError, TokenClaims, TokenVerifier
+from backend.store.changes import OwnedChanges
 from backend.store.tags import OwnedTags
 from backend.store.tasks import OwnedTasks
 
@@ -61,6 +62,11 @@ async def get_owned_tags(request: Request, user_id: UserIdPath) -> OwnedTags:
     return OwnedTags(request.app.state.database, await authorised_owner(request, user_id))
 
 
+async def get_owned_changes(request: Request, user_id: UserIdPath) -> OwnedChanges:
+    """The caller's changes, on the same terms as `get_owned_tasks`."""
+    return OwnedChanges(request.app.state.database, await authorised_owner(request, user_id))
+
+
 async def authorised_owner(request: Request, user_id: str) -> TokenClaims:
     """The verified caller, within their rate limit, if the path's user is them (or `me`)."""
     claims = await _verified_claims(request)
@@ -94,3 +100,4 @@ async def _verified_claims(request: Request) -> TokenClaims:
 
 OwnedTasksDep = Annotated[OwnedTasks, Depends(get_owned_tasks)]
 OwnedTagsDep = Annotated[OwnedTags, Depends(get_owned_tags)]
+OwnedChangesDep = Annotated[OwnedChanges, Depends(get_owned_changes)]

@@ -84,6 +84,10 @@ class Conflict(ProblemError):
     status = HTTPStatus.CONFLICT
 
 
+class Gone(ProblemError):
+    status = HTTPStatus.GONE
+
+
 class Unprocessable(ProblemError):
     """A 422 found after validation (against what is stored), shaped as validation's are."""
 
@@ -206,7 +210,14 @@ _EXAMPLES: dict[int, dict[str, Any]] = {
     401: {"detail": "the token has expired"},
     403: {"detail": "the path's user id is not the signed-in user"},
     404: {"detail": "no task with this id belongs to this user"},
-    409: {"detail": "this user already has 100000 tasks, the most one user may keep (MAX_TASKS_PER_USER)"},
+    409: {
+        "detail": "this user already has 100000 tasks, the most one user may keep (MAX_TASKS_PER_USER); "
+        "or: a request with this Idempotency-Key is still running"
+    },
+    410: {"detail": "since is older than SYNC_RETENTION_DAYS (30): start over with a full sync"},
+    412: {
+        "detail": "the task has changed since the version in If-Match; read it again (its ETag), then retry"
+    },
     413: {"detail": "the request body is larger than 65536 bytes"},
     422: {
         "detail": "the request is invalid: body.title",
@@ -218,6 +229,7 @@ _EXAMPLES: dict[int, dict[str, Any]] = {
             }
         ],
     },
+    428: {"detail": "this server requires If-Match on writes (REQUIRE_IF_MATCH)"},
     429: {"detail": "rate limit exceeded for this user; retry in 1 s"},
     500: {"detail": "an unexpected error occurred"},
     503: {"detail": "the database is unreachable; retry shortly"},

@@ -497,6 +497,7 @@ class TaskPublic(BaseModel):
     time_zone: str
     completed_at: AwareDatetime | None
     next_occurrence_id: int | None
+    version: int = PydanticField(description='1 on creation, +1 on every change; the ETag is `"<version>"`.')
 
     model_config = ConfigDict(
         from_attributes=True,
@@ -518,6 +519,7 @@ class TaskPublic(BaseModel):
                     "time_zone": "Europe/Berlin",
                     "completed_at": None,
                     "next_occurrence_id": None,
+                    "version": 3,
                 }
             ]
         },
@@ -568,6 +570,20 @@ class TaskStats(BaseModel):
 
 class DeletedCount(BaseModel):
     deleted: int
+
+
+class DeletedTask(BaseModel):
+    id: int
+    deleted_at: AwareDatetime
+
+
+class TaskChanges(BaseModel):
+    """What changed since a sync position."""
+
+    tasks: list[TaskPublic] = PydanticField(description="Tasks created or changed since, as they are now.")
+    deleted: list[DeletedTask] = PydanticField(description="Tasks deleted since.")
+    next_since: str = PydanticField(description="Where this answer ends: the `since` of the next request.")
+    has_more: bool = PydanticField(description="More changes wait: ask again at once with `next_since`.")
 
 
 # Query parameters of the list.

@@ -29,6 +29,7 @@ TASK_FIELDS = {
     "time_zone",
     "completed_at",
     "next_occurrence_id",
+    "version",  # the ETag (test_sync.py covers it)
 }
 
 

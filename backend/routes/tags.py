@@ -2,11 +2,13 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Path, Request, Response, status
 
 from backend.dependencies import OwnedTagsDep
 from backend.errors import problem_responses
 from backend.models import TagPublic, TagRename
+from backend.store.tags import OwnedTags
+from backend.writes import Answer, IdempotencyKey, answer
 
 router = APIRouter(
     prefix="/api/{user_id}/tags",
@@ -24,10 +26,25 @@ async def list_tags(tags: OwnedTagsDep) -> list[TagPublic]:
     return [TagPublic.model_validate(tag) for tag in await tags.list()]
 
 
-@router.patch("/{tag_id}", operation_id="renameTag", responses={**not_found, **problem_responses(400, 413)})
-async def rename_tag(tag_id: TagId, tags: OwnedTagsDep, body: TagRename) -> TagPublic:
+@router.patch(
+    "/{tag_id}",
+    operation_id="renameTag",
+    response_model=TagPublic,
+    responses={**not_found, **problem_responses(400, 409, 413)},
+)
+async def rename_tag(
+    request: Request,
+    tag_id: TagId,
+    tags: OwnedTagsDep,
+    body: TagRename,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
     """Rename a tag; onto another tag's name (case-insensitively), merge the two, and answer the survivor."""
-    return TagPublic.model_validate(await tags.rename(tag_id, body.name))
+
+    async def rename(owned: OwnedTags) -> Answer:
+        return Answer(status.HTTP_200_OK, TagPublic.model_validate(await owned.rename(tag_id, body.name)))
+
+    return await answer(request, tags, idempotency_key, rename)
 
 
 @router.delete(
@@ -35,8 +52,15 @@ async def rename_tag(tag_id: TagId, tags: OwnedTagsDep, body: TagRename) -> TagP
     operation_id="deleteTag",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=not_found,
+    responses={**not_found, **problem_responses(400, 409)},
 )
-async def delete_tag(tag_id: TagId, tags: OwnedTagsDep) -> None:
+async def delete_tag(
+    request: Request, tag_id: TagId, tags: OwnedTagsDep, idempotency_key: IdempotencyKey = None
+) -> Response:
     """Delete a tag: it comes off every task; the tasks stay."""
-    await tags.delete(tag_id)
+
+    async def delete(owned: OwnedTags) -> Answer:
+        await owned.delete(tag_id)
+        return Answer(status.HTTP_204_NO_CONTENT)
+
+    return await answer(request, tags, idempotency_key, delete)

@@ -1,7 +1,7 @@
 """The task routes: each checks nothing itself; the dependencies and the store do."""
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response, status
@@ -10,6 +10,9 @@ from pydantic.json_schema import SkipJsonSchema
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import QueryParams
 
+from backend.conditional import entity_tag
+from backend.cursors import Cursor, InvalidTokenError, sort_value
+from backend.db import Row
 from backend.dependencies import OwnedTasksDep
 from backend.errors import Unprocessable, problem_responses
 from backend.models import (
@@ -31,7 +34,16 @@ from backend.models import (
     TaskUpdate,
 )
 from backend.recurrence import valid_time_zone
-from backend.store.tasks import TaskFilters, default_order
+from backend.store.tasks import OwnedTasks, TaskFilters, default_order
+from backend.writes import (
+    Answer,
+    IdempotencyKey,
+    IfMatch,
+    IfNoneMatch,
+    answer,
+    expected_versions,
+    still_current,
+)
 
 MAX_PAGE_SIZE = 500
 # Far beyond any real list, and small enough for every database's OFFSET.
@@ -42,11 +54,11 @@ TagQuery = Annotated[str, StringConstraints(min_length=1, max_length=TAG_MAX_LEN
 
 
 class TaskIdConvertor(Convertor[str]):
-    """A task's id in a path: any segment but `stats`, which is its own route, so that
-    `PUT …/tasks/stats` is a 405 rather than a 422 about an id. FastAPI then parses the
-    segment as an integer (a non-integer is still a 422 naming `task_id`)."""
+    """A task's id in a path: any segment but `stats` and `changes`, which are routes of
+    their own, so that `PUT …/tasks/stats` is a 405 rather than a 422 about an id. FastAPI
+    then parses the segment as an integer (a non-integer is still a 422 naming `task_id`)."""
 
-    regex = r"(?!stats$)[^/]+"
+    regex = r"(?!(?:stats|changes)$)[^/]+"
 
     def convert(self, value: str) -> str:
         return value
@@ -70,6 +82,20 @@ not_found = problem_responses(404)
 # A body that is not UTF-8 cannot even be parsed: 400, not 422; one too large is 413.
 with_body = problem_responses(400, 413)
 
+# One task in a response comes with its entity tag.
+ETAG = {
+    "ETag": {"description": 'The task\'s version, a strong entity tag: `"7"`.', "schema": {"type": "string"}}
+}
+REPLAYED = {
+    "Idempotent-Replayed": {
+        "description": "`true` on the stored answer to an earlier request with the same Idempotency-Key.",
+        "schema": {"type": "string", "enum": ["true"]},
+    }
+}
+# What a conditional or keyed write may answer besides its own errors.
+conditional = problem_responses(400, 412, 428)
+keyed = problem_responses(400, 409)
+
 
 def tasks_path(request: Request, user_id: str) -> str:
     """The path of the user's task list, as a relative reference (RFC 9110 and RFC 8288
@@ -86,6 +112,12 @@ def tasks_path(request: Request, user_id: str) -> str:
 def task_path(request: Request, user_id: str, task_id: int) -> str:
     """The path of `get_task`, for `Location`."""
     return f"{tasks_path(request, user_id)}/{task_id}"
+
+
+def cursor_link(path: str, query: QueryParams, cursor: str) -> str:
+    """RFC 8288 `next` in cursor mode (there is no `prev`), keeping the other query parameters."""
+    kept = [(name, value) for name, value in query.multi_items() if name != "cursor"]
+    return f'<{path}?{urlencode([*kept, ("cursor", cursor)])}>; rel="next"'
 
 
 def link_header(path: str, query: QueryParams, *, total: int, limit: int, offset: int) -> str | None:
@@ -175,6 +207,13 @@ async def list_tasks(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Page size.")] = 100,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Tasks to skip.")] = 0,
+    cursor: Annotated[
+        Annotated[str, StringConstraints(max_length=1000)] | SkipJsonSchema[None],
+        Query(
+            description="Instead of `offset`: the `X-Next-Cursor` of the previous page. The next page starts "
+            "after that page's last task, so creates and deletes between pages skip or repeat nothing."
+        ),
+    ] = None,
 ) -> list[TaskPublic]:
     """List the user's tasks, filtered, searched, sorted and paged."""
     words = tuple((q or "").split())
@@ -193,22 +232,50 @@ async def list_tasks(
         remind_before=_utc(remind_before),
         words=words,
     )
-    page = await tasks.page(
-        filters=filters, sort=sort, order=order or default_order(sort), limit=limit, offset=offset
-    )
+    order = order or default_order(sort)
+    after = None
+    if cursor is not None:
+        if offset:
+            raise _invalid("query.cursor", "send cursor or offset, not both")
+        try:
+            after = Cursor.decode(cursor, sort, order)
+        except InvalidTokenError as error:
+            raise _invalid("query.cursor", str(error)) from None
+    page = await tasks.page(filters=filters, sort=sort, order=order, limit=limit, offset=offset, cursor=after)
     response.headers["X-Total-Count"] = str(page.total)
     path = tasks_path(request, tasks.owner.subject)
-    if links := link_header(path, request.query_params, total=page.total, limit=limit, offset=offset):
+    more = page.more if after is not None else offset + len(page.tasks) < page.total
+    if more and page.tasks:
+        following = Cursor(sort, order, sort_value(sort, page.tasks[-1]), page.tasks[-1]["id"]).encode()
+        response.headers["X-Next-Cursor"] = following
+        if after is not None:
+            response.headers["Link"] = cursor_link(path, request.query_params, following)
+    if after is None and (
+        links := link_header(path, request.query_params, total=page.total, limit=limit, offset=offset)
+    ):
         response.headers["Link"] = links
     return TASK_LIST.validate_python(page.tasks)
+
+
+def _invalid(where: str, message: str) -> Unprocessable:
+    return Unprocessable(
+        f"the request is invalid: {where}",
+        errors=[{"loc": where.split("."), "msg": message, "type": "value_error"}],
+    )
 
 
 def _utc(moment: datetime | None) -> datetime | None:
     return None if moment is None else moment.astimezone(UTC)
 
 
-@router.delete("", operation_id="deleteCompletedTasks")
+@router.delete(
+    "",
+    operation_id="deleteCompletedTasks",
+    response_model=DeletedCount,
+    responses={**problem_responses(400, 409), 200: {"headers": REPLAYED}},
+)
 async def delete_completed_tasks(
+    request: Request,
     tasks: OwnedTasksDep,
     status_filter: Annotated[
         Literal["completed"],
@@ -216,9 +283,14 @@ async def delete_completed_tasks(
             alias="status", description="Must be `completed`: only completed tasks can be cleared at once."
         ),
     ],
-) -> DeletedCount:
-    """Delete all of the user's completed tasks, in one statement."""
-    return DeletedCount(deleted=await tasks.delete_completed())
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """Delete all of the user's completed tasks, in one statement (each is reported deleted by sync)."""
+
+    async def clear(owned: OwnedTasks) -> Answer:
+        return Answer(status.HTTP_200_OK, DeletedCount(deleted=await owned.delete_completed()))
+
+    return await answer(request, tasks, idempotency_key, clear)
 
 
 @router.get("/stats", operation_id="getTaskStats")
@@ -252,48 +324,115 @@ async def get_task_stats(
     )
 
 
+def _required(request: Request) -> bool:
+    return request.app.state.require_if_match  # type: ignore[no-any-return]
+
+
 @router.post(
     "",
     operation_id="createTask",
     status_code=status.HTTP_201_CREATED,
+    response_model=TaskPublic,
     responses={
         **with_body,
+        **keyed,
         **problem_responses(409),
         201: {
             "headers": {
                 "Location": {
                     "description": "The new task's path (a reference relative to the request's URL).",
                     "schema": {"type": "string"},
-                }
+                },
+                **ETAG,
+                **REPLAYED,
             }
         },
     },
 )
 async def create_task(
-    request: Request, response: Response, tasks: OwnedTasksDep, body: TaskCreate
-) -> TaskPublic:
+    request: Request, tasks: OwnedTasksDep, body: TaskCreate, idempotency_key: IdempotencyKey = None
+) -> Response:
     """Create a task for the user."""
-    task = await tasks.create(body)
-    response.headers["Location"] = task_path(request, tasks.owner.subject, task["id"])
-    return TaskPublic.model_validate(task)
+
+    async def create(owned: OwnedTasks) -> Answer:
+        task = TaskPublic.model_validate(await owned.create(body))
+        location = task_path(request, owned.owner.subject, task.id)
+        return Answer(status.HTTP_201_CREATED, task, location=location, version=task.version)
+
+    return await answer(request, tasks, idempotency_key, create)
 
 
-@router.get("/{task_id:task_id}", operation_id="getTask", responses=not_found)
-async def get_task(task_id: TaskId, tasks: OwnedTasksDep) -> TaskPublic:
+@router.get(
+    "/{task_id:task_id}",
+    operation_id="getTask",
+    response_model=TaskPublic,
+    responses={
+        **not_found,
+        **problem_responses(400),
+        200: {"headers": ETAG},
+        304: {
+            "description": "Not Modified: the task is still at the version in If-None-Match.",
+            "headers": ETAG,
+        },
+    },
+)
+async def get_task(task_id: TaskId, tasks: OwnedTasksDep, if_none_match: IfNoneMatch = None) -> Response:
     """Read one of the user's tasks."""
-    return TaskPublic.model_validate(await tasks.get(task_id))
+    task = TaskPublic.model_validate(await tasks.get(task_id))
+    if still_current(if_none_match, task.version):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": entity_tag(task.version)})
+    return Answer(status.HTTP_200_OK, task, version=task.version).response()
 
 
-@router.put("/{task_id:task_id}", operation_id="replaceTask", responses={**not_found, **with_body})
-async def replace_task(task_id: TaskId, tasks: OwnedTasksDep, body: TaskReplace) -> TaskPublic:
-    """Replace a task's title and description (and `completed`, when given)."""
-    return TaskPublic.model_validate(await tasks.replace(task_id, body))
+def _one_task(extra: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:
+    """What a write to one task documents: its ETag, and every error it may answer."""
+    return {**not_found, **conditional, **keyed, 200: {"headers": {**ETAG, **REPLAYED}}, **extra}
 
 
-@router.patch("/{task_id:task_id}", operation_id="updateTask", responses={**not_found, **with_body})
-async def update_task(task_id: TaskId, tasks: OwnedTasksDep, body: TaskUpdate) -> TaskPublic:
+@router.put(
+    "/{task_id:task_id}",
+    operation_id="replaceTask",
+    response_model=TaskPublic,
+    responses=_one_task(with_body),
+)
+async def replace_task(
+    request: Request,
+    task_id: TaskId,
+    tasks: OwnedTasksDep,
+    body: TaskReplace,
+    if_match: IfMatch = None,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """Replace a task's title and description (and `completed` and the organising fields, when given)."""
+    expected = expected_versions(if_match, required=_required(request))
+
+    async def replace(owned: OwnedTasks) -> Answer:
+        return _task_answer(await owned.replace(task_id, body, expected=expected))
+
+    return await answer(request, tasks, idempotency_key, replace)
+
+
+@router.patch(
+    "/{task_id:task_id}",
+    operation_id="updateTask",
+    response_model=TaskPublic,
+    responses=_one_task(with_body),
+)
+async def update_task(
+    request: Request,
+    task_id: TaskId,
+    tasks: OwnedTasksDep,
+    body: TaskUpdate,
+    if_match: IfMatch = None,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
     """Change some of a task's fields; `description: null` clears it."""
-    return TaskPublic.model_validate(await tasks.update(task_id, body))
+    expected = expected_versions(if_match, required=_required(request))
+
+    async def update(owned: OwnedTasks) -> Answer:
+        return _task_answer(await owned.update(task_id, body, expected=expected))
+
+    return await answer(request, tasks, idempotency_key, update)
 
 
 @router.delete(
@@ -301,24 +440,52 @@ async def update_task(task_id: TaskId, tasks: OwnedTasksDep, body: TaskUpdate) -
     operation_id="deleteTask",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=not_found,
+    responses={**not_found, **conditional, **keyed, 204: {"headers": REPLAYED}},
 )
-async def delete_task(task_id: TaskId, tasks: OwnedTasksDep) -> None:
-    """Delete a task."""
-    await tasks.delete(task_id)
+async def delete_task(
+    request: Request,
+    task_id: TaskId,
+    tasks: OwnedTasksDep,
+    if_match: IfMatch = None,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """Delete a task (sync reports it as deleted for SYNC_RETENTION_DAYS)."""
+    expected = expected_versions(if_match, required=_required(request))
+
+    async def delete(owned: OwnedTasks) -> Answer:
+        await owned.delete(task_id, expected=expected)
+        return Answer(status.HTTP_204_NO_CONTENT)
+
+    return await answer(request, tasks, idempotency_key, delete)
 
 
 @router.patch(
-    "/{task_id:task_id}/complete", operation_id="setTaskCompletion", responses={**not_found, **with_body}
+    "/{task_id:task_id}/complete",
+    operation_id="setTaskCompletion",
+    response_model=TaskPublic,
+    responses=_one_task(with_body),
 )
 async def set_task_completion(
+    request: Request,
     task_id: TaskId,
     tasks: OwnedTasksDep,
     body: Annotated[
         TaskCompletion | None,
         Body(description="Omit the body to toggle; send `completed` to set it (safe to retry)."),
     ] = None,
-) -> TaskPublic:
+    if_match: IfMatch = None,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
     """Toggle a task's completion, or set it explicitly."""
+    expected = expected_versions(if_match, required=_required(request))
     completed = None if body is None else body.completed
-    return TaskPublic.model_validate(await tasks.set_completion(task_id, completed))
+
+    async def complete(owned: OwnedTasks) -> Answer:
+        return _task_answer(await owned.set_completion(task_id, completed, expected=expected))
+
+    return await answer(request, tasks, idempotency_key, complete)
+
+
+def _task_answer(row: Row) -> Answer:
+    task = TaskPublic.model_validate(row)
+    return Answer(status.HTTP_200_OK, task, version=task.version)

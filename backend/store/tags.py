@@ -97,6 +97,9 @@ class OwnedTags:
         self.db = db
         self.owner = owner
 
+    def within(self, db: Database) -> "OwnedTags":
+        return OwnedTags(db, self.owner)
+
     async def list(self) -> list[Row]:
         """The tags on at least one task, by name case-insensitively."""
         return await self.db.fetch_all(_LIST, owner_id=self.owner.subject)

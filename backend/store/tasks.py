@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import cache
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import (
     Boolean,
@@ -41,11 +41,13 @@ from sqlalchemy import (
     or_,
     select,
     true,
+    tuple_,
     update,
 )
 from sqlalchemy.dialects import postgresql
 
 from backend import recurrence
+from backend.cursors import Cursor
 from backend.db import CheckViolationError, Database, Query, Row
 from backend.errors import Conflict, NotFound, ProblemError, Unprocessable
 from backend.models import (
@@ -398,6 +400,9 @@ class _ListShape:
     # Tags matching a large share of the user's tasks: walk the sort's index and test
     # each task, rather than gather every tagged task and sort them (see `page`).
     walk: bool = False
+    # Keyset paging: after a cursor's sort value and id ("value"), or, sorting by due
+    # date, after a task without one ("null").
+    after: Literal["value", "null"] | None = None
 
 
 def _matching(shape: _ListShape) -> list[Any]:
@@ -440,6 +445,23 @@ def _matching(shape: _ListShape) -> list[Any]:
     return conditions
 
 
+def _after(sort: TaskSort, order: SortOrder, after: Literal["value", "null"]) -> Any:
+    """Strictly after the cursor's task in this sort and order (ties broken by id, tasks
+    without a due date last): a range of the sort's index."""
+    column, task_id = TASKS.c[_SORT_COLUMNS[sort].name], TASKS.c.id
+    value = bindparam("after_value", type_=column.type)
+    last = bindparam("after_id", type_=Integer)
+    forward = order == "asc"
+    if after == "null":  # among the undated, last of all
+        return and_(column.is_(None), task_id > last if forward else task_id < last)
+    beyond = (
+        tuple_(column, task_id) > tuple_(value, last)
+        if forward
+        else tuple_(column, task_id) < tuple_(value, last)
+    )
+    return or_(beyond, column.is_(None)) if sort == "due" else beyond
+
+
 def _ordering(sort: TaskSort, order: SortOrder, table: Any = TASKS) -> list[Any]:
     column, tie_breaker = table.c[_SORT_COLUMNS[sort].name], table.c.id
     if sort == "due":
@@ -462,7 +484,9 @@ def list_query(
     """
     shape = shape or _ListShape(status=status)
     page = select(*PUBLIC_COLUMNS).where(*_matching(shape)).order_by(*_ordering(sort, order))
-    if shape == _ListShape(status=shape.status):
+    if shape.after is not None:
+        page = page.where(_after(sort, order, shape.after))
+    if replace(shape, after=None) == _ListShape(status=shape.status):
         page = page.add_columns(_counted_total(shape.status).label("total"))
     # Named `tasks`, as the tags' subquery expects (`sql.TASK_TAG_NAMES`).
     chosen = page.limit(bindparam("limit")).offset(bindparam("offset")).subquery("tasks")
@@ -537,6 +561,7 @@ _STATS = Query(
 class TaskPage:
     tasks: Sequence[Row]
     total: int
+    more: bool = False  # after a cursor: whether tasks follow this page
 
 
 def _tag_list(tags: Sequence[str]) -> str:
@@ -562,6 +587,10 @@ class OwnedTasks:
         self.db = db
         self.owner = owner
         self.max_tasks = max_tasks  # 0: no cap
+
+    def within(self, db: Database) -> "OwnedTasks":
+        """The same tasks, every statement on `db` (one open transaction: see `writes.answer`)."""
+        return OwnedTasks(db, self.owner, max_tasks=self.max_tasks)
 
     async def create(self, data: TaskCreate) -> Row:
         """Create the user's row on their first write (keeping email and name current), then the
@@ -622,15 +651,42 @@ class OwnedTasks:
         return task
 
     async def page(
-        self, *, filters: TaskFilters, sort: TaskSort, order: SortOrder, limit: int, offset: int
+        self,
+        *,
+        filters: TaskFilters,
+        sort: TaskSort,
+        order: SortOrder,
+        limit: int,
+        offset: int,
+        cursor: Cursor | None = None,
     ) -> TaskPage:
+        """A page by offset, or after a cursor (keyset: `offset` is then 0). The total
+        counts every matching task either way."""
         owner_id = self.owner.subject
         shape = filters.shape()
         parameters = {"owner_id": owner_id, **filters.parameters(utc_now())}
+        if cursor is not None:
+            shape = replace(shape, after="null" if cursor.value is None else "value")
+            parameters.update(after_value=cursor.value, after_id=cursor.task_id)
+            # One more than the page: whether any follow (an offset's total cannot say).
+            page = await self._page(shape, filters, sort, order, limit + 1, 0, parameters)
+            return replace(page, tasks=page.tasks[:limit], more=len(page.tasks) > limit)
+        return await self._page(shape, filters, sort, order, limit, offset, parameters)
+
+    async def _page(
+        self,
+        shape: "_ListShape",
+        filters: TaskFilters,
+        sort: TaskSort,
+        order: SortOrder,
+        limit: int,
+        offset: int,
+        parameters: dict[str, Any],
+    ) -> TaskPage:
         if filters.tags:
             # The count first: how common the tags are decides how to read the page
             # (PostgreSQL cannot tell at planning time how many tasks a tag has).
-            counted = await self.db.fetch_one(total_query(shape), **parameters)
+            counted = await self.db.fetch_one(total_query(replace(shape, after=None)), **parameters)
             assert counted is not None  # an aggregate always answers one row
             walk = counted["total"] >= WALK_SHARE * counted["owned"]
             rows = await self.db.fetch_all(
@@ -646,7 +702,7 @@ class OwnedTasks:
         if rows and filters.only_status:
             return TaskPage(tasks=rows, total=rows[0].pop("total"))
         # Filtered beyond the status (or an empty page, which carries no row): count.
-        total = await self.db.fetch_one(total_query(shape), **parameters)
+        total = await self.db.fetch_one(total_query(replace(shape, after=None)), **parameters)
         for row in rows:
             row.pop("total", None)
         return TaskPage(tasks=rows, total=total["total"] if total else 0)

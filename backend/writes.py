@@ -1,0 +1,202 @@
+"""How a write is answered: its precondition (If-Match, and REQUIRE_IF_MATCH), its request
+key (Idempotency-Key: the answer stored with the effect, replayed for a repeat), and the
+entity tag of the task it returns. The header grammar is `conditional`'s; the storage,
+`store.idempotency`'s.
+"""
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Annotated, Protocol, Self, TypeVar
+
+from fastapi import Header, Request
+from pydantic import BaseModel
+from pydantic.json_schema import SkipJsonSchema
+from starlette.responses import Response
+
+from backend.conditional import InvalidHeaderError, entity_tag, parse_entity_tags, parse_idempotency_key
+from backend.db import Database, InTransaction
+from backend.errors import Conflict, ProblemError, Unprocessable
+from backend.security import TokenClaims
+from backend.store import idempotency
+from backend.store.tasks import Versions
+
+
+class BadRequest(ProblemError):
+    status = HTTPStatus.BAD_REQUEST
+
+
+class PreconditionRequired(ProblemError):
+    status = HTTPStatus.PRECONDITION_REQUIRED
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this server requires If-Match on writes (REQUIRE_IF_MATCH): send the task's ETag, "
+            'or * to write whatever its version ("If-Match: *")'
+        )
+
+
+class KeyInUse(Conflict):
+    def __init__(self) -> None:
+        super().__init__("a request with this Idempotency-Key is still running; retry shortly for its answer")
+
+
+class KeyReused(Unprocessable):
+    def __init__(self) -> None:
+        message = "this Idempotency-Key was used for another request (method, path or body); use a new key"
+        super().__init__(
+            f"the request is invalid: {message}",
+            errors=[{"loc": ["header", "Idempotency-Key"], "msg": message, "type": "idempotency_key_reused"}],
+        )
+
+
+IfMatch = Annotated[
+    str | SkipJsonSchema[None],
+    Header(
+        alias="If-Match",
+        description='Write only if the task is still at this version: its ETag (`"7"`), a list of them, '
+        "or `*`. Otherwise 412, and nothing changes.",
+        examples=['"7"'],
+    ),
+]
+IfNoneMatch = Annotated[
+    str | SkipJsonSchema[None],
+    Header(
+        alias="If-None-Match",
+        description="The ETag you hold: 304, without a body, while the task is still at that version.",
+        examples=['"7"'],
+    ),
+]
+IdempotencyKey = Annotated[
+    str | SkipJsonSchema[None],
+    Header(
+        alias="Idempotency-Key",
+        description="A key of your own (1 to 255 printable ASCII characters, or that in quotes) making the "
+        "write safe to retry: a repeat with the same key, method, path and body gets the first answer again "
+        "(`Idempotent-Replayed: true`) and changes nothing. Kept for IDEMPOTENCY_KEY_HOURS.",
+        examples=["3f1e7c2a-create-buy-milk"],
+    ),
+]
+
+
+def expected_versions(if_match: str | None, *, required: bool) -> Versions:
+    """The versions a write may overwrite: None for no condition (no header, or `*`)."""
+    if if_match is None:
+        if required:
+            raise PreconditionRequired()
+        return None
+    try:
+        tags = parse_entity_tags(if_match, "If-Match")
+    except InvalidHeaderError as error:
+        raise BadRequest(str(error)) from None
+    # Strong comparison: a weak tag never matches, and an empty set matches nothing.
+    return None if tags.any else tags.versions()
+
+
+def still_current(if_none_match: str | None, version: int) -> bool:
+    """If-None-Match names the version the client holds (weak comparison, RFC 9110 §13.1.2)."""
+    if if_none_match is None:
+        return False
+    try:
+        return parse_entity_tags(if_none_match, "If-None-Match").matches_weakly(version)
+    except InvalidHeaderError as error:
+        raise BadRequest(str(error)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What a write answers, before it is sent (or stored for replays)."""
+
+    status: int
+    body: BaseModel | None = None
+    location: str | None = None
+    version: int | None = None  # the task's, for its ETag
+
+    def response(self) -> Response:
+        body = None if self.body is None else self.body.model_dump_json()
+        return _response(
+            self.status, body, self.location, None if self.version is None else entity_tag(self.version)
+        )
+
+
+def _response(status: int, body: str | None, location: str | None, etag: str | None) -> Response:
+    headers = {}
+    if location is not None:
+        headers["Location"] = location
+    if etag is not None:
+        headers["ETag"] = etag
+    if body is None:
+        return Response(status_code=status, headers=headers)
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+
+class Owned(Protocol):
+    """A store scoped to its owner (`OwnedTasks`, `OwnedTags`)."""
+
+    db: Database
+    owner: TokenClaims
+
+    def within(self, db: Database) -> Self: ...
+
+
+OwnedT = TypeVar("OwnedT", bound=Owned)
+
+
+async def answer(
+    request: Request, owned: OwnedT, key_header: str | None, effect: Callable[[OwnedT], Awaitable[Answer]]
+) -> Response:
+    """Run the write; with an Idempotency-Key, store its answer in the same transaction as
+    its effect, or, if the key was used before, replay that answer and change nothing.
+
+    Nothing is stored for a write that fails (a 4xx of its own, a 5xx): the transaction
+    is rolled back, and a retry runs afresh. A repeat is recognised by the key's row: if
+    it exists the effect just run is rolled back; if it does not but cannot be taken, the
+    first request is still running (409).
+    """
+    if key_header is None:
+        return (await effect(owned)).response()
+    try:
+        key = parse_idempotency_key(key_header)
+    except InvalidHeaderError as error:
+        raise BadRequest(str(error)) from None
+    fingerprint = _fingerprint(request.method, request.url.path, request.url.query, await request.body())
+    owner_id = owned.owner.subject
+    try:
+        async with owned.db.transaction() as connection:
+            done = await effect(owned.within(InTransaction(owned.db, connection)))
+            body = None if done.body is None else done.body.model_dump_json()
+            etag = None if done.version is None else entity_tag(done.version)
+            stored = await idempotency.keep(
+                owned.db,
+                connection,
+                owner_id=owner_id,
+                key=key,
+                fingerprint=fingerprint,
+                status=done.status,
+                location=done.location,
+                etag=etag,
+                body=body,
+            )
+            if not stored:
+                raise _Repeat
+    except _Repeat:
+        kept = await idempotency.read(owned.db, owner_id=owner_id, key=key)
+        if kept is None:
+            raise KeyInUse() from None
+        if kept["fingerprint"] != fingerprint:
+            raise KeyReused() from None
+        replay = _response(kept["status"], kept["body"], kept["location"], kept["etag"])
+        replay.headers["Idempotent-Replayed"] = "true"
+        return replay
+    return _response(done.status, body, done.location, etag)
+
+
+class _Repeat(Exception):
+    """The key was taken: roll the write back."""
+
+
+def _fingerprint(method: str, path: str, query: str, body: bytes) -> str:
+    digest = hashlib.sha256(f"{method}\n{path}\n{query}\n".encode())
+    digest.update(body)
+    return digest.hexdigest()
