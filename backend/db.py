@@ -243,14 +243,22 @@ class PostgresConnection(Connection):
 
     async def execute(self, query: Query, **params: Any) -> int:
         self._sent(query.sql)
-        status = await self._connection.execute(query.sql, *query.arguments(params))
+        try:
+            status = await self._connection.execute(query.sql, *query.arguments(params))
+        except asyncpg.CheckViolationError as error:
+            raise CheckViolationError(error.constraint_name or "") from error
         # "DELETE 3", "UPDATE 1", "INSERT 0 1": the count is the last word.
         count = status.rsplit(" ", 1)[-1]
         return int(count) if count.isdigit() else 0
 
     async def fetch_one(self, query: Query, **params: Any) -> Row | None:
         self._sent(query.sql)
-        record = await self._connection.fetchrow(query.sql, *query.arguments(params))
+        try:
+            record = await self._connection.fetchrow(query.sql, *query.arguments(params))
+        except asyncpg.CheckViolationError as error:
+            # Here, not only where a connection is given back: a statement inside a
+            # transaction (`InTransaction`) must report it the same way.
+            raise CheckViolationError(error.constraint_name or "") from error
         return None if record is None else dict(record)
 
     async def fetch_all(self, query: Query, **params: Any) -> list[Row]:
@@ -395,15 +403,25 @@ class SqliteConnection(Connection):
         self._connection = connection
 
     async def execute(self, query: Query, **params: Any) -> int:
-        result = await self._connection.execute(query.statement, params)
+        result = await self._run(query, params)
         return int(result.rowcount)
 
     async def fetch_one(self, query: Query, **params: Any) -> Row | None:
-        row = (await self._connection.execute(query.statement, params)).mappings().first()
+        row = (await self._run(query, params)).mappings().first()
         return None if row is None else _in_utc(row)
 
     async def fetch_all(self, query: Query, **params: Any) -> list[Row]:
-        return [_in_utc(row) for row in (await self._connection.execute(query.statement, params)).mappings()]
+        return [_in_utc(row) for row in (await self._run(query, params)).mappings()]
+
+    async def _run(self, query: Query, params: Mapping[str, Any]) -> Any:
+        try:
+            return await self._connection.execute(query.statement, params)
+        except IntegrityError as error:
+            # "CHECK constraint failed: ck_tasks_recurrence_has_due_at"
+            message = str(error.orig)
+            if message.startswith("CHECK constraint failed: "):
+                raise CheckViolationError(message.removeprefix("CHECK constraint failed: ")) from error
+            raise
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
@@ -457,12 +475,6 @@ class SqliteDatabase(Database):
                 await connection.close()
         except _SQLITE_UNAVAILABLE as error:
             raise DatabaseUnavailableError(type(error).__name__) from error
-        except IntegrityError as error:
-            # "CHECK constraint failed: ck_tasks_recurrence_has_due_at"
-            message = str(error.orig)
-            if message.startswith("CHECK constraint failed: "):
-                raise CheckViolationError(message.removeprefix("CHECK constraint failed: ")) from error
-            raise
 
     async def close(self) -> None:
         await self.engine.dispose()

@@ -51,10 +51,15 @@ class KeyReused(Unprocessable):
         )
 
 
+# Documented, not enforced by FastAPI: a header that does not parse is our 400, naming it.
+ENTITY_TAGS_PATTERN = r'^\s*(\*|(W/)?"[\x21\x23-\x7e]*"(\s*,\s*(W/)?"[\x21\x23-\x7e]*")*)\s*$'
+KEY_PATTERN = r"^[\x21-\x7e]([\x20-\x7e]{0,253}[\x21-\x7e])?$"
+
 IfMatch = Annotated[
     str | SkipJsonSchema[None],
     Header(
         alias="If-Match",
+        json_schema_extra={"pattern": ENTITY_TAGS_PATTERN},
         description='Write only if the task is still at this version: its ETag (`"7"`), a list of them, '
         "or `*`. Otherwise 412, and nothing changes.",
         examples=['"7"'],
@@ -64,6 +69,7 @@ IfNoneMatch = Annotated[
     str | SkipJsonSchema[None],
     Header(
         alias="If-None-Match",
+        json_schema_extra={"pattern": ENTITY_TAGS_PATTERN},
         description="The ETag you hold: 304, without a body, while the task is still at that version.",
         examples=['"7"'],
     ),
@@ -72,6 +78,7 @@ IdempotencyKey = Annotated[
     str | SkipJsonSchema[None],
     Header(
         alias="Idempotency-Key",
+        json_schema_extra={"pattern": KEY_PATTERN},
         description="A key of your own (1 to 255 printable ASCII characters, or that in quotes) making the "
         "write safe to retry: a repeat with the same key, method, path and body gets the first answer again "
         "(`Idempotent-Replayed: true`) and changes nothing. Kept for IDEMPOTENCY_KEY_HOURS.",
@@ -181,15 +188,26 @@ async def answer(
             if not stored:
                 raise _Repeat
     except _Repeat:
-        kept = await idempotency.read(owned.db, owner_id=owner_id, key=key)
-        if kept is None:
-            raise KeyInUse() from None
-        if kept["fingerprint"] != fingerprint:
-            raise KeyReused() from None
-        replay = _response(kept["status"], kept["body"], kept["location"], kept["etag"])
-        replay.headers["Idempotent-Replayed"] = "true"
-        return replay
+        return await _replay(owned.db, owner_id, key, fingerprint, KeyInUse())
+    except ProblemError as error:
+        # A repeat can fail where its first succeeded (the task it deleted is gone, the
+        # version it matched has moved on): what the key stored is the answer.
+        return await _replay(owned.db, owner_id, key, fingerprint, error)
     return _response(done.status, body, done.location, etag)
+
+
+async def _replay(
+    db: Database, owner_id: str, key: str, fingerprint: str, otherwise: ProblemError
+) -> Response:
+    """The answer stored with the key; `otherwise` when there is none."""
+    kept = await idempotency.read(db, owner_id=owner_id, key=key)
+    if kept is None:
+        raise otherwise
+    if kept["fingerprint"] != fingerprint:
+        raise KeyReused()
+    replay = _response(kept["status"], kept["body"], kept["location"], kept["etag"])
+    replay.headers["Idempotent-Replayed"] = "true"
+    return replay
 
 
 class _Repeat(Exception):

@@ -160,7 +160,7 @@ async def running_app(settings: Settings) -> AsyncIterator[FastAPI]:
         await application.state.database.close()
         # Each test starts from empty tables (one by one: the tests' own SQLite
         # connections do not enforce foreign keys, so nothing cascades).
-        for table in ("task_tags", "tags", "tasks", "users"):
+        for table in ("task_tags", "tags", "tasks", "idempotency_keys", "change_counters", "users"):
             run_sql(settings.database_url, f"DELETE FROM {table}")
         if application.state.token_verifier.jwks is not None:
             await application.state.token_verifier.jwks.aclose()

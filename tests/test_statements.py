@@ -146,3 +146,68 @@ async def test_the_organising_routes_stay_within_the_budget(
     # The completed occurrence was cleared with the other completed tasks; its successor stays.
     remaining = (await alice.request("GET", params={"status": "pending"})).json()
     assert "r" in [task["title"] for task in remaining]
+
+
+async def test_conditional_keyed_and_sync_requests_stay_within_the_budget(
+    app: FastAPI, alice: Caller, statements: list[str]
+) -> None:
+    """A conditional or keyed write: at most three statements, in one transaction; a read
+    (sync, a cursor page) at most two. The exceptions, each one statement more, are named."""
+    writes_in_with = app.state.database.writes_in_with
+    plain = await alice.create(title="p")
+    recurring = await alice.create(title="r", due_at="2026-12-01T10:00:00Z", recurrence="FREQ=DAILY")
+    first_page = await alice.request("GET", params={"limit": 1})
+    cursor = first_page.headers["x-next-cursor"]
+    key = iter(range(1000))
+    calls: list[tuple[str, str, Any, dict[str, str], int]] = [
+        ("PATCH", f"/tasks/{plain['id']}", {"title": "q"}, {"If-Match": '"1"'}, 1),
+        (
+            "PATCH",
+            f"/tasks/{plain['id']}",
+            {"title": "q2"},
+            {"If-Match": '"1"'},
+            2,
+        ),  # 412: the write, then why
+        ("POST", "/tasks", {"title": "keyed"}, {"Idempotency-Key": f"k{next(key)}"}, 3),
+        # Keyed, with tags: SQLite writes the user, the task, the tags and the key (one more).
+        (
+            "POST",
+            "/tasks",
+            {"title": "k", "tags": ["a", "b"]},
+            {"Idempotency-Key": "tags"},
+            3 if writes_in_with else 4,
+        ),
+        # The replay: the write runs, finds its key taken and rolls back; then the stored answer is read.
+        (
+            "POST",
+            "/tasks",
+            {"title": "k", "tags": ["a", "b"]},
+            {"Idempotency-Key": "tags"},
+            4 if writes_in_with else 5,
+        ),
+        (
+            "PATCH",
+            f"/tasks/{plain['id']}/complete",
+            None,
+            {"Idempotency-Key": f"k{next(key)}", "If-Match": '"2"'},
+            3,
+        ),
+        ("PATCH", f"/tasks/{recurring['id']}/complete", None, {"Idempotency-Key": f"k{next(key)}"}, 3),
+        ("DELETE", f"/tasks/{plain['id']}", None, {"Idempotency-Key": f"k{next(key)}"}, 3),
+        ("GET", "/tasks/changes", None, {}, 1),
+        ("GET", f"/tasks?limit=1&cursor={cursor}", None, {}, 2),
+        ("GET", f"/tasks/{recurring['id']}", None, {"If-None-Match": '"2"'}, 1),
+    ]
+    for method, path, body, headers, most in calls:
+        statements.clear()
+        response = await alice.client.request(
+            method, f"/api/{alice.user_id}{path}", json=body, headers={**alice.headers, **headers}
+        )
+        assert response.status_code < 500, (method, path, response.text)
+        done = work(statements)
+        assert 1 <= len(done) <= most, (method, path, statements)
+        writes = [s for s in done if not s.startswith("SELECT")]
+        if "Idempotency-Key" in headers and response.headers.get("idempotent-replayed") != "true":
+            grouped = transactions(statements)
+            assert len(grouped) == 1, (method, path, statements)
+            assert set(writes) <= set(grouped[0]), (method, path, statements)

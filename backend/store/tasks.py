@@ -749,6 +749,8 @@ class OwnedTasks:
 
     async def delete(self, task_id: int, *, expected: Versions = None) -> None:
         """Delete the task: a tombstone stays for sync (SYNC_RETENTION_DAYS)."""
+        if expected is not None and not expected:  # If-Match named no version (weak tags only)
+            await self._explain_no_row(task_id, expected)
         parameters = self._conditions(task_id, expected)
         query = _delete_query(len(expected or ()))
         if await self.db.fetch_one(query, now=utc_now(), **parameters) is None:
@@ -779,6 +781,8 @@ class OwnedTasks:
         # Within the body; against what is stored, the database's check decides.
         if values.get("recurrence") is not None and "due_at" in values and values["due_at"] is None:
             raise RecurrenceNeedsDueDate()
+        if expected is not None and not expected:  # If-Match named no version (weak tags only)
+            await self._explain_no_row(task_id, expected)
         if "priority" in values:
             values["priority"] = PRIORITY_RANK[values["priority"]]
         now = utc_now()
