@@ -9,8 +9,11 @@ Run by bench/run.py as `uvicorn bench.ceiling:app`, with DATABASE_URL and
 BETTER_AUTH_SECRET as the API gets them.
 """
 
+import base64
 import gc
+import hashlib
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -27,7 +30,7 @@ from starlette.routing import Route
 SECRET = os.environ["BETTER_AUTH_SECRET"]
 PUBLIC = (
     "id, user_id, title, description, completed, created_at, updated_at, priority, due_at, remind_at, "
-    "recurrence, time_zone, completed_at, next_occurrence_id"
+    "recurrence, time_zone, completed_at, next_occurrence_id, version"
 )
 # A task's tags in its row, as the API reads them.
 TAGS = (
@@ -65,6 +68,7 @@ def task(row: asyncpg.Record) -> dict[str, Any]:
         "time_zone": row["time_zone"],
         "completed_at": stamp(row["completed_at"]),
         "next_occurrence_id": row["next_occurrence_id"],
+        "version": row["version"],
     }
 
 
@@ -83,7 +87,7 @@ async def tasks(request: Request) -> Response:
     if user_id is None:
         return json({"detail": "unauthorised"}, 401)
     if request.method == "POST":
-        return await create(user_id, orjson.loads(await request.body()))
+        return await create(user_id, await request.body(), request.headers.get("idempotency-key"))
     query = request.query_params
     limit = int(query.get("limit", 100))
     offset = int(query.get("offset", 0))
@@ -92,7 +96,8 @@ async def tasks(request: Request) -> Response:
             # The total from the user's counters, as the API reads it (a count(*) would
             # read every one of the user's tasks); the page first, then its tasks' tags.
             f"SELECT tasks.*, {TAGS} FROM (SELECT {PUBLIC}, "
-            "(SELECT task_count FROM users WHERE id = $1) AS total FROM tasks WHERE user_id = $1 "
+            "(SELECT task_count FROM users WHERE id = $1) AS total FROM tasks "
+            "WHERE user_id = $1 AND deleted_at IS NULL "
             "ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3) AS tasks "
             "ORDER BY created_at DESC, id DESC",
             user_id, limit, offset,
@@ -103,9 +108,10 @@ async def tasks(request: Request) -> Response:
     return await filtered(user_id, query, limit, offset)
 
 
-async def create(user_id: str, body: dict[str, Any]) -> Response:
+async def create(user_id: str, raw: bytes, key: str | None) -> Response:
     """The user's row and the task in one statement, as the API does on PostgreSQL; with
     tags, then the tags through the same trigger, in one transaction."""
+    body: dict[str, Any] = orjson.loads(raw)
     tags: list[str] = body.get("tags", [])
     title = body["title"]
     description = body.get("description")
@@ -122,26 +128,42 @@ async def create(user_id: str, body: dict[str, Any]) -> Response:
         f"RETURNING {PUBLIC}, (SELECT string_agg(name, chr(31)) FROM tags "
         "WHERE user_id = $1 AND name_folded = ANY($9::text[])) AS tags"
     )
-    if not tags:
+    if not tags and key is None:
         row = await pool.fetchrow(statement, *arguments)
         assert row is not None  # INSERT … RETURNING returns the row
         return json(task(row), 201)
     async with pool.acquire() as connection, connection.transaction():
         row = await connection.fetchrow(statement, *arguments)
         assert row is not None
-        await connection.execute(
-            "INSERT INTO task_tag_sets (task_id, user_id, names) VALUES ($1, $2, $3)",
-            row["id"], user_id, orjson.dumps([[tag, tag.casefold()] for tag in tags]).decode(),
-        )  # fmt: skip
-    stored = {name.casefold(): name for name in (row["tags"] or "").split("\x1f") if name}
-    created = task(row)
-    created["tags"] = sorted((stored.get(tag.casefold(), tag) for tag in tags), key=str.casefold)
-    return json(created, 201)
+        if tags:
+            await connection.execute(
+                "INSERT INTO task_tag_sets (task_id, user_id, names) VALUES ($1, $2, $3)",
+                row["id"], user_id, orjson.dumps([[tag, tag.casefold()] for tag in tags]).decode(),
+            )  # fmt: skip
+        stored = {name.casefold(): name for name in (row["tags"] or "").split("\x1f") if name}
+        created = task(row)
+        created["tags"] = sorted((stored.get(tag.casefold(), tag) for tag in tags), key=str.casefold)
+        body_bytes = orjson.dumps(created)
+        if key is not None:
+            # The answer kept with the effect, under the key's advisory lock, as the API does
+            # (the bench never repeats a key: no replay path here).
+            kept = await connection.fetchval(
+                "INSERT INTO idempotency_keys "
+                "(user_id, key, fingerprint, status, location, etag, body, created_at) "
+                "SELECT $1::text, $2::text, $3, 201, $4, $5, $6, now() "
+                "WHERE pg_try_advisory_xact_lock(hashtextextended($1::text || chr(31) || $2::text, 0)) "
+                "ON CONFLICT (user_id, key) DO NOTHING RETURNING key",
+                user_id, key, hashlib.sha256(raw).hexdigest(), f"/api/{user_id}/tasks/{row['id']}",
+                f'"{row["version"]}"', body_bytes.decode(),
+            )  # fmt: skip
+            if kept is None:
+                raise RuntimeError("the ceiling does not replay")
+    return Response(body_bytes, status_code=201, media_type="application/json")
 
 
 async def filtered(user_id: str, query: Any, limit: int, offset: int) -> Response:
     """The filtered list: the page, then the count of matching tasks, as the API sends them."""
-    conditions, arguments = ["user_id = $1"], [user_id]
+    conditions, arguments = ["user_id = $1", "deleted_at IS NULL"], [user_id]
 
     def argument(value: Any) -> str:
         arguments.append(value)
@@ -182,21 +204,58 @@ async def one_task(request: Request) -> Response:
     task_id = int(request.path_params["task_id"])
     if request.method == "GET":
         row = await pool.fetchrow(
-            f"SELECT {COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2", task_id, user_id
-        )
+            f"SELECT {COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL",
+            task_id, user_id,
+        )  # fmt: skip
     elif request.method == "DELETE":
+        # A tombstone, as the API leaves.
         row = await pool.fetchrow(
-            "DELETE FROM tasks WHERE id = $1 AND user_id = $2 RETURNING id", task_id, user_id
-        )
+            "UPDATE tasks SET deleted_at = $3, updated_at = $3, version = version + 1 "
+            "WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL RETURNING id",
+            task_id, user_id, datetime.now(UTC),
+        )  # fmt: skip
         return Response(status_code=204) if row else json({"detail": "not found"}, 404)
     else:
         body = orjson.loads(await request.body())
+        # If-Match: one strong tag, checked in the write, as the API does.
+        match = request.headers.get("if-match", "").strip('"')
+        version = int(match) if match.isdigit() else None
         row = await pool.fetchrow(
             "UPDATE tasks SET title = coalesce($3, title), completed = coalesce($4, completed), "
-            f"updated_at = $5 WHERE id = $1 AND user_id = $2 RETURNING {COLUMNS}",
-            task_id, user_id, body.get("title"), body.get("completed"), datetime.now(UTC),
+            "title_folded = coalesce(lower($3), title_folded), updated_at = $5, version = version + 1 "
+            "WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL AND ($6::int IS NULL OR version = $6) "
+            f"RETURNING {PUBLIC}, {TAGS}",
+            task_id, user_id, body.get("title"), body.get("completed"), datetime.now(UTC), version,
         )  # fmt: skip
-    return json(task(row)) if row else json({"detail": "not found"}, 404)
+    if row is None:
+        return json({"detail": "not found"}, 404)
+    response = json(task(row))
+    response.headers["ETag"] = f'"{row["version"]}"'
+    return response
+
+
+async def changes(request: Request) -> Response:
+    """A full sync's page: the live tasks in change order, as the API reads them."""
+    user_id = owner(request)
+    if user_id is None:
+        return json({"detail": "unauthorised"}, 401)
+    limit = int(request.query_params.get("limit", 100))
+    rows = await pool.fetch(
+        f"SELECT {COLUMNS}, change_seq FROM tasks WHERE user_id = $1 AND deleted_at IS NULL "
+        "AND change_seq > 0 ORDER BY change_seq LIMIT $2",
+        user_id, limit + 1,
+    )  # fmt: skip
+    page = rows[:limit]
+    last = page[-1]["change_seq"] if page else 0
+    since = base64.urlsafe_b64encode(orjson.dumps({"n": last, "t": int(time.time())})).decode().rstrip("=")
+    return json(
+        {
+            "tasks": [task(row) for row in page],
+            "deleted": [],
+            "next_since": since,
+            "has_more": len(rows) > limit,
+        }
+    )
 
 
 async def toggle(request: Request) -> Response:
@@ -204,8 +263,9 @@ async def toggle(request: Request) -> Response:
     if user_id is None:
         return json({"detail": "unauthorised"}, 401)
     row = await pool.fetchrow(
-        "UPDATE tasks SET completed = NOT completed, updated_at = $3 "
-        f"WHERE id = $1 AND user_id = $2 RETURNING {COLUMNS}",
+        "UPDATE tasks SET completed = NOT completed, updated_at = $3, version = version + 1, "
+        "completed_at = CASE WHEN completed THEN NULL ELSE $3 END "
+        f"WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL RETURNING {PUBLIC}, {TAGS}",
         int(request.path_params["task_id"]), user_id, datetime.now(UTC),
     )  # fmt: skip
     return json(task(row)) if row else json({"detail": "not found"}, 404)
@@ -235,6 +295,7 @@ async def lifespan(_app: Starlette) -> AsyncIterator[None]:
 app = Starlette(
     routes=[
         Route("/api/{user_id}/tasks", tasks, methods=["GET", "POST"]),
+        Route("/api/{user_id}/tasks/changes", changes, methods=["GET"]),
         Route("/api/{user_id}/tasks/{task_id:int}", one_task, methods=["GET", "PUT", "PATCH", "DELETE"]),
         Route("/api/{user_id}/tasks/{task_id:int}/complete", toggle, methods=["PATCH"]),
     ],

@@ -43,7 +43,20 @@ BIG_USER_TASKS = 100_000
 DELETE_POOL = 60_000
 WRK_THREADS = 2
 WARM_UP_SECONDS = 3
-OPERATIONS = ["LIST", "GET", "CREATE", "PATCH", "TOGGLE", "DELETE", "MIXED", "LIST_FILTERED", "CREATE_TAGS"]
+OPERATIONS = [
+    "LIST",
+    "GET",
+    "CREATE",
+    "PATCH",
+    "TOGGLE",
+    "DELETE",
+    "MIXED",
+    "LIST_FILTERED",
+    "CREATE_TAGS",
+    "CREATE_KEYED",
+    "PATCH_IF_MATCH",
+    "SYNC_100",
+]
 
 # What each operation's requests look like, in wrk's Lua. `pick()` chooses a
 # seeded user and one of their seeded tasks; the prelude defines it.
@@ -65,6 +78,15 @@ REQUESTS = {
     '"?status=pending&priority=high&priority=medium&tag=work&q=task&sort=due&limit=20", auth(u))',
     "CREATE_TAGS": 'local u = pick() return wrk.format("POST", base(u), auth(u), '
     '\'{"title":"benchmark task","tags":["work","errands","Home"]}\')',
+    # A key of its own for every request (the run's start time, the thread, a counter).
+    "CREATE_KEYED": "local u = pick() keyed = keyed + 1 "
+    'return wrk.format("POST", base(u), with_key(auth(u), run_id .. "-" .. thread_index .. "-" .. keyed), '
+    '\'{"title":"benchmark task"}\')',
+    # Each a fresh task (version 1), patched once with its ETag.
+    "PATCH_IF_MATCH": 'local u, t = next_doomed() return wrk.format("PATCH", base(u) .. "/" .. t, '
+    'with_match(auth(u), \'"1"\'), \'{"title":"patched"}\')',
+    # A full sync's first page: a user's 100 tasks.
+    "SYNC_100": 'local u = pick() return wrk.format("GET", base(u) .. "/changes?limit=100", auth(u))',
     "LIST_100K": 'return wrk.format("GET", "/api/bench-big/tasks", big_auth)',
     "LIST_100K_OFFSET": 'return wrk.format("GET", "/api/bench-big/tasks?offset=10000", big_auth)',
     "GET_100K": 'return wrk.format("GET", "/api/bench-big/tasks/" .. (big_first + math.random(0, 99999)), big_auth)',
@@ -85,6 +107,9 @@ function init(args)
   doomed_next = thread_index
 end
 function base(u) return "/api/" .. users[u] .. "/tasks" end
+keyed, run_id = 0, tostring(os.time()) .. tostring(math.random(1000000))
+function with_key(headers, key) headers["Idempotency-Key"] = key return headers end
+function with_match(headers, tag) headers["If-Match"] = tag return headers end
 function auth(u)
   return {{["Authorization"] = "Bearer " .. tokens[u], ["Content-Type"] = "application/json"}}
 end
@@ -189,6 +214,15 @@ def seed(url: str) -> Seed:
             "JOIN tags ON tags.user_id = tasks.user_id AND tags.name = 'work' WHERE mod(tasks.id, 3) = 0"
         )
         recount(connection)
+        # Numbered for sync, as the migration numbers existing tasks (the triggers are off here).
+        connection.execute(
+            "UPDATE tasks SET change_seq = numbered.n FROM (SELECT id, row_number() OVER "
+            "(PARTITION BY user_id ORDER BY id) AS n FROM tasks) AS numbered WHERE tasks.id = numbered.id"
+        )
+        connection.execute(
+            "INSERT INTO change_counters (user_id, seq) SELECT user_id, max(change_seq) FROM tasks "
+            "GROUP BY user_id ON CONFLICT (user_id) DO UPDATE SET seq = excluded.seq"
+        )
         connection.execute("VACUUM ANALYZE tasks")
         connection.execute("VACUUM ANALYZE tags")
         connection.execute("VACUUM ANALYZE task_tags")
@@ -204,16 +238,19 @@ def recount(connection: psycopg.Connection[tuple[object, ...]]) -> None:
 
 
 def seed_doomed(url: str, state: Seed) -> None:
-    """Tasks for DELETE to remove: task k belongs to user k mod USERS."""
+    """Fresh tasks (version 1) for DELETE to remove and PATCH_IF_MATCH to patch once: task
+    doomed_first + k belongs to user k mod USERS. Ids are read back from the insert, not
+    guessed from max(id): a rolled-back insert leaves the sequence ahead."""
     with psycopg.connect(url, autocommit=True) as connection:
         connection.execute("SET session_replication_role = replica")
-        state.doomed_first = connection.execute("SELECT max(id) + 1 FROM tasks").fetchone()[0]  # type: ignore[index]
-        connection.execute(
+        ids = connection.execute(
             "INSERT INTO tasks (user_id, title, completed, created_at, updated_at) "
             "SELECT (%s::text[])[mod(k, %s) + 1], 'doomed', false, now(), now() "
-            "FROM generate_series(0, %s) AS k ORDER BY k",
+            "FROM generate_series(0, %s) AS k ORDER BY k RETURNING id",
             (state.users, USERS, DELETE_POOL - 1),
-        )
+        ).fetchall()
+        state.doomed_first = min(row[0] for row in ids)
+        assert max(row[0] for row in ids) == state.doomed_first + DELETE_POOL - 1  # contiguous
         recount(connection)
 
 
@@ -447,7 +484,7 @@ def main() -> int:
                         # machine falls on both; the medians of the rounds are reported.
                         for _ in range(args.rounds):
                             for app, base in (("api", api), ("ceiling", ceiling)):
-                                if operation == "DELETE":
+                                if operation in ("DELETE", "PATCH_IF_MATCH"):
                                     seed_doomed(url, state)
                                 script = lua_script(directory, operation, state)
                                 result = measure(
