@@ -39,7 +39,18 @@ export function describe(task: Task): string {
   const done: string | null = task.completed_at;
   const next: number | null = task.next_occurrence_id;
   const created: string = task.created_at;
-  return [id, title, description, completed, priority, due, remind, tags.join(","), rule, zone, done, next, created].join(" ");
+  const version: number = task.version;
+  return [id, title, description, completed, priority, due, remind, tags.join(","), rule, zone, done, next, created, version].join(" ");
+}
+
+// Incremental sync, and the headers of an offline-tolerant write.
+type Changes = components["schemas"]["TaskChanges"];
+type Guarded = NonNullable<paths["/api/{user_id}/tasks/{task_id}"]["patch"]["parameters"]["header"]>;
+export const guarded: Guarded = { "If-Match": '"3"', "Idempotency-Key": "7d9e-edit" };
+export function apply(copy: Map<number, Task>, changes: Changes): string {
+  for (const task of changes.tasks) copy.set(task.id, task);
+  for (const gone of changes.deleted) copy.delete(gone.id);
+  return changes.has_more ? changes.next_since : "";
 }
 
 export const query: NonNullable<Listing["parameters"]["query"]> = {
