@@ -71,6 +71,12 @@ class Settings(DatabaseSettings):
     require_if_match: bool = False
     idempotency_key_hours: float = Field(default=24, gt=0, le=24 * 365)
     sync_retention_days: float = Field(default=30, gt=0, le=3650)
+    # The MCP server at /mcp, for AI agents.
+    mcp_enabled: bool = True
+    # Host headers /mcp answers (DNS-rebinding protection); `host:*` allows any port.
+    mcp_allowed_hosts: Annotated[list[str], NoDecode] = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
+    # Where clients reach this API: the MCP resource's identifier and its metadata's URLs.
+    public_url: str = "http://localhost:8000"
     redis_url: str | None = None
     metrics_enabled: bool = False
     metrics_token: SecretStr | None = None
@@ -83,7 +89,7 @@ class Settings(DatabaseSettings):
             raise ValueError(f"must be at least {MIN_SECRET_LENGTH} characters")
         return value
 
-    @field_validator("better_auth_url", "better_auth_jwks_url")
+    @field_validator("better_auth_url", "better_auth_jwks_url", "public_url")
     @classmethod
     def _is_http_url(cls, value: str | None) -> str | None:
         if value is not None and (
@@ -92,7 +98,7 @@ class Settings(DatabaseSettings):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/") if value else None
 
-    @field_validator("cors_origins", "jwt_algorithms", "allowed_hosts", mode="before")
+    @field_validator("cors_origins", "jwt_algorithms", "allowed_hosts", "mcp_allowed_hosts", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):

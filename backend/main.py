@@ -13,7 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 from sqlalchemy import literal, select
-from starlette.routing import BaseRoute
+from starlette.routing import BaseRoute, Route
 
 from backend.config import Settings, get_settings
 from backend.db import Database, Query, create_database
@@ -21,6 +21,7 @@ from backend.dependencies import BEARER_SCHEME
 from backend.docs import docs_routes
 from backend.errors import PROBLEM_JSON, index_route_methods, install_error_handlers, problem_responses
 from backend.housekeeping import keep_house
+from backend.mcp_tools import MCP_PATH, McpEndpoint, create_mcp
 from backend.metrics import Metrics, metrics_endpoint
 from backend.middleware import (
     AllowedHostsMiddleware,
@@ -71,6 +72,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     rate_limiter = create_rate_limiter(
         settings.rate_limit_per_second, settings.rate_limit_burst, settings.redis_url
     )
+    token_verifier = TokenVerifier(
+        algorithms=frozenset(settings.jwt_algorithms),
+        secret=settings.better_auth_secret.get_secret_value() if settings.better_auth_secret else None,
+        jwks=jwks,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        leeway_seconds=settings.jwt_leeway_seconds,
+    )
+    mcp = create_mcp(settings, database, token_verifier, rate_limiter) if settings.mcp_enabled else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -83,7 +93,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.freeze()
         gc.set_threshold(10_000, 10, 10)
         housekeeping = asyncio.create_task(keep_house(database, settings))
-        yield
+        async with contextlib.AsyncExitStack() as stack:
+            if mcp is not None:
+                await stack.enter_async_context(mcp.session_manager.run())
+            yield
         housekeeping.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await housekeeping
@@ -121,14 +134,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.sync_retention_days = settings.sync_retention_days
     app.state.metrics = Metrics(database, jwks) if settings.metrics_enabled else None
     app.state.metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
-    app.state.token_verifier = TokenVerifier(
-        algorithms=frozenset(settings.jwt_algorithms),
-        secret=settings.better_auth_secret.get_secret_value() if settings.better_auth_secret else None,
-        jwks=jwks,
-        issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience,
-        leeway_seconds=settings.jwt_leeway_seconds,
-    )
+    app.state.token_verifier = token_verifier
 
     install_error_handlers(app)
     # Added innermost first: every answer, the app's or a layer's own (413, the
@@ -150,6 +156,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "If-Match",
             "If-None-Match",
             "Idempotency-Key",
+            # A browser MCP client's.
+            "Mcp-Session-Id",
+            "Mcp-Protocol-Version",
+            "Last-Event-ID",
         ],
         expose_headers=[
             "Location",
@@ -161,6 +171,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "Retry-After",
             "ETag",
             "Idempotent-Replayed",
+            "Mcp-Session-Id",
         ],
     )
     app.add_middleware(SecurityHeadersMiddleware)
@@ -180,6 +191,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
     if settings.docs_enabled:
         app.router.routes.extend(docs_routes(app, OPENAPI_URL))
+    if mcp is not None:
+        # The SDK's app answers exactly its own paths (/mcp and its protected resource
+        # metadata): a route each, no Mount (whose /mcp would redirect to /mcp/).
+        served = McpEndpoint(mcp.streamable_http_app())
+        for path in (MCP_PATH, f"/.well-known/oauth-protected-resource{MCP_PATH}"):
+            app.router.routes.append(Route(path, served, include_in_schema=False))
     # HEAD wherever GET (RFC 9110 §9.3.2): Starlette's routes do it themselves,
     # FastAPI's do not. The server sends a HEAD response's head only.
     for route in app.router.routes:
