@@ -4,7 +4,7 @@ ANALYZE for a user with 100,000)."""
 
 import asyncio
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +12,8 @@ import asyncpg
 import psycopg
 import pytest
 
+from backend.db import Query
+from backend.store.changes import SYNC_QUERIES
 from backend.store.tasks import TaskFilters, list_query
 from tests.conftest import fresh_postgres_database, libpq_url, migrate
 
@@ -53,12 +55,23 @@ def database() -> Iterator[Database]:
         yield Database(url)
 
 
-def plan(database: Database, filters: TaskFilters, sort: Any, order: Any) -> str:
-    """EXPLAIN of the API's own statement, sent by asyncpg with its own parameters, as the API does."""
-    query = list_query(filters.status, sort, order, filters.shape())
-    parameters = {"owner_id": "u", "limit": 100, "offset": 0, **filters.parameters(datetime.now(UTC))}
+def plan(database: Database, filters: TaskFilters, sort: Any, order: Any, **after: Any) -> str:
+    """EXPLAIN of the API's own list statement, sent by asyncpg with its own parameters, as
+    the API does; `after_value` and `after_id` make it a cursor's page."""
+    shape = replace(filters.shape(), after="value") if after else filters.shape()
+    query = list_query(filters.status, sort, order, shape)
+    parameters = {
+        "owner_id": "u",
+        "limit": 100,
+        "offset": 0,
+        **filters.parameters(datetime.now(UTC)),
+        **after,
+    }
+    return explain(database, query, parameters)
 
-    async def explain() -> str:
+
+def explain(database: Database, query: Query, parameters: dict[str, Any]) -> str:
+    async def explained() -> str:
         connection = await asyncpg.connect(libpq_url(database.url))
         try:
             rows = await connection.fetch(f"EXPLAIN {query.sql}", *query.arguments(parameters))
@@ -66,7 +79,7 @@ def plan(database: Database, filters: TaskFilters, sort: Any, order: Any) -> str
             await connection.close()
         return "\n".join(row[0] for row in rows)
 
-    return asyncio.run(explain())
+    return asyncio.run(explained())
 
 
 @pytest.mark.parametrize(
@@ -101,3 +114,20 @@ def test_a_priority_filter_and_overdue_use_an_index(database: Database) -> None:
     for filters in (TaskFilters(priorities=frozenset({"high"})), TaskFilters(overdue=True)):
         explained = plan(database, filters, "created", "desc")
         assert "Seq Scan on tasks" not in explained, explained
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["after-a-position", "from-scratch"])
+def test_a_sync_reads_the_owners_changes_by_index_in_change_order(database: Database, full: bool) -> None:
+    query = SYNC_QUERIES[full]
+    explained = explain(database, query, {"owner_id": "u", "since": 19_000, "limit": 101})
+    assert "ix_tasks_user_id_change_seq" in explained, explained
+    assert "Sort" not in explained, explained
+
+
+@pytest.mark.parametrize(
+    ("sort", "value"), [("created", datetime.now(UTC)), ("due", datetime.now(UTC)), ("title", "task 5")]
+)
+def test_a_cursors_page_is_a_range_of_the_sorts_index(database: Database, sort: str, value: Any) -> None:
+    explained = plan(database, TaskFilters(), sort, "asc", after_value=value, after_id=10_000)
+    assert "Seq Scan on tasks" not in explained, explained
+    assert "Index" in explained, explained

@@ -45,6 +45,8 @@ _FROM_SCRATCH = Query(
     .order_by(TASKS.c.change_seq)
     .limit(bindparam("limit"))
 )
+# By whether the sync starts from scratch.
+SYNC_QUERIES = {False: _AFTER, True: _FROM_SCRATCH}
 _PURGE = Query(delete(TASKS).where(TASKS.c.deleted_at < bindparam("before", type_=DateTime(timezone=True))))
 
 
@@ -67,7 +69,7 @@ class OwnedChanges:
 
     async def after(self, since: int | None, limit: int) -> Changes:
         """Up to `limit` changes after change number `since` (None: every live task)."""
-        query = _FROM_SCRATCH if since is None else _AFTER
+        query = SYNC_QUERIES[since is None]
         rows = await self.db.fetch_all(query, owner_id=self.owner.subject, since=since or 0, limit=limit + 1)
         has_more = len(rows) > limit
         rows = rows[:limit]
