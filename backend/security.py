@@ -140,7 +140,10 @@ class JwksCache:
         return self._attempted_at is None or time.monotonic() - self._attempted_at >= self.min_refresh_seconds
 
     async def _refresh(self) -> None:
-        if not self._may_fetch():
+        # While a fetch is in flight, wait for it (its keys may be the ones we need)
+        # rather than go on with none: a page loading its list while the person clicks
+        # sends two requests with a new key at once.
+        if not self._may_fetch() and not self._lock.locked():
             return
         async with self._lock:
             # Whoever held the lock may have just fetched: one fetch serves all waiters.

@@ -332,6 +332,20 @@ async def test_cached_keys_outlive_better_auth_but_a_cold_start_is_503(database_
             assert jwks_fetches(cold) == 1
 
 
+async def test_requests_arriving_during_the_first_fetch_wait_for_it(
+    api: tuple[FastAPI, AsyncClient], auth_server: BetterAuth
+) -> None:
+    # A page loads its list and a person clicks at once: both must wait for the one fetch
+    # of the keys, not be told that the keys are unavailable (found by the browser tests).
+    app, client = api
+    user_id, token = auth_server.user_with_token("Alice")
+    responses = await asyncio.gather(
+        *(client.get(f"/api/{user_id}/tasks", headers=bearer(token)) for _ in range(20))
+    )
+    assert [response.status_code for response in responses] == [200] * 20
+    assert jwks_fetches(app) == 1
+
+
 async def test_a_flood_of_unknown_kids_costs_at_most_one_fetch(
     api: tuple[FastAPI, AsyncClient], auth_server: BetterAuth
 ) -> None:
