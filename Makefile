@@ -4,6 +4,7 @@ SHELL := /bin/bash
 
 HOST ?= 127.0.0.1
 PORT ?= 8000
+WEB_PORT ?= 3000
 UV_VERSION := 0.13.9
 PYTHON ?= python3
 
@@ -16,14 +17,18 @@ RUN := $(UV) run --frozen --no-sync
 HARNESS := tests/interop/better_auth
 # openapi-typescript and tsc, for the check that a client generated from /openapi.json type-checks.
 TS_HARNESS := tests/interop/typescript
+# The demo web app (Better Auth and one page), which the browser tests drive in Chromium.
+WEB := web
 ifneq ($(shell command -v npm 2>/dev/null),)
-INTEROP_DEPS := $(HARNESS)/node_modules/.installed $(TS_HARNESS)/node_modules/.installed
+INTEROP_DEPS := $(HARNESS)/node_modules/.installed $(TS_HARNESS)/node_modules/.installed \
+  $(WEB)/node_modules/.installed chromium
 endif
 
-.PHONY: help run test lint format typecheck pytest migrate token clean bench
+.PHONY: help run demo test lint format typecheck pytest migrate token clean bench chromium
 
 help:
 	@echo "make run    set up, migrate the SQLite database, serve on http://$(HOST):$(PORT)"
+	@echo "make demo   the API and the demo web app (sign up, manage tasks) on http://localhost:$(WEB_PORT)"
 	@echo "make test   set up, then ruff, mypy and the whole pytest suite"
 	@echo "make token USER=alice   print a token for user alice, signed with the .env secret"
 	@echo "make bench  benchmark the API against a hand-written ceiling app (wrk, PostgreSQL)"
@@ -52,6 +57,20 @@ $(TS_HARNESS)/node_modules/.installed: $(TS_HARNESS)/package.json $(TS_HARNESS)/
 	cd $(TS_HARNESS) && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+$(WEB)/node_modules/.installed: $(WEB)/package.json $(WEB)/package-lock.json
+	cd $(WEB) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+# Debian's chromium for the browser tests, installed when it is missing and we may.
+chromium:
+	@command -v chromium >/dev/null || [ -n "$$CHROMIUM" ] || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium for the browser tests" >&2; \
+	    apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >&2; \
+	  else \
+	    echo "warning: chromium is not installed (sudo apt-get install chromium); the browser tests will skip" >&2; \
+	  fi; }
+
 # A fresh secret for local use; never committed (.gitignore).
 .env:
 	@echo "BETTER_AUTH_SECRET=$$($(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(48))')" > .env
@@ -60,6 +79,11 @@ $(TS_HARNESS)/node_modules/.installed: $(TS_HARNESS)/package.json $(TS_HARNESS)/
 # serve checks the port first, then migrates, then serves.
 run: .venv/.synced .env
 	@$(RUN) todo-api serve --host $(HOST) --port $(PORT) --migrate
+
+# The API (on demo.db) and the web app, configured for each other; Ctrl-C stops both.
+demo: .venv/.synced .env $(WEB)/node_modules/.installed
+	@command -v node >/dev/null || { echo "error: make demo needs Node.js 20+ and npm (apt-get install nodejs npm)"; exit 1; }
+	@TODO_API="$(RUN) todo-api" API_PORT=$(PORT) WEB_PORT=$(WEB_PORT) bash $(WEB)/demo.sh
 
 # A development token for USER (default: you), signed with the secret in .env.
 token: .venv/.synced .env

@@ -1,0 +1,215 @@
+"""The demo web app (web/) in a real, headless Chromium against the real services.
+
+Two stacks, each the real API (`todo-api serve`, on a SQLite file) and the real web service
+(`node web/server.mjs`: Better Auth with its jwt plugin, users in SQLite) on another origin:
+one as `make demo` configures them, one whose tokens live 3 seconds and whose API allows no
+leeway. Each test below runs one test of web/tests/browser.test.mjs (Playwright, Debian's
+chromium); a failing one leaves screenshots in test-results/browser/.
+
+Needs Node, web/node_modules (`make test` runs `npm ci` there) and Chromium (`make test`
+installs Debian's package when it can); without them these tests skip, saying why, and
+under CI=true they fail.
+"""
+
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import IN_CI
+from tests.processes import free_port, running_server, server_env
+
+WEB = Path(__file__).parent.parent / "web"
+ARTIFACTS = Path(__file__).parent.parent / "test-results" / "browser"
+TOKEN_SECONDS = 3
+
+
+def require_browser_stack() -> tuple[str, str]:
+    """node and chromium, or a skip (a failure under CI=true) saying what is missing."""
+    node = shutil.which("node")
+    chromium = os.environ.get("CHROMIUM") or shutil.which("chromium")
+    reason = None
+    if node is None:
+        reason = "node is not installed"
+    elif not (WEB / "node_modules" / "playwright-core" / "package.json").exists():
+        reason = f"the web app's packages are not installed (cd {WEB} && npm ci)"
+    elif chromium is None:
+        reason = "chromium is not installed (apt-get install chromium, or set CHROMIUM to its path)"
+    if reason is not None:
+        if IN_CI:
+            pytest.fail(f"browser tests cannot run: {reason} (CI=true requires them)", pytrace=False)
+        pytest.skip(f"browser tests skipped: {reason}")
+    assert node is not None
+    assert chromium is not None
+    return node, chromium
+
+
+@contextmanager
+def web_service(node: str, port: int, api_url: str, directory: Path, **settings: str) -> Iterator[str]:
+    """`node web/server.mjs` on `port` (localhost), ready to answer; stopped afterwards."""
+    env = {
+        **os.environ,
+        "PORT": str(port),
+        "API_URL": api_url,
+        "BETTER_AUTH_SECRET": "a-web-secret-for-the-browser-tests-only",
+        "WEB_DATABASE": str(directory / "auth.sqlite"),
+        **settings,
+    }
+    log_path = directory / "web.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [node, str(WEB / "server.mjs")], env=env, stdout=log, stderr=subprocess.STDOUT, text=True
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"the web service exited early:\n{log_path.read_text()}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the web service did not start:\n{log_path.read_text()}")
+            time.sleep(0.1)
+        yield f"http://localhost:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@contextmanager
+def stack(node: str, directory: Path, token_lifetime: str, leeway: str) -> Iterator[tuple[str, str, int]]:
+    """The API and the web service, configured for each other as `make demo` does."""
+    directory.mkdir()
+    web_port = free_port()
+    web_url = f"http://localhost:{web_port}"
+    env = server_env(
+        f"sqlite:///{directory / 'todo.db'}",
+        BETTER_AUTH_URL=web_url,
+        CORS_ORIGINS=web_url,
+        JWT_LEEWAY_SECONDS=leeway,
+        # On, as a deployment has it: a person clicking is far below it.
+        RATE_LIMIT_PER_SECOND="20",
+    )
+    with (
+        running_server(env, directory / "api.log", "--migrate") as api,
+        web_service(
+            node,
+            web_port,
+            api.base_url,
+            directory,
+            JWT_EXPIRATION=token_lifetime,
+            # The same service reached at 127.0.0.1 may sign people in, but the API does not
+            # allow that origin: the CORS test opens the page there.
+            TRUSTED_ORIGINS=f"http://127.0.0.1:{web_port}",
+        ) as web,
+    ):
+        yield web, api.base_url, web_port
+
+
+@dataclass
+class Browsers:
+    node: str
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def browsers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browsers]:
+    node, chromium = require_browser_stack()
+    directory = tmp_path_factory.mktemp("browser")
+    with ExitStack() as stacks:
+        web_url, api_url, web_port = stacks.enter_context(stack(node, directory / "demo", "15m", "30"))
+        expiring_web_url, expiring_api_url, _ = stacks.enter_context(
+            stack(node, directory / "expiring", f"{TOKEN_SECONDS}s", "0")
+        )
+        yield Browsers(
+            node,
+            {
+                **os.environ,
+                "WEB_URL": web_url,
+                "WEB_OTHER_ORIGIN": f"http://127.0.0.1:{web_port}",
+                "EXPIRING_WEB_URL": expiring_web_url,
+                "TOKEN_SECONDS": str(TOKEN_SECONDS),
+                "API_URL": api_url,
+                "EXPIRING_API_URL": expiring_api_url,
+                "CHROMIUM": chromium,
+                "ARTIFACTS": str(ARTIFACTS),
+            },
+        )
+
+
+def run_browser_test(browsers: Browsers, name: str) -> None:
+    result = subprocess.run(
+        [
+            browsers.node,
+            "--test",
+            "--test-reporter=spec",
+            f"--test-name-pattern=^{re.escape(name)}$",
+            "tests/browser.test.mjs",
+        ],
+        cwd=WEB,
+        env=browsers.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    # The name matched exactly one test, which ran and passed.
+    assert re.search(r"^ℹ pass 1$", output, re.MULTILINE), output
+
+
+def test_a_new_person_signs_up_adds_ticks_off_filters_and_reloads(browsers: Browsers) -> None:
+    run_browser_test(
+        browsers, "a new person signs up, adds three tasks, ticks one off, filters to pending and reloads"
+    )
+
+
+def test_sorting_search_tags_and_paging(browsers: Browsers) -> None:
+    run_browser_test(browsers, "sorting, search, tags and paging follow X-Total-Count and Link")
+
+
+def test_a_second_person_sees_none_of_the_first_ones_tasks(browsers: Browsers) -> None:
+    run_browser_test(
+        browsers, "a second person in a second browser context sees none of the first one's tasks"
+    )
+
+
+def test_a_stale_edit_from_another_tab_shows_the_conflict(browsers: Browsers) -> None:
+    run_browser_test(browsers, "a stale edit from another tab shows the conflict and loses neither edit")
+
+
+def test_an_expired_token_is_refreshed_unnoticed(browsers: Browsers) -> None:
+    run_browser_test(
+        browsers, "an expired token is replaced and the request retried without the person noticing"
+    )
+
+
+def test_an_origin_not_in_cors_origins_is_a_failed_fetch_the_page_reports(browsers: Browsers) -> None:
+    run_browser_test(browsers, "a request from an origin not in CORS_ORIGINS fails, and the page says so")
+
+
+def test_a_422_shows_the_apis_message(browsers: Browsers) -> None:
+    run_browser_test(browsers, "a 201-character title shows the API's own message and adds nothing")
+
+
+def test_the_pages_typescript_type_checks(browsers: Browsers) -> None:
+    result = subprocess.run(
+        [browsers.node, str(WEB / "node_modules" / "typescript" / "bin" / "tsc"), "--noEmit", "-p", str(WEB)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

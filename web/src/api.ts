@@ -1,0 +1,166 @@
+// The task API, as a browser on another origin calls it: a Better Auth token in memory,
+// one fresh token and one retry on a 401, problem+json turned into messages, the headers
+// CORS lets the page read (ETag, X-Total-Count, Link).
+import { createAuthClient } from "better-auth/client";
+import { jwtClient } from "better-auth/client/plugins";
+
+// Better Auth is served by the same origin as this page.
+export const authClient = createAuthClient({ plugins: [jwtClient()] });
+
+export type Priority = "none" | "low" | "medium" | "high";
+
+export interface Task {
+  id: number;
+  title: string;
+  description: string | null;
+  completed: boolean;
+  priority: Priority;
+  due_at: string | null;
+  tags: string[];
+  version: number;
+  created_at: string;
+  updated_at: string;
+}
+
+export interface TaskPage {
+  tasks: Task[];
+  total: number;
+  next: URL | null;
+  previous: URL | null;
+}
+
+/** An answer other than 2xx, with the API's own words for it. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** No answer at all: the API is down, or the browser refused the answer (CORS). */
+export class NetworkError extends Error {}
+
+interface Problem {
+  detail?: string;
+  title?: string;
+  errors?: { loc?: (string | number)[]; msg?: string }[];
+}
+
+async function problemMessage(response: Response): Promise<string> {
+  let problem: Problem = {};
+  try {
+    problem = (await response.json()) as Problem;
+  } catch {
+    // Not JSON: a proxy's page, say. The status is all there is to say.
+  }
+  const detail = problem.detail ?? problem.title ?? `the API answered ${response.status}`;
+  const reasons = (problem.errors ?? []).map((error) => {
+    const field = (error.loc ?? []).filter((part) => part !== "body").join(".");
+    return field ? `${field}: ${error.msg ?? "invalid"}` : (error.msg ?? "invalid");
+  });
+  return reasons.length ? `${detail} (${reasons.join("; ")})` : detail;
+}
+
+/** `Link: <...>; rel="next"` targets, resolved against the API's URL (they are relative). */
+function links(response: Response, base: string): Map<string, URL> {
+  const found = new Map<string, URL>();
+  for (const part of (response.headers.get("Link") ?? "").split(/,(?=\s*<)/)) {
+    const match = /<([^>]*)>\s*;\s*rel="?([^";]+)"?/.exec(part);
+    if (match) found.set(match[2], new URL(match[1], base));
+  }
+  return found;
+}
+
+export class TaskApi {
+  private token: string | null = null;
+
+  constructor(
+    readonly baseUrl: string,
+    private readonly userId: string,
+  ) {}
+
+  private async freshToken(): Promise<string> {
+    const { data, error } = await authClient.token();
+    if (error || !data) throw new ApiError(401, "your session has ended; sign in again");
+    this.token = data.token;
+    return data.token;
+  }
+
+  /** The request, with the token; a 401 (an expired token) gets one fresh token and one retry. */
+  private async send(path: string, init: RequestInit = {}): Promise<Response> {
+    for (let attempt = 0; ; attempt++) {
+      const token = this.token ?? (await this.freshToken());
+      let response: Response;
+      try {
+        response = await fetch(`${this.baseUrl}${path}`, {
+          ...init,
+          headers: { ...init.headers, Authorization: `Bearer ${token}` },
+        });
+      } catch {
+        throw new NetworkError(
+          `Could not reach the task API at ${this.baseUrl}: the request failed without an answer. ` +
+            `The API may be down, or it does not allow this page's origin (${location.origin}) in its CORS_ORIGINS.`,
+        );
+      }
+      if (response.status === 401 && attempt === 0) {
+        this.token = null;
+        continue;
+      }
+      if (!response.ok) throw new ApiError(response.status, await problemMessage(response));
+      return response;
+    }
+  }
+
+  private tasksPath(rest = ""): string {
+    return `/api/${encodeURIComponent(this.userId)}/tasks${rest}`;
+  }
+
+  /** A page of tasks; `query` holds the list's own parameters (status, sort, q, offset...). */
+  async list(query: URLSearchParams): Promise<TaskPage> {
+    const response = await this.send(this.tasksPath(`?${query}`));
+    const found = links(response, this.baseUrl);
+    return {
+      tasks: (await response.json()) as Task[],
+      total: Number(response.headers.get("X-Total-Count") ?? 0),
+      next: found.get("next") ?? null,
+      previous: found.get("prev") ?? null,
+    };
+  }
+
+  async get(id: number): Promise<Task> {
+    return (await (await this.send(this.tasksPath(`/${id}`))).json()) as Task;
+  }
+
+  async create(task: Partial<Task> & { title: string; time_zone?: string }): Promise<Task> {
+    const response = await this.send(this.tasksPath(), {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(task),
+    });
+    return (await response.json()) as Task;
+  }
+
+  /** Changes sent with `If-Match`: a task changed since `version` was read is a 412, not overwritten. */
+  async update(id: number, version: number, changes: Partial<Task>): Promise<Task> {
+    const response = await this.send(this.tasksPath(`/${id}`), {
+      method: "PATCH",
+      headers: { "Content-Type": "application/json", "If-Match": `"${version}"` },
+      body: JSON.stringify(changes),
+    });
+    return (await response.json()) as Task;
+  }
+
+  async toggle(id: number, version: number): Promise<Task> {
+    const response = await this.send(this.tasksPath(`/${id}/complete`), {
+      method: "PATCH",
+      headers: { "If-Match": `"${version}"` },
+    });
+    return (await response.json()) as Task;
+  }
+
+  async remove(id: number, version: number): Promise<void> {
+    await this.send(this.tasksPath(`/${id}`), { method: "DELETE", headers: { "If-Match": `"${version}"` } });
+  }
+}

@@ -1,0 +1,305 @@
+// The page: Better Auth's client for signing in, the task API for everything else. No UI
+// framework: the DOM, built with a small helper (never innerHTML: titles are user input).
+import { ApiError, authClient, NetworkError, type Priority, type Task, TaskApi } from "./api";
+
+const apiUrl = document.querySelector<HTMLMetaElement>('meta[name="todo-api-url"]')!.content;
+const $ = <T extends HTMLElement>(selector: string): T => document.querySelector<T>(selector)!;
+const alertBox = $<HTMLDivElement>("#alert");
+const statusLine = $<HTMLParagraphElement>("#status");
+const viewForm = $<HTMLFormElement>("#view");
+const timeZone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+
+// What the list shows lives in the page's URL, so a reload or a shared link shows the same.
+const VIEW_DEFAULTS: Record<string, string> = { status: "all", sort: "created", order: "desc", q: "", tag: "", limit: "20" };
+
+let api: TaskApi | null = null;
+
+function h<K extends keyof HTMLElementTagNameMap>(
+  tag: K,
+  attributes: Record<string, string | boolean> = {},
+  ...children: (Node | string)[]
+): HTMLElementTagNameMap[K] {
+  const element = document.createElement(tag);
+  for (const [name, value] of Object.entries(attributes)) {
+    if (value === true) element.setAttribute(name, "");
+    else if (value !== false) element.setAttribute(name, value);
+  }
+  element.append(...children);
+  return element;
+}
+
+function showError(message: string): void {
+  alertBox.textContent = message;
+  alertBox.hidden = false;
+}
+
+function announce(message: string): void {
+  statusLine.textContent = message;
+}
+
+/** Runs what the person asked for; any failure is said on the page, never a blank screen. */
+async function attempt(action: () => Promise<void>): Promise<void> {
+  alertBox.hidden = true;
+  alertBox.textContent = "";
+  try {
+    await action();
+  } catch (error) {
+    if (error instanceof ApiError || error instanceof NetworkError) showError(error.message);
+    else showError(`Something went wrong in this page: ${String(error)}`);
+    if (error instanceof ApiError && error.status === 401) await showSignedOut();
+  }
+}
+
+function viewParams(): URLSearchParams {
+  const current = new URLSearchParams(location.search);
+  const query = new URLSearchParams();
+  for (const [name, fallback] of Object.entries(VIEW_DEFAULTS)) {
+    const value = current.get(name) ?? fallback;
+    if (value) query.set(name, value);
+  }
+  const offset = current.get("offset");
+  if (offset && offset !== "0") query.set("offset", offset);
+  return query;
+}
+
+function setView(query: URLSearchParams): void {
+  history.pushState(null, "", `${location.pathname}?${query}`);
+}
+
+function fillViewForm(query: URLSearchParams): void {
+  for (const name of Object.keys(VIEW_DEFAULTS)) {
+    const field = viewForm.elements.namedItem(name) as HTMLInputElement | HTMLSelectElement;
+    field.value = query.get(name) ?? "";
+  }
+}
+
+const toLocalInput = (iso: string | null): string => {
+  if (!iso) return "";
+  const date = new Date(iso);
+  return new Date(date.getTime() - date.getTimezoneOffset() * 60_000).toISOString().slice(0, 16);
+};
+const fromLocalInput = (value: string): string | null => (value ? new Date(value).toISOString() : null);
+const tagList = (value: string): string[] =>
+  value
+    .split(",")
+    .map((tag) => tag.trim())
+    .filter(Boolean);
+
+function prioritySelect(selected: Priority): HTMLSelectElement {
+  const select = h("select", { name: "priority" });
+  for (const value of ["none", "low", "medium", "high"] as const) {
+    select.append(h("option", { value, selected: value === selected }, value[0].toUpperCase() + value.slice(1)));
+  }
+  return select;
+}
+
+function taskItem(task: Task): HTMLLIElement {
+  const checkboxId = `done-${task.id}`;
+  const checkbox = h("input", { type: "checkbox", id: checkboxId, checked: task.completed });
+  checkbox.addEventListener("change", () =>
+    attempt(async () => {
+      try {
+        const toggled = await api!.toggle(task.id, task.version);
+        announce(`“${toggled.title}” is ${toggled.completed ? "done" : "pending again"}.`);
+      } finally {
+        await loadTasks();
+      }
+    }),
+  );
+  const meta: (Node | string)[] = [];
+  if (task.priority !== "none") meta.push(`${task.priority} priority`);
+  if (task.due_at) {
+    const due = new Date(task.due_at).toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+    meta.push(`${meta.length ? " · " : ""}due ${due}`);
+  }
+  for (const tag of task.tags) meta.push(" ", h("span", { class: "tag" }, tag));
+  const edit = h("button", { type: "button", "aria-label": `Edit “${task.title}”` }, "Edit");
+  const remove = h("button", { type: "button", "aria-label": `Delete “${task.title}”` }, "Delete");
+  const item = h(
+    "li",
+    { class: task.completed ? "completed" : "", "data-task-id": String(task.id) },
+    h(
+      "div",
+      { class: "task" },
+      checkbox,
+      h("label", { for: checkboxId, class: "title" }, task.title),
+      h("span", { class: "meta" }, ...meta),
+      edit,
+      remove,
+    ),
+  );
+  edit.addEventListener("click", () => {
+    if (!item.querySelector("form")) item.append(editForm(task));
+    item.querySelector<HTMLInputElement>('input[name="title"]')!.focus();
+  });
+  remove.addEventListener("click", () =>
+    attempt(async () => {
+      try {
+        await api!.remove(task.id, task.version);
+        announce(`Deleted “${task.title}”.`);
+      } finally {
+        await loadTasks();
+      }
+    }),
+  );
+  return item;
+}
+
+/** The edit form keeps the version it was read at: saving a task changed elsewhere since is
+ * a 412, shown to the person with the other version, and the draft stays in the form. */
+function editForm(task: Task): HTMLFormElement {
+  let version = task.version;
+  const form = h(
+    "form",
+    { class: "edit", "aria-label": `Edit “${task.title}”` },
+    h("label", {}, "Title", h("input", { name: "title", value: task.title, required: true })),
+    h("label", { class: "wide" }, "Description", h("textarea", { name: "description", rows: "2" }, task.description ?? "")),
+    h("label", {}, "Priority", prioritySelect(task.priority)),
+    h("label", {}, "Due", h("input", { name: "due", type: "datetime-local", value: toLocalInput(task.due_at) })),
+    h("label", {}, "Tags", h("input", { name: "tags", value: task.tags.join(", ") })),
+    h("button", { type: "submit" }, "Save"),
+    h("button", { type: "button", class: "cancel" }, "Cancel"),
+  );
+  form.querySelector(".cancel")!.addEventListener("click", () => form.remove());
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const fields = new FormData(form);
+    const changes = {
+      title: String(fields.get("title")),
+      description: String(fields.get("description")) || null,
+      priority: String(fields.get("priority")) as Priority,
+      due_at: fromLocalInput(String(fields.get("due"))),
+      tags: tagList(String(fields.get("tags"))),
+    };
+    void attempt(async () => {
+      try {
+        const saved = await api!.update(task.id, version, changes);
+        announce(`Saved “${saved.title}”.`);
+        await loadTasks();
+      } catch (error) {
+        if (!(error instanceof ApiError) || error.status !== 412) throw error;
+        const current = await api!.get(task.id);
+        version = current.version; // a second Save is a deliberate overwrite of what is there now
+        showError(
+          `“${task.title}” was changed in another tab or device while you were editing it; ` +
+            `it now reads “${current.title}”. Your changes are still in the form: ` +
+            `Save again to replace that version with yours, or Cancel to keep it.`,
+        );
+      }
+    });
+  });
+  return form;
+}
+
+async function loadTasks(): Promise<void> {
+  const query = viewParams();
+  fillViewForm(query);
+  const page = await api!.list(query);
+  const list = $<HTMLUListElement>("#tasks");
+  list.replaceChildren(...page.tasks.map(taskItem));
+  const offset = Number(query.get("offset") ?? 0);
+  $("#summary").textContent =
+    page.total === 0
+      ? "No tasks to show."
+      : page.tasks.length === 0
+        ? `No tasks on this page (${page.total} in all).`
+        : `Showing ${offset + 1}–${offset + page.tasks.length} of ${page.total}`;
+  for (const [button, target] of [
+    [$<HTMLButtonElement>("#previous"), page.previous],
+    [$<HTMLButtonElement>("#next"), page.next],
+  ] as const) {
+    button.disabled = target === null;
+    button.onclick = () => {
+      if (!target) return;
+      const next = viewParams();
+      next.set("offset", target.searchParams.get("offset") ?? "0");
+      setView(next);
+      void attempt(loadTasks);
+    };
+  }
+}
+
+async function showSignedOut(): Promise<void> {
+  api = null;
+  $("#signed-in").hidden = true;
+  $("#signed-out").hidden = false;
+}
+
+async function showSignedIn(user: { id: string; email: string; name: string }): Promise<void> {
+  api = new TaskApi(apiUrl, user.id);
+  $("#who").textContent = user.name ? `${user.name} (${user.email})` : user.email;
+  $("#signed-out").hidden = true;
+  $("#signed-in").hidden = false;
+  await loadTasks();
+}
+
+async function start(): Promise<void> {
+  const { data, error } = await authClient.getSession();
+  if (error) throw new ApiError(error.status, `Could not ask the sign-in service: ${error.message ?? error.statusText}`);
+  if (data) await showSignedIn(data.user);
+  else await showSignedOut();
+}
+
+function formValues(form: HTMLFormElement): Record<string, string> {
+  return Object.fromEntries([...new FormData(form)].map(([name, value]) => [name, String(value)]));
+}
+
+$<HTMLFormElement>("#sign-up").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const { name, email, password } = formValues(event.target as HTMLFormElement);
+  void attempt(async () => {
+    const { error } = await authClient.signUp.email({ name, email, password });
+    if (error) throw new ApiError(error.status, `Could not create the account: ${error.message ?? error.statusText}`);
+    await start();
+  });
+});
+
+$<HTMLFormElement>("#sign-in").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const { email, password } = formValues(event.target as HTMLFormElement);
+  void attempt(async () => {
+    const { error } = await authClient.signIn.email({ email, password });
+    if (error) throw new ApiError(error.status, `Could not sign in: ${error.message ?? error.statusText}`);
+    await start();
+  });
+});
+
+$("#sign-out").addEventListener("click", () =>
+  attempt(async () => {
+    await authClient.signOut();
+    await showSignedOut();
+    announce("Signed out.");
+  }),
+);
+
+$<HTMLFormElement>("#add").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const form = event.target as HTMLFormElement;
+  const { title, priority, due, tags } = formValues(form);
+  void attempt(async () => {
+    const task = await api!.create({
+      title,
+      priority: priority as Priority,
+      due_at: fromLocalInput(due),
+      tags: tagList(tags),
+      time_zone: timeZone,
+    });
+    form.reset();
+    announce(`Added “${task.title}”.`);
+    await loadTasks();
+  });
+});
+
+viewForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const query = new URLSearchParams();
+  for (const [name, value] of Object.entries(formValues(viewForm))) if (value) query.set(name, value);
+  setView(query);
+  void attempt(loadTasks);
+});
+
+window.addEventListener("popstate", () => {
+  if (api) void attempt(loadTasks);
+});
+
+void attempt(start);

@@ -1,0 +1,245 @@
+// The demo web app in a real, headless Chromium (Debian's package, driven by playwright-core),
+// against the real web service (Better Auth) and the real API on another origin.
+//
+// tests/test_browser.py starts the services and runs each test on its own; run by hand with
+//   WEB_URL=http://localhost:3000 WEB_OTHER_ORIGIN=http://127.0.0.1:3000 \
+//   API_URL=http://127.0.0.1:8000 EXPIRING_WEB_URL=... EXPIRING_API_URL=... CHROMIUM=/usr/bin/chromium \
+//   node --test tests/browser.test.mjs
+// Every test saves a screenshot of each of its pages on failure, into ARTIFACTS.
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+import { chromium } from "playwright-core";
+
+const env = process.env;
+const artifacts = env.ARTIFACTS ?? "test-results/browser";
+mkdirSync(artifacts, { recursive: true });
+let browser;
+
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: env.CHROMIUM ?? "/usr/bin/chromium",
+    // No sandbox: CI runs as root in a container. The rest keeps Chromium off the network.
+    args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+      "--disable-sync", "--no-first-run", "--disable-quic"],
+  });
+});
+after(async () => browser?.close());
+
+/** Runs `body` with a fresh browser context; on failure, a screenshot of every page it opened. */
+function browserTest(name, body) {
+  test(name, async () => {
+    const contexts = [];
+    const newContext = async () => {
+      const context = await browser.newContext({ locale: "en-GB", timezoneId: "Europe/Berlin" });
+      context.setDefaultTimeout(10_000);
+      contexts.push(context);
+      return context;
+    };
+    try {
+      await body(newContext);
+    } catch (error) {
+      const slug = name.replace(/[^a-z0-9]+/gi, "-").slice(0, 60);
+      const pages = contexts.flatMap((context) => context.pages());
+      for (const [index, page] of pages.entries()) {
+        const path = join(artifacts, `${slug}-${index + 1}.png`);
+        await page.screenshot({ path, fullPage: true }).catch(() => {});
+        console.error(`screenshot: ${path}`);
+      }
+      throw error;
+    } finally {
+      for (const context of contexts) await context.close();
+    }
+  });
+}
+
+/** A new person, signed up through the page. */
+async function signUp(page, url, name) {
+  await page.goto(url);
+  const form = page.locator("#sign-up");
+  await form.getByLabel("Name").fill(name);
+  await form.getByLabel("Email").fill(`${name.toLowerCase()}-${randomBytes(4).toString("hex")}@example.com`);
+  await form.getByLabel("Password").fill("correct horse battery");
+  await form.getByRole("button", { name: "Sign up" }).click();
+  await page.getByText(`Signed in as ${name}`).waitFor();
+}
+
+async function addTask(page, title, { priority, due, tags } = {}) {
+  const form = page.locator("#add");
+  await form.getByLabel("Title").fill(title);
+  if (priority) await form.getByLabel("Priority").selectOption(priority);
+  if (due) await form.getByLabel("Due").fill(due);
+  if (tags) await form.getByLabel("Tags").fill(tags);
+  await form.getByRole("button", { name: "Add task" }).click();
+  await page.getByRole("status").filter({ hasText: `Added “${title}”` }).waitFor();
+}
+
+const titles = (page) => page.locator("#tasks label.title").allTextContents();
+const alertOf = (page) => page.getByRole("alert");
+const isApi = (url) => [env.API_URL, env.EXPIRING_API_URL].some((api) => api && url.startsWith(api));
+const apiResponses = (page) => {
+  const seen = [];
+  page.on("response", (response) => {
+    if (isApi(response.url())) seen.push(`${response.request().method()} ${response.status()}`);
+  });
+  return seen;
+};
+
+browserTest("a new person signs up, adds three tasks, ticks one off, filters to pending and reloads", async (newContext) => {
+  const page = await (await newContext()).newPage();
+  await signUp(page, env.WEB_URL, "Ada");
+  await addTask(page, "Buy milk", { priority: "high", tags: "home, errands" });
+  await addTask(page, "Write the quarterly report", { priority: "medium", due: "2030-03-31T17:00", tags: "work" });
+  await addTask(page, "Call mum");
+  await page.getByRole("checkbox", { name: "Buy milk" }).check();
+  await page.getByRole("status").filter({ hasText: "“Buy milk” is done" }).waitFor();
+  assert.deepEqual(await titles(page), ["Call mum", "Write the quarterly report", "Buy milk"]);
+  await assert.doesNotReject(page.getByText("due 31 Mar 2030, 17:00").waitFor());
+  await page.screenshot({ path: join(artifacts, "demo.png"), fullPage: true });
+
+  const view = page.locator("#view");
+  await view.getByLabel("Show").selectOption("pending");
+  await view.getByRole("button", { name: "Show" }).click();
+  await page.getByText("Showing 1–2 of 2").waitFor();
+  assert.deepEqual(await titles(page), ["Call mum", "Write the quarterly report"]);
+
+  await page.reload();
+  await page.getByText("Showing 1–2 of 2").waitFor();
+  assert.deepEqual(await titles(page), ["Call mum", "Write the quarterly report"]);
+  assert.equal(await view.getByLabel("Show").inputValue(), "pending");
+  assert.ok(await alertOf(page).isHidden());
+});
+
+browserTest("sorting, search, tags and paging follow X-Total-Count and Link", async (newContext) => {
+  const page = await (await newContext()).newPage();
+  await signUp(page, env.WEB_URL, "Grace");
+  for (const [title, tags] of [["alpha", "work"], ["bravo", ""], ["charlie", "work"], ["delta", ""], ["echo", "work"], ["foxtrot", ""], ["golf", "work"]]) {
+    await addTask(page, title, { tags });
+  }
+  const view = page.locator("#view");
+  await view.getByLabel("Sort by").selectOption("title");
+  await view.getByLabel("Order").selectOption("asc");
+  await view.getByLabel("Per page").selectOption("5");
+  await view.getByRole("button", { name: "Show" }).click();
+  await page.getByText("Showing 1–5 of 7").waitFor();
+  assert.deepEqual(await titles(page), ["alpha", "bravo", "charlie", "delta", "echo"]);
+  assert.ok(await page.getByRole("button", { name: "Previous page" }).isDisabled());
+
+  await page.getByRole("button", { name: "Next page" }).click();
+  await page.getByText("Showing 6–7 of 7").waitFor();
+  assert.deepEqual(await titles(page), ["foxtrot", "golf"]);
+  assert.ok(await page.getByRole("button", { name: "Next page" }).isDisabled());
+  await page.getByRole("button", { name: "Previous page" }).click();
+  await page.getByText("Showing 1–5 of 7").waitFor();
+
+  await view.getByLabel("Tag").fill("work");
+  await view.getByRole("button", { name: "Show" }).click();
+  await page.getByText("Showing 1–4 of 4").waitFor();
+  assert.deepEqual(await titles(page), ["alpha", "charlie", "echo", "golf"]);
+  await view.getByLabel("Tag").fill("");
+  await view.getByLabel("Search").fill("HARL");
+  await view.getByRole("button", { name: "Show" }).click();
+  await page.getByText("Showing 1–1 of 1").waitFor();
+  assert.deepEqual(await titles(page), ["charlie"]);
+
+  // The browser's Back button returns to the previous view.
+  await page.goBack();
+  await page.getByText("Showing 1–4 of 4").waitFor();
+});
+
+browserTest("a second person in a second browser context sees none of the first one's tasks", async (newContext) => {
+  const first = await (await newContext()).newPage();
+  await signUp(first, env.WEB_URL, "Alice");
+  await addTask(first, "Alice's surprise party");
+  const second = await (await newContext()).newPage();
+  await signUp(second, env.WEB_URL, "Bob");
+  await second.getByText("No tasks to show.").waitFor();
+  await addTask(second, "Bob's own task");
+  assert.deepEqual(await titles(second), ["Bob's own task"]);
+  await first.reload();
+  await first.getByText("Showing 1–1 of 1").waitFor();
+  assert.deepEqual(await titles(first), ["Alice's surprise party"]);
+});
+
+browserTest("a stale edit from another tab shows the conflict and loses neither edit", async (newContext) => {
+  const context = await newContext();
+  const first = await context.newPage();
+  await signUp(first, env.WEB_URL, "Carol");
+  await addTask(first, "Plan the trip");
+  const second = await context.newPage(); // same person, same session, another tab
+  await second.goto(env.WEB_URL);
+  await second.getByRole("button", { name: "Edit “Plan the trip”" }).click();
+  await second.locator("form.edit").getByLabel("Title").fill("Plan the trip to Rome");
+  await second.locator("form.edit").getByRole("button", { name: "Save" }).click();
+  await second.getByRole("status").filter({ hasText: "Saved “Plan the trip to Rome”" }).waitFor();
+
+  // The first tab still shows the task as it was, and edits that.
+  const responses = apiResponses(first);
+  await first.getByRole("button", { name: "Edit “Plan the trip”" }).click();
+  const form = first.locator("form.edit");
+  await form.getByLabel("Title").fill("Plan the trip to Lisbon");
+  await form.getByLabel("Description").fill("flights first");
+  await form.getByRole("button", { name: "Save" }).click();
+  await alertOf(first).filter({ hasText: "it now reads “Plan the trip to Rome”" }).waitFor();
+  assert.ok(responses.includes("PATCH 412"), responses.join(", "));
+  assert.equal(await form.getByLabel("Title").inputValue(), "Plan the trip to Lisbon");
+  assert.equal(await form.getByLabel("Description").inputValue(), "flights first");
+  await second.reload();
+  await second.getByText("Showing 1–1 of 1").waitFor();
+  assert.deepEqual(await titles(second), ["Plan the trip to Rome"]);
+
+  // Saving again is a deliberate overwrite of what is there now.
+  await form.getByRole("button", { name: "Save" }).click();
+  await first.getByRole("status").filter({ hasText: "Saved “Plan the trip to Lisbon”" }).waitFor();
+  assert.ok(await alertOf(first).isHidden());
+  await second.reload();
+  await second.getByText("Showing 1–1 of 1").waitFor();
+  assert.deepEqual(await titles(second), ["Plan the trip to Lisbon"]);
+});
+
+browserTest("an expired token is replaced and the request retried without the person noticing", async (newContext) => {
+  const page = await (await newContext()).newPage();
+  const responses = apiResponses(page);
+  await signUp(page, env.EXPIRING_WEB_URL, "Dan");
+  await addTask(page, "before the token expires");
+  // The tokens of this web service live 3 seconds, and this API allows no leeway.
+  await page.waitForTimeout(Number(env.TOKEN_SECONDS ?? 3) * 1000 + 1500);
+  await addTask(page, "after the token expired");
+  assert.deepEqual(await titles(page), ["after the token expired", "before the token expires"]);
+  assert.ok(await alertOf(page).isHidden());
+  const unauthorised = responses.indexOf("POST 401");
+  assert.ok(unauthorised >= 0, `the API never refused the expired token: ${responses.join(", ")}`);
+  assert.equal(responses[unauthorised + 1], "POST 201", responses.join(", "));
+});
+
+browserTest("a request from an origin not in CORS_ORIGINS fails, and the page says so", async (newContext) => {
+  const page = await (await newContext()).newPage();
+  const failed = [];
+  page.on("requestfailed", (request) => {
+    if (isApi(request.url())) failed.push(request.url());
+  });
+  // The same web service, reached by another origin, which the API does not allow.
+  await signUp(page, env.WEB_OTHER_ORIGIN, "Eve");
+  await alertOf(page).filter({ hasText: "Could not reach the task API" }).waitFor();
+  const message = await alertOf(page).textContent();
+  assert.match(message, /does not allow this page's origin \(http:\/\/127\.0\.0\.1:\d+\) in its CORS_ORIGINS/);
+  assert.ok(failed.length > 0, "the browser let the cross-origin request through");
+});
+
+browserTest("a 201-character title shows the API's own message and adds nothing", async (newContext) => {
+  const page = await (await newContext()).newPage();
+  const responses = apiResponses(page);
+  await signUp(page, env.WEB_URL, "Frank");
+  await page.locator("#add").getByLabel("Title").fill("x".repeat(201));
+  await page.locator("#add").getByRole("button", { name: "Add task" }).click();
+  await alertOf(page).filter({ hasText: "the request is invalid" }).waitFor();
+  const message = await alertOf(page).textContent();
+  assert.match(message, /title: String should have at most 200 characters/);
+  assert.ok(responses.includes("POST 422"), responses.join(", "));
+  // The person's text is still there to shorten, and nothing was added.
+  assert.equal((await page.locator("#add").getByLabel("Title").inputValue()).length, 201);
+  await page.reload();
+  await page.getByText("No tasks to show.").waitFor();
+});
