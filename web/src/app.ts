@@ -196,7 +196,10 @@ async function loadTasks(): Promise<void> {
   fillViewForm(query);
   const page = await api!.list(query);
   const list = $<HTMLUListElement>("#tasks");
+  // Keyboard users keep their place: the control that had focus has it again if still shown.
+  const focused = document.activeElement?.id;
   list.replaceChildren(...page.tasks.map(taskItem));
+  if (focused) document.getElementById(focused)?.focus();
   const offset = Number(query.get("offset") ?? 0);
   $("#summary").textContent =
     page.total === 0
