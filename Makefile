@@ -57,8 +57,10 @@ $(TS_HARNESS)/node_modules/.installed: $(TS_HARNESS)/package.json $(TS_HARNESS)/
 	cd $(TS_HARNESS) && npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# better-sqlite3 compiles itself (about a minute) when its prebuilt binary cannot be downloaded.
 $(WEB)/node_modules/.installed: $(WEB)/package.json $(WEB)/package-lock.json
-	cd $(WEB) && npm ci --no-audit --no-fund --loglevel=error
+	cd $(WEB) && npm ci --no-audit --no-fund --loglevel=error || { echo "error: npm ci failed in $(WEB);" \
+	  "if better-sqlite3 failed to build, it needs g++, make and python3 (apt-get install g++ make python3)"; exit 1; }
 	@touch $@
 
 # Debian's chromium for the browser tests, installed when it is missing and we may.

@@ -101,14 +101,21 @@ def running_server(env: dict[str, str], log_path: Path, *args: str) -> Iterator[
 
 
 def wait_until_ready(server: Server, timeout: float = 30) -> None:
+    wait_until_answering(server.process, f"{server.base_url}/ready", server.log_path, timeout)
+
+
+def wait_until_answering(
+    process: "subprocess.Popen[str]", url: str, log_path: Path, timeout: float = 30
+) -> None:
+    """Until `url` answers 200; a failure with the process's log if it exits or never does."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            pytest.fail(f"server exited early:\n{server.log_path.read_text()}")
+        if process.poll() is not None:
+            pytest.fail(f"server exited early:\n{log_path.read_text()}")
         try:
-            if httpx.get(f"{server.base_url}/ready", timeout=1).status_code == 200:
+            if httpx.get(url, timeout=1).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.1)
-    pytest.fail(f"server did not become ready:\n{server.log_path.read_text()}")
+    pytest.fail(f"server did not become ready:\n{log_path.read_text()}")

@@ -15,17 +15,15 @@ import os
 import re
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.conftest import IN_CI
-from tests.processes import free_port, running_server, server_env
+from tests.processes import free_port, running_server, server_env, wait_until_answering
 
 WEB = Path(__file__).parent.parent / "web"
 ARTIFACTS = Path(__file__).parent.parent / "test-results" / "browser"
@@ -69,18 +67,7 @@ def web_service(node: str, port: int, api_url: str, directory: Path, **settings:
             [node, str(WEB / "server.mjs")], env=env, stdout=log, stderr=subprocess.STDOUT, text=True
         )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the web service exited early:\n{log_path.read_text()}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"the web service did not start:\n{log_path.read_text()}")
-            time.sleep(0.1)
+        wait_until_answering(process, f"http://127.0.0.1:{port}/", log_path)
         yield f"http://localhost:{port}"
     finally:
         process.terminate()
@@ -170,9 +157,9 @@ def run_browser_test(browsers: Browsers, name: str) -> None:
     assert re.search(r"^\S+ pass 1$", output, re.MULTILINE), output
 
 
-def test_a_new_person_signs_up_adds_ticks_off_filters_and_reloads(browsers: Browsers) -> None:
+def test_a_new_person_signs_up_adds_ticks_off_filters_reloads_signs_out_and_in(browsers: Browsers) -> None:
     run_browser_test(
-        browsers, "a new person signs up, adds three tasks, ticks one off, filters to pending and reloads"
+        browsers, "a new person signs up, adds three tasks, ticks one off, filters, reloads, signs out and in"
     )
 
 

@@ -16,7 +16,7 @@ web_url=http://localhost:$web_port
 DATABASE_URL=sqlite:///./demo.db BETTER_AUTH_URL=$web_url CORS_ORIGINS=$web_url \
   ${TODO_API:-.venv/bin/todo-api} serve --host 127.0.0.1 --port "$api_port" --migrate &
 api=$!
-API_URL=http://127.0.0.1:$api_port PORT=$web_port BETTER_AUTH_URL=$web_url node web/server.mjs &
+API_URL=http://127.0.0.1:$api_port HOST=localhost PORT=$web_port BETTER_AUTH_URL=$web_url node web/server.mjs &
 web=$!
 trap 'kill $api $web 2>/dev/null || true; wait' EXIT
 trap 'exit 0' INT TERM

@@ -224,6 +224,10 @@ async function loadTasks(): Promise<void> {
 
 async function showSignedOut(): Promise<void> {
   api = null;
+  // Nothing of the last person's stays in the page (a shared computer).
+  $("#tasks").replaceChildren();
+  $("#summary").textContent = "";
+  $("#who").textContent = "";
   $("#signed-in").hidden = true;
   $("#signed-out").hidden = false;
 }
@@ -249,20 +253,24 @@ function formValues(form: HTMLFormElement): Record<string, string> {
 
 $<HTMLFormElement>("#sign-up").addEventListener("submit", (event) => {
   event.preventDefault();
-  const { name, email, password } = formValues(event.target as HTMLFormElement);
+  const form = event.target as HTMLFormElement;
+  const { name, email, password } = formValues(form);
   void attempt(async () => {
     const { error } = await authClient.signUp.email({ name, email, password });
     if (error) throw new ApiError(error.status, `Could not create the account: ${error.message ?? error.statusText}`);
+    form.reset();
     await start();
   });
 });
 
 $<HTMLFormElement>("#sign-in").addEventListener("submit", (event) => {
   event.preventDefault();
-  const { email, password } = formValues(event.target as HTMLFormElement);
+  const form = event.target as HTMLFormElement;
+  const { email, password } = formValues(form);
   void attempt(async () => {
     const { error } = await authClient.signIn.email({ email, password });
     if (error) throw new ApiError(error.status, `Could not sign in: ${error.message ?? error.statusText}`);
+    form.reset();
     await start();
   });
 });

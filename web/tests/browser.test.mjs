@@ -55,15 +55,26 @@ function browserTest(name, body) {
   });
 }
 
-/** A new person, signed up through the page. */
+const PASSWORD = "correct horse battery";
+
+/** A new person, signed up through the page; their email. */
 async function signUp(page, url, name) {
   await page.goto(url);
   const form = page.locator("#sign-up");
   await form.getByLabel("Name").fill(name);
-  await form.getByLabel("Email").fill(`${name.toLowerCase()}-${randomBytes(4).toString("hex")}@example.com`);
-  await form.getByLabel("Password").fill("correct horse battery");
+  const email = `${name.toLowerCase()}-${randomBytes(4).toString("hex")}@example.com`;
+  await form.getByLabel("Email").fill(email);
+  await form.getByLabel("Password").fill(PASSWORD);
   await form.getByRole("button", { name: "Sign up" }).click();
   await page.getByText(`Signed in as ${name}`).waitFor();
+  return email;
+}
+
+async function signIn(page, email, password) {
+  const form = page.locator("#sign-in");
+  await form.getByLabel("Email").fill(email);
+  await form.getByLabel("Password").fill(password);
+  await form.getByRole("button", { name: "Sign in" }).click();
 }
 
 async function addTask(page, title, { priority, due, tags } = {}) {
@@ -87,9 +98,9 @@ const apiResponses = (page) => {
   return seen;
 };
 
-browserTest("a new person signs up, adds three tasks, ticks one off, filters to pending and reloads", async (newContext) => {
+browserTest("a new person signs up, adds three tasks, ticks one off, filters, reloads, signs out and in", async (newContext) => {
   const page = await (await newContext()).newPage();
-  await signUp(page, env.WEB_URL, "Ada");
+  const email = await signUp(page, env.WEB_URL, "Ada");
   await addTask(page, "Buy milk", { priority: "high", tags: "home, errands" });
   await addTask(page, "Write the quarterly report", { priority: "medium", due: "2030-03-31T17:00", tags: "work" });
   await addTask(page, "Call mum");
@@ -114,6 +125,19 @@ browserTest("a new person signs up, adds three tasks, ticks one off, filters to 
   assert.deepEqual(await titles(page), ["Call mum", "Write the quarterly report"]);
   assert.equal(await view.getByLabel("Show").inputValue(), "pending");
   assert.ok(await alertOf(page).isHidden());
+
+  // Signed out, the tasks are gone from the page, also after a reload; signed in again, back.
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.getByRole("heading", { name: "Sign in or create an account" }).waitFor();
+  assert.equal(await page.locator("#tasks li").count(), 0);
+  await page.reload();
+  await page.getByRole("heading", { name: "Sign in or create an account" }).waitFor();
+  await signIn(page, email, "not the password");
+  await alertOf(page).filter({ hasText: "Could not sign in" }).waitFor();
+  await signIn(page, email, PASSWORD);
+  await page.getByText("Showing 1–2 of 2").waitFor();
+  assert.ok(await alertOf(page).isHidden());
+  assert.deepEqual(await titles(page), ["Call mum", "Write the quarterly report"]);
 });
 
 browserTest("sorting, search, tags and paging follow X-Total-Count and Link", async (newContext) => {
