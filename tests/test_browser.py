@@ -14,26 +14,29 @@ under CI=true they fail.
 import os
 import re
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import IN_CI
-from tests.processes import free_port, running_server, server_env, wait_until_answering
+from tests.processes import TODO_API, free_port, running_server, server_env, wait_until_answering
 
 WEB = Path(__file__).parent.parent / "web"
 ARTIFACTS = Path(__file__).parent.parent / "test-results" / "browser"
 TOKEN_SECONDS = 3
 
 
-def require_browser_stack() -> tuple[str, str]:
-    """node and chromium, or a skip (a failure under CI=true) saying what is missing."""
+def require_web_app(*, browser: bool = True) -> tuple[str, str]:
+    """node and chromium (unless `browser` is False: ""), or a skip (a failure under
+    CI=true) saying what is missing."""
     node = shutil.which("node")
-    chromium = os.environ.get("CHROMIUM") or shutil.which("chromium")
+    chromium = shutil.which(os.environ.get("CHROMIUM") or "chromium") if browser else ""
     reason = None
     if node is None:
         reason = "node is not installed"
@@ -112,7 +115,7 @@ class Browsers:
 
 @pytest.fixture(scope="module")
 def browsers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browsers]:
-    node, chromium = require_browser_stack()
+    node, chromium = require_web_app()
     directory = tmp_path_factory.mktemp("browser")
     with ExitStack() as stacks:
         web_url, api_url, web_port = stacks.enter_context(stack(node, directory / "demo", "15m", "30"))
@@ -191,9 +194,64 @@ def test_a_422_shows_the_apis_message(browsers: Browsers) -> None:
     run_browser_test(browsers, "a 201-character title shows the API's own message and adds nothing")
 
 
-def test_the_pages_typescript_type_checks(browsers: Browsers) -> None:
+def test_make_demo_serves_both_configured_for_each_other_and_ctrl_c_stops_both(tmp_path: Path) -> None:
+    require_web_app(browser=False)
+    api_port, web_port = free_port(), free_port()
+    web_url = f"http://localhost:{web_port}"
+    env = {
+        **os.environ,
+        "TODO_API": TODO_API,
+        "API_PORT": str(api_port),
+        "WEB_PORT": str(web_port),
+        "DEMO_DATABASE_URL": f"sqlite:///{tmp_path / 'demo.db'}",
+        "WEB_DATABASE": str(tmp_path / "auth.sqlite"),
+        "BETTER_AUTH_SECRET": "a-web-secret-for-the-demo-test-only-0123",
+    }
+    demo = subprocess.Popen(
+        ["bash", str(WEB / "demo.sh")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal's Ctrl-C reaches it
+    )
+    assert demo.stdout is not None
+    try:
+        output = []
+        for line in demo.stdout:
+            output.append(line)
+            if line.startswith("==> Open"):
+                break
+        assert output[-1].strip() == f"==> Open {web_url} and create an account. Ctrl-C stops both.", output
+
+        # A person signs up with the web app; its token is good at the API, from the page's origin.
+        with httpx.Client(base_url=f"http://127.0.0.1:{web_port}", headers={"Origin": web_url}) as web:
+            signed_up = web.post(
+                "/api/auth/sign-up/email",
+                json={"email": "demo@example.com", "password": "correct horse battery", "name": "Demo"},
+            )
+            assert signed_up.status_code == 200, signed_up.text
+            token = web.get("/api/auth/token").json()["token"]
+        user_id = signed_up.json()["user"]["id"]
+        answer = httpx.get(
+            f"http://127.0.0.1:{api_port}/api/{user_id}/tasks",
+            headers={"Authorization": f"Bearer {token}", "Origin": web_url},
+        )
+        assert answer.status_code == 200, answer.text
+        assert answer.headers["access-control-allow-origin"] == web_url
+    finally:
+        os.killpg(demo.pid, signal.SIGINT)
+        remaining, _ = demo.communicate(timeout=20)
+    for port in (api_port, web_port):
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
+    assert "Application shutdown complete." in remaining, remaining
+
+
+def test_the_pages_typescript_type_checks() -> None:
+    node, _ = require_web_app(browser=False)
     result = subprocess.run(
-        [browsers.node, str(WEB / "node_modules" / "typescript" / "bin" / "tsc"), "--noEmit", "-p", str(WEB)],
+        [node, str(WEB / "node_modules" / "typescript" / "bin" / "tsc"), "--noEmit", "-p", str(WEB)],
         capture_output=True,
         text=True,
         timeout=120,

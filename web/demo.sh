@@ -4,16 +4,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-set -a
-. ./.env # BETTER_AUTH_SECRET: Better Auth's own secret here, and accepted by the API for HS256
-set +a
+if [ -f .env ]; then
+  set -a
+  . ./.env # BETTER_AUTH_SECRET: Better Auth's own secret here, and accepted by the API for HS256
+  set +a
+fi
 api_port=${API_PORT:-8000}
 web_port=${WEB_PORT:-3000}
 web_url=http://localhost:$web_port
 
 # The API accepts the web app's tokens (issuer, audience and keys at BETTER_AUTH_URL) and
 # lets its page call it (CORS_ORIGINS); the page is told where the API is (API_URL).
-DATABASE_URL=sqlite:///./demo.db BETTER_AUTH_URL=$web_url CORS_ORIGINS=$web_url \
+DATABASE_URL=${DEMO_DATABASE_URL:-sqlite:///./demo.db} BETTER_AUTH_URL=$web_url CORS_ORIGINS=$web_url \
   ${TODO_API:-.venv/bin/todo-api} serve --host 127.0.0.1 --port "$api_port" --migrate &
 api=$!
 API_URL=http://127.0.0.1:$api_port HOST=localhost PORT=$web_port BETTER_AUTH_URL=$web_url node web/server.mjs &
