@@ -97,6 +97,14 @@ class Unprocessable(ProblemError):
         super().__init__(detail)
         self.errors = [ValidationIssue.model_validate(error) for error in errors]
 
+    @classmethod
+    def at(cls, loc: Sequence[str], message: str, error_type: str = "value_error") -> "Unprocessable":
+        """One invalid input, named as validation names it: "the request is invalid: query.q"."""
+        return cls(
+            f"the request is invalid: {'.'.join(loc)}",
+            errors=[{"loc": list(loc), "msg": message, "type": error_type}],
+        )
+
 
 class ServiceUnavailable(ProblemError):
     status = HTTPStatus.SERVICE_UNAVAILABLE

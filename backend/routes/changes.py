@@ -40,10 +40,7 @@ async def get_task_changes(
         try:
             position = SyncPosition.decode(since)
         except InvalidTokenError as error:
-            raise Unprocessable(
-                "the request is invalid: query.since",
-                errors=[{"loc": ["query", "since"], "msg": str(error), "type": "value_error"}],
-            ) from None
+            raise Unprocessable.at(("query", "since"), str(error)) from None
         retention = timedelta(days=request.app.state.sync_retention_days)
         if utc_now() - position.at > retention:
             raise Gone(

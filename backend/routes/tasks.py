@@ -218,10 +218,7 @@ async def list_tasks(
     """List the user's tasks, filtered, searched, sorted and paged."""
     words = tuple((q or "").split())
     if len(words) > MAX_SEARCH_WORDS:
-        raise Unprocessable(
-            "the request is invalid: query.q",
-            errors=[{"loc": ["query", "q"], "msg": f"at most {MAX_SEARCH_WORDS} words", "type": "too_long"}],
-        )
+        raise Unprocessable.at(("query", "q"), f"at most {MAX_SEARCH_WORDS} words", "too_long")
     filters = TaskFilters(
         status=status_filter,
         priorities=frozenset(priority or ()),
@@ -236,11 +233,11 @@ async def list_tasks(
     after = None
     if cursor is not None:
         if offset:
-            raise _invalid("query.cursor", "send cursor or offset, not both")
+            raise Unprocessable.at(("query", "cursor"), "send cursor or offset, not both")
         try:
             after = Cursor.decode(cursor, sort, order)
         except InvalidTokenError as error:
-            raise _invalid("query.cursor", str(error)) from None
+            raise Unprocessable.at(("query", "cursor"), str(error)) from None
     page = await tasks.page(filters=filters, sort=sort, order=order, limit=limit, offset=offset, cursor=after)
     response.headers["X-Total-Count"] = str(page.total)
     path = tasks_path(request, tasks.owner.subject)
@@ -255,13 +252,6 @@ async def list_tasks(
     ):
         response.headers["Link"] = links
     return TASK_LIST.validate_python(page.tasks)
-
-
-def _invalid(where: str, message: str) -> Unprocessable:
-    return Unprocessable(
-        f"the request is invalid: {where}",
-        errors=[{"loc": where.split("."), "msg": message, "type": "value_error"}],
-    )
 
 
 def _utc(moment: datetime | None) -> datetime | None:
@@ -309,10 +299,7 @@ async def get_task_stats(
     try:
         valid_time_zone(tz)
     except ValueError as error:
-        raise Unprocessable(
-            "the request is invalid: query.tz",
-            errors=[{"loc": ["query", "tz"], "msg": str(error), "type": "value_error"}],
-        ) from None
+        raise Unprocessable.at(("query", "tz"), str(error)) from None
     row = await tasks.stats(tz)
     return TaskStats(
         total=row["total"],
