@@ -16,7 +16,6 @@ import orjson
 
 from backend.models import SortOrder, TaskSort
 
-_SORTS = ("created", "updated", "title", "due", "priority")
 _DATES = ("created", "updated", "due")
 
 
@@ -81,13 +80,6 @@ def _fits(sort: TaskSort, value: object) -> bool:
     return True
 
 
-def sort_value(sort: TaskSort, row: dict[str, Any]) -> Any:
-    """The value a row is sorted by, as stored (priority as its rank)."""
-    return row[
-        {"created": "created_at", "updated": "updated_at", "title": "title", "due": "due_at"}.get(sort, sort)
-    ]
-
-
 @dataclass(frozen=True, slots=True)
 class SyncPosition:
     """How far a client's sync has read: the owner's change number, and when."""
@@ -105,6 +97,3 @@ class SyncPosition:
         if not isinstance(seq, int) or not isinstance(at, int) or seq < 0:
             raise InvalidTokenError("since is not a token this API issued")
         return cls(seq=seq, at=datetime.fromtimestamp(at, UTC))
-
-
-assert set(_SORTS) == set(TaskSort.__args__)  # type: ignore[attr-defined]

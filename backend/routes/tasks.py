@@ -11,7 +11,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import QueryParams
 
 from backend.conditional import entity_tag
-from backend.cursors import Cursor, InvalidTokenError, sort_value
+from backend.cursors import Cursor, InvalidTokenError
 from backend.db import Row
 from backend.dependencies import OwnedTasksDep
 from backend.errors import Unprocessable, problem_responses
@@ -34,7 +34,7 @@ from backend.models import (
     TaskUpdate,
 )
 from backend.recurrence import valid_time_zone
-from backend.store.tasks import OwnedTasks, TaskFilters, default_order
+from backend.store.tasks import OwnedTasks, TaskFilters, default_order, sort_value
 from backend.writes import (
     Answer,
     IdempotencyKey,

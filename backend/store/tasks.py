@@ -336,6 +336,11 @@ _SORT_COLUMNS: dict[TaskSort, Any] = {
 }
 
 
+def sort_value(sort: TaskSort, row: Row) -> Any:
+    """The value `row` is sorted by, as stored (priority as its rank): what a cursor keeps."""
+    return row[_SORT_COLUMNS[sort].name]
+
+
 def default_order(sort: TaskSort) -> SortOrder:
     """Newest first for dates, alphabetical for titles, soonest due first, most urgent first."""
     return "asc" if sort in ("title", "due") else "desc"
