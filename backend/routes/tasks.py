@@ -1,6 +1,5 @@
 """The task routes: each checks nothing itself; the dependencies and the store do."""
 
-from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import quote, urlencode
 
@@ -223,10 +222,10 @@ async def list_tasks(
         status=status_filter,
         priorities=frozenset(priority or ()),
         tags=tuple(dict.fromkeys(tag or ())),
-        due_before=_utc(due_before),
-        due_after=_utc(due_after),
+        due_before=due_before,
+        due_after=due_after,
         overdue=overdue,
-        remind_before=_utc(remind_before),
+        remind_before=remind_before,
         words=words,
     )
     order = order or default_order(sort)
@@ -252,10 +251,6 @@ async def list_tasks(
     ):
         response.headers["Link"] = links
     return TASK_LIST.validate_python(page.tasks)
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    return None if moment is None else moment.astimezone(UTC)
 
 
 @router.delete(

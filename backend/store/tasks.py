@@ -377,15 +377,20 @@ class TaskFilters:
         )
 
     def parameters(self, now: datetime) -> dict[str, Any]:
+        # In UTC, as stored: SQLite compares date-times as text, offsets unread.
         values: dict[str, Any] = {
-            "due_before": self.due_before,
-            "due_after": self.due_after,
-            "remind_before": self.remind_before,
+            "due_before": _in_utc(self.due_before),
+            "due_after": _in_utc(self.due_after),
+            "remind_before": _in_utc(self.remind_before),
             "now": now,
         }
         values.update({f"tag_{i}": fold(tag) for i, tag in enumerate(self.tags)})
         values.update({f"word_{i}": f"%{_escape_like(fold(word))}%" for i, word in enumerate(self.words)})
         return {name: value for name, value in values.items() if value is not None}
+
+
+def _in_utc(moment: datetime | None) -> datetime | None:
+    return None if moment is None else moment.astimezone(UTC)
 
 
 def _escape_like(text: str) -> str:
