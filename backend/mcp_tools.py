@@ -45,12 +45,19 @@ from backend.rate_limit import RateLimiter
 from backend.recurrence import valid_time_zone
 from backend.security import InvalidTokenError, KeySetUnavailableError, TokenClaims, TokenVerifier
 from backend.store.tags import OwnedTags
-from backend.store.tasks import OwnedTasks, TaskFilters, default_order
+from backend.store.tasks import (
+    MAX_OFFSET,
+    MAX_PAGE_SIZE,
+    MAX_SEARCH_LENGTH,
+    OwnedTasks,
+    TaskFilters,
+    default_order,
+    search_words,
+)
 
 logger = logging.getLogger("backend.mcp")
 
 MCP_PATH = "/mcp"
-MAX_PAGE_SIZE = 500
 T = TypeVar("T")
 
 
@@ -202,19 +209,23 @@ def create_mcp(
         ] = None,
         q: Annotated[
             str | None,
-            Field(description="Words that must all occur in the title or description.", max_length=200),
+            Field(
+                description="Words that must all occur in the title or description.",
+                max_length=MAX_SEARCH_LENGTH,
+            ),
         ] = None,
         sort: Annotated[TaskSort, Field(description="created, updated, title, due or priority.")] = "created",
         order: Annotated[SortOrder | None, Field(description="asc or desc; default by sort.")] = None,
         limit: Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE, description="Page size.")] = 100,
-        offset: Annotated[int, Field(ge=0, description="Tasks to skip.")] = 0,
+        offset: Annotated[int, Field(ge=0, le=MAX_OFFSET, description="Tasks to skip.")] = 0,
     ) -> TaskList:
         """List the signed-in person's tasks, with the REST list's filters, sorting and paging."""
 
         async def action() -> TaskList:
-            words = tuple((q or "").split())
-            if len(words) > 10:
-                raise ToolError("q: at most 10 words")
+            try:
+                words = search_words(q)
+            except ValueError as error:
+                raise ToolError(f"q: {error}") from None
             filters = TaskFilters(
                 status=status,
                 priorities=frozenset(priority or ()),

@@ -33,7 +33,17 @@ from backend.models import (
     TaskUpdate,
 )
 from backend.recurrence import valid_time_zone
-from backend.store.tasks import OwnedTasks, TaskFilters, default_order, sort_value
+from backend.store.tasks import (
+    MAX_OFFSET,
+    MAX_PAGE_SIZE,
+    MAX_SEARCH_LENGTH,
+    MAX_SEARCH_WORDS,
+    OwnedTasks,
+    TaskFilters,
+    default_order,
+    search_words,
+    sort_value,
+)
 from backend.writes import (
     Answer,
     IdempotencyKey,
@@ -44,11 +54,6 @@ from backend.writes import (
     still_current,
 )
 
-MAX_PAGE_SIZE = 500
-# Far beyond any real list, and small enough for every database's OFFSET.
-MAX_OFFSET = 1_000_000_000
-MAX_SEARCH_LENGTH = 200
-MAX_SEARCH_WORDS = 10
 TagQuery = Annotated[str, StringConstraints(min_length=1, max_length=TAG_MAX_LENGTH, pattern=TAG_PATTERN)]
 
 
@@ -215,9 +220,10 @@ async def list_tasks(
     ] = None,
 ) -> list[TaskPublic]:
     """List the user's tasks, filtered, searched, sorted and paged."""
-    words = tuple((q or "").split())
-    if len(words) > MAX_SEARCH_WORDS:
-        raise Unprocessable.at(("query", "q"), f"at most {MAX_SEARCH_WORDS} words", "too_long")
+    try:
+        words = search_words(q)
+    except ValueError as error:
+        raise Unprocessable.at(("query", "q"), str(error), "too_long") from None
     filters = TaskFilters(
         status=status_filter,
         priorities=frozenset(priority or ()),

@@ -336,6 +336,23 @@ _SORT_COLUMNS: dict[TaskSort, Any] = {
 }
 
 
+# The list's limits, the same through every door (the REST route and the MCP tool).
+MAX_PAGE_SIZE = 500
+# Far beyond any real list, and small enough for every database's OFFSET.
+MAX_OFFSET = 1_000_000_000
+MAX_SEARCH_LENGTH = 200
+MAX_SEARCH_WORDS = 10
+
+
+def search_words(q: str | None) -> tuple[str, ...]:
+    """A search's words, each to occur in the title or description; ValueError past
+    MAX_SEARCH_WORDS (each word is one more condition on the query)."""
+    words = tuple((q or "").split())
+    if len(words) > MAX_SEARCH_WORDS:
+        raise ValueError(f"at most {MAX_SEARCH_WORDS} words")
+    return words
+
+
 def sort_value(sort: TaskSort, row: Row) -> Any:
     """The value `row` is sorted by, as stored (priority as its rank): what a cursor keeps."""
     return row[_SORT_COLUMNS[sort].name]
