@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.config import Settings
 from backend.db import Database
-from backend.errors import PROBLEM_JSON, ProblemError, problem_response
+from backend.errors import PROBLEM_JSON, ProblemError, TooManyRequests, problem_response
 from backend.models import (
     PRIORITIES,
     Priority,
@@ -128,7 +128,7 @@ def create_mcp(
             raise ToolError("not signed in")
         claims = await verifier.verify(access.token)  # remembered: no second check of the signature
         if limiter is not None and (wait := await limiter.wait_seconds(claims.subject)) > 0:
-            raise ToolError(f"rate limit exceeded for this user; retry in {max(1, round(wait))} s")
+            raise TooManyRequests(wait)  # a tool error with the REST answer's detail (see `run`)
         return claims
 
     async def tasks() -> OwnedTasks:
