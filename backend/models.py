@@ -201,11 +201,8 @@ class IdempotencyKey(SQLModel, table=True):
     __tablename__ = "idempotency_keys"
     __table_args__ = (Index(None, "created_at"),)
 
-    user_id: str = Field(
-        sa_column=Column(
-            String(USER_ID_MAX_LENGTH), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True
-        )
-    )
+    # The token's subject, with or without a `users` row (only a first task writes one).
+    user_id: str = Field(primary_key=True, max_length=USER_ID_MAX_LENGTH)
     key: str = Field(primary_key=True, max_length=255)
     fingerprint: str = Field(max_length=64)
     status: int = Field(sa_column=Column(SmallInteger, nullable=False))

@@ -83,6 +83,16 @@ async def test_every_write_route_takes_a_key(alice: Caller) -> None:
     assert task["completed"] is True
 
 
+async def test_a_keyed_write_by_someone_with_no_tasks_yet_is_kept(alice: Caller) -> None:
+    # Found by schemathesis: the key was stored against a user record that only a
+    # first task creates, and the write failed (500) for someone who had none.
+    first = await alice.request("DELETE", "?status=completed", headers=keyed("clear-first"))
+    assert (first.status_code, first.json()) == (200, {"deleted": 0})
+    again = await alice.request("DELETE", "?status=completed", headers=keyed("clear-first"))
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == {"deleted": 0}
+
+
 async def test_the_same_key_for_another_request_is_422(alice: Caller) -> None:
     await alice.request("POST", json={"title": "first"}, headers=keyed("reused"))
     for method, path, body in [
