@@ -47,7 +47,8 @@ def json(data: Any, status: int = 200) -> Response:
 
 
 def stamp(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat()
+    # As the API writes a UTC time: "…Z", not "…+00:00".
+    return None if moment is None else moment.isoformat().replace("+00:00", "Z")
 
 
 def task(row: asyncpg.Record) -> dict[str, Any]:
@@ -58,8 +59,8 @@ def task(row: asyncpg.Record) -> dict[str, Any]:
         "title": row["title"],
         "description": row["description"],
         "completed": row["completed"],
-        "created_at": row["created_at"].isoformat(),
-        "updated_at": row["updated_at"].isoformat(),
+        "created_at": stamp(row["created_at"]),
+        "updated_at": stamp(row["updated_at"]),
         "priority": PRIORITIES[row["priority"]],
         "due_at": stamp(row["due_at"]),
         "remind_at": stamp(row["remind_at"]),
@@ -263,7 +264,9 @@ async def toggle(request: Request) -> Response:
     if user_id is None:
         return json({"detail": "unauthorised"}, 401)
     row = await pool.fetchrow(
-        "UPDATE tasks SET completed = NOT completed, updated_at = $3, version = version + 1, "
+        # $3's type said once: PostgreSQL deduces text from the CASE otherwise, and
+        # refuses to prepare the statement.
+        "UPDATE tasks SET completed = NOT completed, updated_at = $3::timestamptz, version = version + 1, "
         "completed_at = CASE WHEN completed THEN NULL ELSE $3 END "
         f"WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL RETURNING {PUBLIC}, {TAGS}",
         int(request.path_params["task_id"]), user_id, datetime.now(UTC),

@@ -493,7 +493,11 @@ def main() -> int:
                                 results.append(result)
                                 print(json.dumps(asdict(result)), file=sys.stderr)
                         memory.setdefault(f"workers={workers}", []).append(rss_mb(api_process))
-    report(results, memory, args)
+    failed = report(results, memory, args)
+    if failed:
+        # A ratio against an app that answered errors compares failures, not work.
+        print(f"error: non-2xx answers or socket errors in {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -516,7 +520,8 @@ def summarise(runs: list[Measurement]) -> Summary:
     )
 
 
-def report(results: list[Measurement], memory: dict[str, list[float]], args: argparse.Namespace) -> None:
+def report(results: list[Measurement], memory: dict[str, list[float]], args: argparse.Namespace) -> list[str]:
+    """Print and save the table; the cells where either app failed a request."""
     cells: dict[tuple[str, int, int], dict[str, list[Measurement]]] = {}
     for result in results:
         cell = cells.setdefault((result.operation, result.workers, result.connections), {})
@@ -541,7 +546,7 @@ def report(results: list[Measurement], memory: dict[str, list[float]], args: arg
             }
         )
     header = f"{'operation':<17}{'w':>2}{'conn':>5}{'api rps':>10}{'ceil rps':>10}{'ratio':>7}"
-    header += f"{'p50 ms':>8}{'p99 ms':>8}{'ceil p99':>9}{'p99 x':>7}{'non2xx':>8}"
+    header += f"{'p50 ms':>8}{'p99 ms':>8}{'ceil p99':>9}{'p99 x':>7}{'non2xx':>8}{'ceil non2xx':>12}"
     print(f"medians of {args.rounds} alternating rounds of {args.duration} s per cell")
     print(
         "the API runs with its per-user rate limit off (RATE_LIMIT_PER_SECOND=0); everything else as shipped"
@@ -552,6 +557,7 @@ def report(results: list[Measurement], memory: dict[str, list[float]], args: arg
             f"{row['operation']:<17}{row['workers']:>2}{row['connections']:>5}{row['api_rps']:>10}"
             f"{row['ceiling_rps']:>10}{row['ratio']:>7}{row['api_p50_ms']:>8}{row['api_p99_ms']:>8}"
             f"{row['ceiling_p99_ms']:>9}{row['p99_ratio']:>7}{row['api_non_2xx']:>8}"
+            f"{row['ceiling_non_2xx']:>12}"
         )
     print("worker RSS (MB) after each operation:", memory)
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -575,6 +581,11 @@ def report(results: list[Measurement], memory: dict[str, list[float]], args: arg
     path = RESULTS / f"bench-{stamp}.json"
     path.write_text(json.dumps(document, indent=2) + "\n")
     print(f"wrote {path.relative_to(ROOT)}")
+    return [
+        f"{row['operation']} (workers={row['workers']}, connections={row['connections']})"
+        for row in rows
+        if row["api_non_2xx"] or row["ceiling_non_2xx"]
+    ]
 
 
 if __name__ == "__main__":

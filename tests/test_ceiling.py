@@ -1,0 +1,113 @@
+"""The bench's ceiling (`bench/ceiling.py`) answers every request `make bench` sends as
+the API does: a ceiling that fails or serves less than the API would make every ratio
+`make bench` reports a lie. (Its TOGGLE once answered nothing but 500s, unseen.)"""
+
+import gc
+import importlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import pytest
+from httpx import ASGITransport, AsyncClient, Response
+
+from tests.conftest import SECRET, Caller, http_client, make_settings, running_app, sign_in
+
+pytestmark = [pytest.mark.anyio, pytest.mark.postgresql_only]
+
+# The filtered list of `make bench`'s LIST_FILTERED, and the other lists it sends.
+LISTS = [
+    "",
+    "?limit=20",
+    "?offset=2",
+    "?status=pending&priority=high&priority=medium&tag=work&q=task&sort=due&limit=20",
+]
+
+
+@asynccontextmanager
+async def ceiling_client(url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[AsyncClient]:
+    """The ceiling app in this process, its lifespan run, on the database at `url`."""
+    monkeypatch.setenv("BETTER_AUTH_SECRET", SECRET)
+    monkeypatch.setenv("DATABASE_URL", url)
+    ceiling = importlib.reload(importlib.import_module("bench.ceiling"))
+    threshold = gc.get_threshold()
+    try:
+        async with (
+            ceiling.app.router.lifespan_context(ceiling.app),
+            AsyncClient(transport=ASGITransport(app=ceiling.app), base_url="http://ceiling") as client,
+        ):
+            yield client
+    finally:  # the ceiling tunes the collector as the API's server does; not for the tests
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
+
+
+async def send(client: AsyncClient, caller: Caller, method: str, suffix: str = "", **kwargs: Any) -> Response:
+    headers = {**caller.headers, **kwargs.pop("headers", {})}
+    return await client.request(method, caller.url(suffix), headers=headers, **kwargs)
+
+
+async def test_the_ceiling_answers_every_benchmarked_request_as_the_api_does(
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with (
+        running_app(make_settings(postgres_url)) as app,
+        http_client(app) as client,
+        ceiling_client(postgres_url, monkeypatch) as ceiling,
+    ):
+        alice = sign_in(client, "alice")
+        for n in range(6):
+            await alice.create(
+                title=f"task {n}",
+                description="seeded",
+                priority=["high", "medium", "low"][n % 3],
+                due_at=f"2026-12-0{n + 1}T09:00:00Z" if n % 2 else None,
+                tags=["work"] if n % 2 else ["Home"],
+            )
+        await alice.request("PATCH", "/1/complete")
+
+        async def same_as_the_api(answer: Response, status: int) -> dict[str, Any]:
+            """The ceiling's answer has `status`, and is the task the API then reads."""
+            assert answer.status_code == status, answer.text
+            task: dict[str, Any] = answer.json()
+            assert (await alice.request("GET", f"/{task['id']}")).json() == task
+            return task
+
+        for suffix in LISTS:
+            ours, theirs = await alice.request("GET", suffix), await send(ceiling, alice, "GET", suffix)
+            assert theirs.status_code == 200, (suffix, theirs.text)
+            assert (theirs.json(), theirs.headers["x-total-count"]) == (
+                ours.json(),
+                ours.headers["x-total-count"],
+            ), suffix
+        await same_as_the_api(await send(ceiling, alice, "GET", "/2"), 200)
+
+        patched = await same_as_the_api(await send(ceiling, alice, "PATCH", "/2", json={"title": "p"}), 200)
+        assert patched["title"] == "p"
+        toggled = await same_as_the_api(await send(ceiling, alice, "PATCH", "/2/complete"), 200)
+        assert toggled["completed"] is True
+        assert toggled["completed_at"] is not None
+        reopened = await same_as_the_api(await send(ceiling, alice, "PATCH", "/2/complete"), 200)
+        assert (reopened["completed"], reopened["completed_at"]) == (False, None)
+        matched = await send(ceiling, alice, "PATCH", "/3", json={"title": "m"}, headers={"If-Match": '"1"'})
+        assert matched.headers["etag"] == '"2"'
+        await same_as_the_api(matched, 200)
+
+        await same_as_the_api(await send(ceiling, alice, "POST", json={"title": "benchmark task"}), 201)
+        tagged = await same_as_the_api(
+            await send(ceiling, alice, "POST", json={"title": "b", "tags": ["work", "errands", "Home"]}), 201
+        )
+        assert tagged["tags"] == ["errands", "Home", "work"]
+        await same_as_the_api(
+            await send(ceiling, alice, "POST", json={"title": "k"}, headers={"Idempotency-Key": "k-1"}), 201
+        )
+
+        ours, theirs = (
+            await alice.request("GET", "/changes?limit=100"),
+            await send(ceiling, alice, "GET", "/changes?limit=100"),
+        )
+        assert theirs.status_code == 200, theirs.text
+        assert {**theirs.json(), "next_since": None} == {**ours.json(), "next_since": None}
+
+        assert (await send(ceiling, alice, "DELETE", "/4")).status_code == 204
+        assert (await alice.request("GET", "/4")).status_code == 404
