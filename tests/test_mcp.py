@@ -1,6 +1,7 @@
 """The MCP server at /mcp, with the official SDK's client over Streamable HTTP against the real
 server process: the same tokens, the same isolation, the same rules as the REST API."""
 
+import itertools
 import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -47,9 +48,11 @@ def bearer(user: str) -> dict[str, str]:
 
 
 @asynccontextmanager
-async def session_for(server: Server, user: str) -> AsyncIterator[ClientSession]:
+async def session_for(
+    server: Server, user: str, transport: httpx.AsyncBaseTransport | None = None
+) -> AsyncIterator[ClientSession]:
     async with (
-        httpx.AsyncClient(headers=bearer(user), timeout=30) as http,
+        httpx.AsyncClient(headers=bearer(user), timeout=30, transport=transport) as http,
         streamable_http_client(f"{server.base_url}/mcp", http_client=http) as (read, write, _),
         ClientSession(read, write) as session,
     ):
@@ -235,23 +238,44 @@ async def test_every_call_is_one_access_line_without_its_arguments(tmp_path: Pat
     assert "a very private title" not in server.log_path.read_text()
 
 
-async def test_two_workers_serve_one_clients_consecutive_calls(tmp_path: Path) -> None:
+class TakingTurns(httpx.AsyncBaseTransport):
+    """Sends each request to the next of `servers` in turn, as a load balancer without
+    sticky sessions may: one client's consecutive requests go to different processes."""
+
+    def __init__(self, servers: list[Server]) -> None:
+        self.ports = itertools.cycle([httpx.URL(server.base_url).port for server in servers])
+        self.transport = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        request.url = request.url.copy_with(port=next(self.ports))
+        return await self.transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+
+async def test_two_server_processes_take_turns_at_one_clients_calls(tmp_path: Path) -> None:
+    """Stateless: one session's requests, its initialisation included, alternate between
+    two server processes on one database (two instances, or two workers), and all work."""
     with fresh_database("postgresql", tmp_path) as database_url:
         env = server_env(database_url)
         cli(env, "migrate")
-        with running_server(env, tmp_path / "server.log", "--workers", "2") as server:
-            async with session_for(server, "alice") as session:
+        with (
+            running_server(env, tmp_path / "first.log") as first,
+            running_server(env, tmp_path / "second.log") as second,
+        ):
+            async with session_for(first, "alice", TakingTurns([first, second])) as session:
                 ids = [
                     structured(await session.call_tool("add_task", {"title": f"t{i}"}))["id"]
                     for i in range(12)
                 ]
                 listed = structured(await session.call_tool("list_tasks", {"limit": 50}))
-            started = [
-                line
-                for line in server.log_lines()
-                if line.get("message", "").startswith("Started server process")
+            calls = [
+                [line["tool"] for line in server.log_lines() if line.get("message") == "tool"]
+                for server in (first, second)
             ]
-    assert len(started) == 2  # two workers took the calls, which need no session between them
+    assert all(calls), calls  # each process took some of the calls
+    assert sorted(calls[0] + calls[1]) == sorted(["add_task"] * 12 + ["list_tasks"])
     assert sorted(task["id"] for task in listed["tasks"]) == sorted(ids)
     assert json.loads(json.dumps(listed)) == listed
 
