@@ -12,6 +12,11 @@ _ENTITY_TAG = re.compile(r'\s*(W/)?"([\x21\x23-\x7e\x80-\xff]*)"\s*')
 MAX_TAGS = 20
 # Printable ASCII, as the draft's sf-string allows, 1 to 255 characters.
 _KEY = re.compile(r"[\x20-\x7e]{1,255}")
+# A version as its entity tag spells it: ASCII digits, no leading zero. `"01"` is not `"1"`
+# (a strong comparison compares the tags' characters), and `"²"` is no digit at all.
+_VERSION = re.compile(r"[1-9][0-9]{0,9}")
+# Versions are PostgreSQL integers: a larger number names no version there can be.
+MAX_VERSION = 2**31 - 1
 
 
 class InvalidHeaderError(ValueError):
@@ -31,8 +36,11 @@ class EntityTags:
     weak: frozenset[str]
 
     def versions(self) -> frozenset[int]:
-        """The listed strong tags that can be versions (a strong comparison: W/ never matches)."""
-        return frozenset(int(tag) for tag in self.strong if tag.isdigit() and len(tag) < 19)
+        """The listed strong tags that can be versions (a strong comparison: W/ never matches,
+        and only a tag spelt exactly as this API spells a version does)."""
+        return frozenset(
+            int(tag) for tag in self.strong if _VERSION.fullmatch(tag) and int(tag) <= MAX_VERSION
+        )
 
     def matches_weakly(self, version: int) -> bool:
         """If-None-Match's comparison: weak, so `W/"7"` and `"7"` both match version 7."""

@@ -14,9 +14,12 @@ from typing import Any
 
 import orjson
 
-from backend.models import SortOrder, TaskSort
+from backend.models import MAX_ID, SortOrder, TaskSort
 
 _DATES = ("created", "updated", "due")
+# How far ahead of this server's clock a sync position's time may be (another server's
+# clock may run a little ahead): beyond it, the position was never issued.
+CLOCK_SKEW_SECONDS = 60
 
 
 class InvalidTokenError(ValueError):
@@ -58,18 +61,23 @@ class Cursor:
         if data.get("s") != sort or data.get("o") != order:
             raise InvalidTokenError("cursor was issued for another sort or order; keep them while paging")
         task_id, value = data.get("i"), data.get("v")
-        if not isinstance(task_id, int) or isinstance(task_id, bool):
+        if not _is_id(task_id):
             raise InvalidTokenError("cursor is not a token this API issued")
         if sort in _DATES and value is not None:
             try:
                 value = datetime.fromisoformat(str(value)).astimezone(UTC)
-            except ValueError:
+            except (ValueError, OverflowError):
                 raise InvalidTokenError("cursor is not a token this API issued") from None
         elif not _fits(sort, value):
             raise InvalidTokenError("cursor is not a token this API issued")
         if value is None and sort != "due":
             raise InvalidTokenError("cursor is not a token this API issued")
+        assert isinstance(task_id, int)
         return cls(sort=sort, order=order, value=value, task_id=task_id)
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_ID
 
 
 def _fits(sort: TaskSort, value: object) -> bool:
@@ -82,7 +90,9 @@ def _fits(sort: TaskSort, value: object) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class SyncPosition:
-    """How far a client's sync has read: the owner's change number, and when."""
+    """How far a client's sync has read: the owner's change number, and a time at or before
+    which none of the changes after that number happened. Retention is measured from that
+    time: a position whose changes may include purged tombstones is refused (410)."""
 
     seq: int
     at: datetime
@@ -91,9 +101,18 @@ class SyncPosition:
         return _encode({"n": self.seq, "t": int(self.at.timestamp())})
 
     @classmethod
-    def decode(cls, token: str) -> "SyncPosition":
+    def decode(cls, token: str, now: datetime) -> "SyncPosition":
+        """The position; an error for one this API never issued (out-of-range numbers, a time
+        ahead of the clock)."""
         data = _decode(token, "since")
         seq, at = data.get("n"), data.get("t")
-        if not isinstance(seq, int) or not isinstance(at, int) or seq < 0:
+        if (
+            not isinstance(seq, int)
+            or isinstance(seq, bool)
+            or not 0 <= seq <= MAX_ID
+            or not isinstance(at, int)
+            or isinstance(at, bool)
+            or not 0 <= at <= now.timestamp() + CLOCK_SKEW_SECONDS
+        ):
             raise InvalidTokenError("since is not a token this API issued")
         return cls(seq=seq, at=datetime.fromtimestamp(at, UTC))

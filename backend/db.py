@@ -1,6 +1,6 @@
-"""The database: URLs, the connection pool, and the connection each request gets.
+"""The database: URLs, the connection pool, and the connections requests borrow from it.
 
-Statements are written once, as SQLAlchemy Core (`Query`, built in `crud`), and
+Statements are written once, as SQLAlchemy Core (`Query`, built by the stores), and
 run two ways:
 
 - PostgreSQL, the production database, through an asyncpg pool directly: each
@@ -11,21 +11,34 @@ run two ways:
 - SQLite, the embedded default, through SQLAlchemy's engine: the statement as is,
   with SQLAlchemy's type handling (SQLite has no native timestamps or booleans).
 
-Statements run in autocommit, each on a connection borrowed from the pool just
-for it: every route is one statement, atomic on its own, but create on SQLite,
-which runs its two in `transaction()` (SQLite cannot write in a WITH clause).
-Nothing is held between statements, so a request never keeps a connection while
-it waits on anything else.
+A statement on its own runs in autocommit, on a connection borrowed just for it; several
+that belong together run on one connection, in a transaction (`atomic`) or not (`using`).
+Three rules keep any request from stalling a worker, and are enforced here rather than
+remembered by every caller:
+
+- A task never waits for a second pooled connection while it holds one: with 20 writers
+  on one task each holding a connection (on SQLite, the write lock) while asking for a
+  second, the pool ran dry and every request of the worker waited 5 s. Borrowing while
+  holding raises `SecondConnectionError` at once, deterministically, rather than under
+  contention only.
+- One user cannot take the whole pool: a user's statements use at most half of it at
+  once (`for_user`); the rest wait their turn, and a 429 answers one that waited longer
+  than DATABASE_TIMEOUT_SECONDS.
+- A deadlock or serialization failure on PostgreSQL is retried here (a few times, with
+  jitter) and never reaches the client as a 500.
 """
 
 import asyncio
 import logging
+import random
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -44,6 +57,7 @@ logger = logging.getLogger("backend.db")
 Row = dict[str, Any]
 T = TypeVar("T")
 StatementListener = Callable[[str], None]
+Dialect = Literal["postgresql", "sqlite"]
 
 # Every spelling a user may paste, mapped to the driver we ship.
 _DRIVERS = {
@@ -61,6 +75,11 @@ _DRIVERS = {
 # authenticates with SCRAM-SHA-256 over TLS without channel binding) and
 # `connect_timeout` (DATABASE_TIMEOUT_SECONDS bounds connecting instead).
 _LIBPQ_ONLY = ("channel_binding", "connect_timeout")
+
+# Attempts at a statement or transaction that met a deadlock or serialization failure,
+# and the first wait between two (doubled each time, with jitter).
+CONFLICT_ATTEMPTS = 5
+CONFLICT_BACKOFF_SECONDS = 0.005
 
 
 def database_url(raw: str) -> URL:
@@ -94,6 +113,23 @@ class CheckViolationError(Exception):
         self.constraint = constraint
 
 
+class TransientConflictError(Exception):
+    """A deadlock or serialization failure: the work was rolled back and may be run again."""
+
+
+class UserBusyError(Exception):
+    """The user's share of the pool stayed taken for DATABASE_TIMEOUT_SECONDS: a 429."""
+
+    def __init__(self, share: int) -> None:
+        super().__init__(share)
+        self.share = share
+
+
+class SecondConnectionError(RuntimeError):
+    """A bug: a task asked for a pooled connection while holding one. Run the statement on
+    the connection it holds (`using`, `atomic`) instead."""
+
+
 # Failures of the connection, not of the statement: the client may retry.
 _POSTGRES_UNAVAILABLE = (
     OSError,  # refused, reset, unreachable, DNS
@@ -103,7 +139,48 @@ _POSTGRES_UNAVAILABLE = (
     asyncpg.exceptions.OperatorInterventionError,  # class 57: shutting down, starting up
     asyncpg.exceptions.InsufficientResourcesError,  # class 53: too many connections
 )
+_POSTGRES_TRANSIENT = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
 _SQLITE_UNAVAILABLE = (OperationalError, SQLAlchemyInterfaceError, PoolTimeoutError)
+
+
+def _from_postgres(error: BaseException) -> Exception | None:
+    """The one translation of PostgreSQL's errors into ours, for every statement; None to let
+    the error go up as it is (a bug)."""
+    if isinstance(error, asyncpg.CheckViolationError):
+        return CheckViolationError(error.constraint_name or "")
+    if isinstance(error, _POSTGRES_TRANSIENT):
+        return TransientConflictError(type(error).__name__)
+    if isinstance(error, _POSTGRES_UNAVAILABLE):
+        return DatabaseUnavailableError(type(error).__name__)
+    return None
+
+
+def _from_sqlite(error: BaseException) -> Exception | None:
+    """The one translation of SQLite's errors into ours, for every statement."""
+    if isinstance(error, IntegrityError):
+        # "CHECK constraint failed: ck_tasks_recurrence_has_due_at"
+        message = str(error.orig)
+        if message.startswith("CHECK constraint failed: "):
+            return CheckViolationError(message.removeprefix("CHECK constraint failed: "))
+        return None
+    if isinstance(error, _SQLITE_UNAVAILABLE):
+        return DatabaseUnavailableError(type(error).__name__)
+    return None
+
+
+# The task holding a pooled connection in this context, if any: see SecondConnectionError.
+_HOLDER: ContextVar["asyncio.Task[Any] | None"] = ContextVar("database_connection_holder", default=None)
+
+
+def _claim() -> Any:
+    """Mark the current task as holding a connection; refuse if it already holds one."""
+    task = asyncio.current_task()
+    if task is not None and _HOLDER.get() is task:
+        raise SecondConnectionError(
+            "this task already holds a pooled connection; waiting for a second one can stall the "
+            "worker: run the statement on the connection it holds"
+        )
+    return _HOLDER.set(task)
 
 
 class Query:
@@ -126,7 +203,7 @@ class Query:
 
 
 class Connection(ABC):
-    """One pooled connection, in autocommit."""
+    """One pooled connection, in autocommit unless inside `transaction()`."""
 
     def __init__(self, listeners: list[StatementListener]) -> None:
         self._listeners = listeners
@@ -150,41 +227,64 @@ class Connection(ABC):
             listener(sql)
 
 
+Work = Callable[[Connection], Awaitable[T]]
+
+
 class Database(ABC):
     """The pool a process shares. Connections are opened lazily, on first use."""
 
+    dialect: Dialect
     writes_in_with: bool
     """Whether a statement may write in its WITH clause (PostgreSQL: yes; SQLite: no)."""
     in_transaction = False
     """Whether every statement joins one transaction already open (see `InTransaction`)."""
 
-    def __init__(self, timeout_seconds: float) -> None:
+    def __init__(self, timeout_seconds: float, pool_size: int) -> None:
         self.timeout_seconds = timeout_seconds
+        self.pool_size = pool_size
+        # The most connections one user's statements hold at once.
+        self.user_share = max(1, pool_size // 2)
         self.statement_listeners: list[StatementListener] = []
         self.waiting = 0  # requests waiting for a connection, for the metrics
+        self.conflicts_retried = 0  # deadlocks and serialization failures run again
+        self._shares: dict[str, _Share] = {}
 
     @abstractmethod
-    def connection(self) -> AbstractAsyncContextManager["Connection"]:
+    def connection(self) -> AbstractAsyncContextManager[Connection]:
         """An async context manager giving a `Connection`; connectivity failures become
         `DatabaseUnavailableError`."""
 
     async def execute(self, query: Query, **params: Any) -> int:
-        async with self.connection() as connection:
-            return await connection.execute(query, **params)
+        return await self.using(lambda connection: connection.execute(query, **params))
 
     async def fetch_one(self, query: Query, **params: Any) -> Row | None:
-        async with self.connection() as connection:
-            return await connection.fetch_one(query, **params)
+        return await self.using(lambda connection: connection.fetch_one(query, **params))
 
     async def fetch_all(self, query: Query, **params: Any) -> list[Row]:
-        async with self.connection() as connection:
-            return await connection.fetch_all(query, **params)
+        return await self.using(lambda connection: connection.fetch_all(query, **params))
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Connection]:
-        """A connection whose statements commit together when the block ends, or not at all."""
-        async with self.connection() as connection, connection.transaction():
-            yield connection
+    async def using(self, work: "Work[T]") -> T:
+        """`work` on one connection, its statements each in autocommit (a deadlock or
+        serialization failure, which rolls back the statement that met it, runs it again)."""
+        return await _retried(self, lambda: self._once(work))
+
+    async def atomic(self, work: "Work[T]") -> T:
+        """`work` on one connection, in one transaction: it commits when `work` returns, and
+        is rolled back if it raises. A deadlock or serialization failure runs it again."""
+
+        async def in_transaction(connection: Connection) -> T:
+            async with connection.transaction():
+                return await work(connection)
+
+        return await _retried(self, lambda: self._once(in_transaction))
+
+    async def _once(self, work: "Work[T]") -> T:
+        async with self.connection() as connection:
+            return await work(connection)
+
+    def for_user(self, user_id: str) -> "Database":
+        """This database as one user's requests use it: at most `user_share` connections at once."""
+        return UserShare(self, user_id)
 
     @abstractmethod
     async def close(self) -> None: ...
@@ -192,16 +292,120 @@ class Database(ABC):
     @abstractmethod
     def pool_status(self) -> "PoolStatus": ...
 
+    # --- the per-user share ---------------------------------------------------------
+
+    async def take_share(self, user_id: str) -> None:
+        share = self._shares.get(user_id)
+        if share is None:
+            share = self._shares[user_id] = _Share()
+        if share.in_use < self.user_share and not share.waiters:
+            share.in_use += 1
+            return
+        turn = asyncio.get_running_loop().create_future()
+        share.waiters.append(turn)
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                await turn
+        except BaseException as error:
+            if turn.done() and not turn.cancelled():
+                self.give_share(user_id)  # handed over just as we stopped waiting: pass it on
+            else:
+                turn.cancel()
+            if isinstance(error, TimeoutError):
+                raise UserBusyError(self.user_share) from None
+            raise
+
+    def give_share(self, user_id: str) -> None:
+        share = self._shares[user_id]
+        while share.waiters:
+            turn = share.waiters.popleft()
+            if not turn.done():
+                turn.set_result(None)  # the slot goes to the next in line, in_use unchanged
+                return
+        share.in_use -= 1
+        if share.in_use == 0:
+            del self._shares[user_id]
+
+
+class _Share:
+    __slots__ = ("in_use", "waiters")
+
+    def __init__(self) -> None:
+        self.in_use = 0
+        self.waiters: deque[asyncio.Future[None]] = deque()
+
+
+async def _retried(database: Database, attempt: Callable[[], Awaitable[T]]) -> T:
+    for attempts in range(1, CONFLICT_ATTEMPTS + 1):
+        try:
+            return await attempt()
+        except TransientConflictError as error:
+            if attempts == CONFLICT_ATTEMPTS:
+                logger.warning("conflict persisted after %d attempts: %s", attempts, error)
+                raise DatabaseUnavailableError(str(error)) from error
+            database.conflicts_retried += 1
+            wait = CONFLICT_BACKOFF_SECONDS * 2 ** (attempts - 1)
+            await asyncio.sleep(wait * random.uniform(0.5, 1.5))  # noqa: S311 - jitter, not a secret
+    raise AssertionError("unreachable")
+
+
+class UserShare(Database):
+    """A `Database` for one user's requests: each connection it borrows first takes one of
+    the user's `user_share` slots (waiting in line for one if need be)."""
+
+    def __init__(self, inner: Database, user_id: str) -> None:
+        self.inner = inner
+        self.user_id = user_id
+        self.dialect = inner.dialect
+        self.writes_in_with = inner.writes_in_with
+        self.timeout_seconds = inner.timeout_seconds
+        self.pool_size = inner.pool_size
+        self.user_share = inner.user_share
+        self.statement_listeners = inner.statement_listeners
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[Connection]:
+        await self.inner.take_share(self.user_id)
+        try:
+            async with self.inner.connection() as connection:
+                yield connection
+        finally:
+            self.inner.give_share(self.user_id)
+
+    async def using(self, work: "Work[T]") -> T:
+        await self.inner.take_share(self.user_id)
+        try:
+            return await self.inner.using(work)
+        finally:
+            self.inner.give_share(self.user_id)
+
+    async def atomic(self, work: "Work[T]") -> T:
+        await self.inner.take_share(self.user_id)
+        try:
+            return await self.inner.atomic(work)
+        finally:
+            self.inner.give_share(self.user_id)
+
+    def for_user(self, user_id: str) -> Database:
+        return self if user_id == self.user_id else self.inner.for_user(user_id)
+
+    async def close(self) -> None:
+        return None
+
+    def pool_status(self) -> "PoolStatus":
+        return self.inner.pool_status()
+
 
 class InTransaction(Database):
     """One connection inside an open transaction, as a `Database`: every statement, and
-    every `transaction()`, joins that transaction. What lets a request key's answer be
+    every `using` and `atomic`, joins that transaction. What lets a request key's answer be
     stored in the same transaction as the write it answers for."""
 
     in_transaction = True
 
     def __init__(self, outer: Database, connection: Connection) -> None:
-        super().__init__(outer.timeout_seconds)
+        super().__init__(outer.timeout_seconds, outer.pool_size)
+        self.dialect = outer.dialect
         self.writes_in_with = outer.writes_in_with
         self._connection = connection
 
@@ -218,9 +422,15 @@ class InTransaction(Database):
     async def fetch_all(self, query: Query, **params: Any) -> list[Row]:
         return await self._connection.fetch_all(query, **params)
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Connection]:
-        yield self._connection
+    async def using(self, work: "Work[T]") -> T:
+        return await work(self._connection)
+
+    async def atomic(self, work: "Work[T]") -> T:
+        # The outer transaction is the unit: it commits, rolls back and retries as one.
+        return await work(self._connection)
+
+    def for_user(self, user_id: str) -> Database:
+        return self
 
     async def close(self) -> None:
         return None
@@ -245,8 +455,10 @@ class PostgresConnection(Connection):
         self._sent(query.sql)
         try:
             status = await self._connection.execute(query.sql, *query.arguments(params))
-        except asyncpg.CheckViolationError as error:
-            raise CheckViolationError(error.constraint_name or "") from error
+        except Exception as error:
+            if (ours := _from_postgres(error)) is None:
+                raise
+            raise ours from error
         # "DELETE 3", "UPDATE 1", "INSERT 0 1": the count is the last word.
         count = status.rsplit(" ", 1)[-1]
         return int(count) if count.isdigit() else 0
@@ -255,15 +467,21 @@ class PostgresConnection(Connection):
         self._sent(query.sql)
         try:
             record = await self._connection.fetchrow(query.sql, *query.arguments(params))
-        except asyncpg.CheckViolationError as error:
-            # Here, not only where a connection is given back: a statement inside a
-            # transaction (`InTransaction`) must report it the same way.
-            raise CheckViolationError(error.constraint_name or "") from error
+        except Exception as error:
+            if (ours := _from_postgres(error)) is None:
+                raise
+            raise ours from error
         return None if record is None else dict(record)
 
     async def fetch_all(self, query: Query, **params: Any) -> list[Row]:
         self._sent(query.sql)
-        return [dict(record) for record in await self._connection.fetch(query.sql, *query.arguments(params))]
+        try:
+            records = await self._connection.fetch(query.sql, *query.arguments(params))
+        except Exception as error:
+            if (ours := _from_postgres(error)) is None:
+                raise
+            raise ours from error
+        return [dict(record) for record in records]
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
@@ -271,19 +489,22 @@ class PostgresConnection(Connection):
         try:
             async with self._connection.transaction():
                 yield
-        except BaseException:
+        except BaseException as error:
             self._sent("ROLLBACK")
+            # COMMIT itself can meet a serialization failure or lose the connection.
+            if isinstance(error, Exception) and (ours := _from_postgres(error)) is not None:
+                raise ours from error
             raise
         self._sent("COMMIT")
 
 
 class PostgresDatabase(Database):
+    dialect: Dialect = "postgresql"
     writes_in_with = True
 
     def __init__(self, url: URL, *, timeout_seconds: float, pool_size: int) -> None:
-        super().__init__(timeout_seconds)
+        super().__init__(timeout_seconds, pool_size)
         self._dsn = asyncpg_dsn(url)
-        self._pool_size = pool_size
         self._pool: asyncpg.Pool | None = None
         self._pool_lock = asyncio.Lock()
         # Connections borrowed or being borrowed: the pool has no other user.
@@ -291,65 +512,58 @@ class PostgresDatabase(Database):
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
+        holding = _claim()
         try:
             pool, connection = await self._acquire()
             try:
                 yield PostgresConnection(connection, self.statement_listeners)
             finally:
                 await self._release(pool, connection)
-        except _POSTGRES_UNAVAILABLE as error:
-            raise DatabaseUnavailableError(type(error).__name__) from error
-        except asyncpg.CheckViolationError as error:
-            raise CheckViolationError(error.constraint_name or "") from error
+        finally:
+            _HOLDER.reset(holding)
 
-    # The three statement methods borrow a connection directly rather than through
-    # `connection()`: no context-manager generator per statement, a few percent of
-    # a task read's CPU.
-    async def execute(self, query: Query, **params: Any) -> int:
-        return await self._borrowed(lambda connection: connection.execute(query, **params))
-
-    async def fetch_one(self, query: Query, **params: Any) -> Row | None:
-        return await self._borrowed(lambda connection: connection.fetch_one(query, **params))
-
-    async def fetch_all(self, query: Query, **params: Any) -> list[Row]:
-        return await self._borrowed(lambda connection: connection.fetch_all(query, **params))
-
-    async def _borrowed(self, use: Callable[[Connection], Awaitable[T]]) -> T:
+    async def _once(self, work: "Work[T]") -> T:
+        # The same as `connection()`, without a context-manager generator per statement:
+        # a few percent of a task read's CPU.
+        holding = _claim()
         try:
             pool, connection = await self._acquire()
             try:
-                return await use(PostgresConnection(connection, self.statement_listeners))
+                return await work(PostgresConnection(connection, self.statement_listeners))
             finally:
                 await self._release(pool, connection)
-        except _POSTGRES_UNAVAILABLE as error:
-            raise DatabaseUnavailableError(type(error).__name__) from error
-        except asyncpg.CheckViolationError as error:
-            raise CheckViolationError(error.constraint_name or "") from error
+        finally:
+            _HOLDER.reset(holding)
 
     async def _acquire(self) -> "tuple[asyncpg.Pool, PoolConnectionProxy[Any]]":
-        pool = self._pool or await self._open_pool()
-        # While fewer than pool-size connections are claimed, one is free and asyncpg
-        # hands it over at once (connecting it first, if need be, under the connect
-        # timeout): there is no wait to bound. Skipping the timeout spares a timer on
-        # borrowing and another on returning, 2.5% of a task read's CPU instructions
-        # (callgrind). Only a full pool makes a request wait, and time out.
-        free = self._claimed < self._pool_size
-        self._claimed += 1
         try:
-            if free:
-                return pool, await pool.acquire()
-            self.waiting += 1
+            pool = self._pool or await self._open_pool()
+            # While fewer than pool-size connections are claimed, one is free and asyncpg
+            # hands it over at once (connecting it first, if need be, under the connect
+            # timeout): there is no wait to bound. Skipping the timeout spares a timer on
+            # borrowing and another on returning, 2.5% of a task read's CPU instructions
+            # (callgrind). Only a full pool makes a request wait, and time out.
+            free = self._claimed < self.pool_size
+            self._claimed += 1
             try:
-                return pool, await pool.acquire(timeout=self.timeout_seconds)
-            finally:
-                self.waiting -= 1
-        except BaseException:
-            self._claimed -= 1
-            raise
+                if free:
+                    return pool, await pool.acquire()
+                self.waiting += 1
+                try:
+                    return pool, await pool.acquire(timeout=self.timeout_seconds)
+                finally:
+                    self.waiting -= 1
+            except BaseException:
+                self._claimed -= 1
+                raise
+        except _POSTGRES_UNAVAILABLE as error:
+            raise DatabaseUnavailableError(type(error).__name__) from error
 
     async def _release(self, pool: asyncpg.Pool, connection: "PoolConnectionProxy[Any]") -> None:
         try:
             await pool.release(connection)
+        except _POSTGRES_UNAVAILABLE as error:
+            raise DatabaseUnavailableError(type(error).__name__) from error
         finally:
             self._claimed -= 1
 
@@ -359,13 +573,13 @@ class PostgresDatabase(Database):
                 self._pool = await asyncpg.create_pool(
                     self._dsn,
                     min_size=1,
-                    max_size=self._pool_size,
+                    max_size=self.pool_size,
                     # Neon suspends an idle compute after five minutes and drops its
                     # connections: close idle ones before that happens.
                     max_inactive_connection_lifetime=240,
-                    # We keep no session state (no SET, LISTEN, advisory locks or
-                    # cursors), so returning a connection needs no RESET ALL round
-                    # trip; asyncpg still rolls back a transaction left open.
+                    # We keep no session state (no SET, LISTEN or cursors; advisory locks
+                    # are transaction-scoped), so returning a connection needs no RESET ALL
+                    # round trip; asyncpg still rolls back a transaction left open.
                     reset=_keep_session,
                     timeout=self.timeout_seconds,  # connecting, TLS included
                     command_timeout=self.timeout_seconds,  # each statement
@@ -416,24 +630,28 @@ class SqliteConnection(Connection):
     async def _run(self, query: Query, params: Mapping[str, Any]) -> Any:
         try:
             return await self._connection.execute(query.statement, params)
-        except IntegrityError as error:
-            # "CHECK constraint failed: ck_tasks_recurrence_has_due_at"
-            message = str(error.orig)
-            if message.startswith("CHECK constraint failed: "):
-                raise CheckViolationError(message.removeprefix("CHECK constraint failed: ")) from error
-            raise
+        except Exception as error:
+            if (ours := _from_sqlite(error)) is None:
+                raise
+            raise ours from error
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
         # IMMEDIATE takes the write lock up front, so two writers wait for each
         # other instead of failing when a read lock cannot be upgraded.
-        await self._connection.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            await self._connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except _SQLITE_UNAVAILABLE as error:
+            raise DatabaseUnavailableError(type(error).__name__) from error
         try:
             yield
         except BaseException:
             await self._connection.exec_driver_sql("ROLLBACK")
             raise
-        await self._connection.exec_driver_sql("COMMIT")
+        try:
+            await self._connection.exec_driver_sql("COMMIT")
+        except _SQLITE_UNAVAILABLE as error:
+            raise DatabaseUnavailableError(type(error).__name__) from error
 
 
 def _in_utc(row: RowMapping) -> Row:
@@ -445,14 +663,20 @@ def _in_utc(row: RowMapping) -> Row:
 
 
 class SqliteDatabase(Database):
+    dialect: Dialect = "sqlite"
     writes_in_with = False
 
-    def __init__(self, url: URL, *, timeout_seconds: float) -> None:
-        super().__init__(timeout_seconds)
+    def __init__(self, url: URL, *, timeout_seconds: float, pool_size: int) -> None:
+        super().__init__(timeout_seconds, pool_size)
         # The sqlite3 module's own transaction handling is off (autocommit):
         # `transaction()` says BEGIN and COMMIT itself.
         self.engine: AsyncEngine = create_async_engine(
-            url, connect_args={"timeout": timeout_seconds}, isolation_level="AUTOCOMMIT"
+            url,
+            connect_args={"timeout": timeout_seconds},
+            isolation_level="AUTOCOMMIT",
+            pool_size=pool_size,
+            max_overflow=0,
+            pool_timeout=timeout_seconds,
         )
         event.listen(self.engine.sync_engine, "connect", _configure_sqlite)
         event.listen(self.engine.sync_engine, "before_cursor_execute", self._notify)
@@ -463,18 +687,21 @@ class SqliteDatabase(Database):
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[Connection]:
+        holding = _claim()
         try:
             self.waiting += 1
             try:
                 connection = await self.engine.connect()
+            except _SQLITE_UNAVAILABLE as error:
+                raise DatabaseUnavailableError(type(error).__name__) from error
             finally:
                 self.waiting -= 1
             try:
                 yield SqliteConnection(connection, self.statement_listeners)
             finally:
                 await connection.close()
-        except _SQLITE_UNAVAILABLE as error:
-            raise DatabaseUnavailableError(type(error).__name__) from error
+        finally:
+            _HOLDER.reset(holding)
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -497,7 +724,7 @@ def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
 def create_database(url: URL, *, timeout_seconds: float = 5, pool_size: int = 15) -> Database:
     """`timeout_seconds` bounds connecting, waiting for a pooled connection and each
     statement (on SQLite: waiting for the write lock), so an unreachable or stalled
-    database becomes a 503, not a hang."""
+    database becomes a 503, not a hang. `pool_size` bounds the connections (on SQLite too)."""
     if url.get_backend_name() == "sqlite":
-        return SqliteDatabase(url, timeout_seconds=timeout_seconds)
+        return SqliteDatabase(url, timeout_seconds=timeout_seconds, pool_size=pool_size)
     return PostgresDatabase(url, timeout_seconds=timeout_seconds, pool_size=pool_size)

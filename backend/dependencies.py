@@ -1,19 +1,21 @@
-"""What handlers receive: the tasks (or tags) of the caller, who is authorised for the path."""
+"""What handlers receive: the tasks (or tags, or changes) of the caller, who is admitted
+(token, rate limit) and authorised for the path. Admission itself is `shared.Services.admit`,
+the same for every door."""
 
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
 
-from backend.errors import Forbidden, NotAuthenticated, ServiceUnavailable, TooManyRequests
+from backend.errors import NotAuthenticated
 from backend.models import USER_ID_MAX_LENGTH
-from backend.rate_limit import RateLimiter
-from backend.security import InvalidTokenError, KeySetUnavailableError, TokenClaims, TokenVerifier
+from backend.security import TokenClaims
+from backend.shared import ME, Services, check_owner
 from backend.store.changes import OwnedChanges
 from backend.store.tags import OwnedTags
 from backend.store.tasks import OwnedTasks
 
 # How the API is signed into, for the OpenAPI document (`main` adds it to every
-# /api/ operation). The header is read by `get_owned_tasks` itself rather than
+# /api/ operation). The header is read by `authorised_owner` itself rather than
 # through FastAPI's HTTPBearer dependency: one dependency fewer per request, about
 # 4% of a task read's CPU under `make bench`.
 BEARER_SCHEME: dict[str, Any] = {
@@ -24,11 +26,6 @@ BEARER_SCHEME: dict[str, Any] = {
         "description": "A JWT issued by Better Auth for the signed-in user (or by `todo-api token`).",
     }
 }
-
-
-# In a path, the signed-in user, whatever their id: a frontend need not know it, and
-# Swagger UI's "Try it out" works with the example as it stands.
-ME = "me"
 
 UserIdPath = Annotated[
     str,
@@ -53,49 +50,40 @@ async def get_owned_tasks(request: Request, user_id: UserIdPath) -> OwnedTasks:
     holds the database, not a connection: it borrows one per statement (or per
     transaction), so none is held while the request does anything else.
     """
-    claims = await authorised_owner(request, user_id)
-    return OwnedTasks(request.app.state.database, claims, max_tasks=request.app.state.max_tasks_per_user)
+    services: Services = request.app.state.services
+    return services.tasks(await authorised_owner(request, user_id))
 
 
 async def get_owned_tags(request: Request, user_id: UserIdPath) -> OwnedTags:
     """The caller's tags, on the same terms as `get_owned_tasks`."""
-    return OwnedTags(request.app.state.database, await authorised_owner(request, user_id))
+    services: Services = request.app.state.services
+    return services.tags(await authorised_owner(request, user_id))
 
 
 async def get_owned_changes(request: Request, user_id: UserIdPath) -> OwnedChanges:
     """The caller's changes, on the same terms as `get_owned_tasks`."""
-    return OwnedChanges(request.app.state.database, await authorised_owner(request, user_id))
+    services: Services = request.app.state.services
+    return services.changes(await authorised_owner(request, user_id))
 
 
 async def authorised_owner(request: Request, user_id: str) -> TokenClaims:
-    """The verified caller, within their rate limit, if the path's user is them (or `me`)."""
-    claims = await _verified_claims(request)
-    limiter: RateLimiter | None = request.app.state.rate_limiter
-    if limiter is not None and (wait := await limiter.wait_seconds(claims.subject)) > 0:
-        raise TooManyRequests(wait)
-    # A 403, not a 404: the caller is known and the path is plainly not theirs,
-    # so saying so leaks nothing and helps a client with a wrong id.
-    if user_id != claims.subject and user_id != ME:
-        raise Forbidden("the path's user id is not the signed-in user")
+    """The admitted caller, if the path's user is them (or `me`)."""
+    services: Services = request.app.state.services
+    claims = await services.admit(bearer_token(request))
+    check_owner(user_id, claims)
     return claims
 
 
-async def _verified_claims(request: Request) -> TokenClaims:
+def bearer_token(request: Request) -> str | None:
+    """The Bearer token of the Authorization header; None without the header."""
     header = request.headers.get("authorization")
     if header is None:
-        raise NotAuthenticated("a Bearer token is required", token_sent=False)
+        return None
     scheme, _, token = header.partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise NotAuthenticated("the Authorization header is not a Bearer token", token_sent=True)
-    verifier: TokenVerifier = request.app.state.token_verifier
-    try:
-        return await verifier.verify(token)
-    except InvalidTokenError as error:
-        raise NotAuthenticated(str(error), token_sent=True) from None
-    except KeySetUnavailableError:
-        # Not the client's fault, and not a verdict on the token: retry later.
-        raise ServiceUnavailable("Better Auth's key server (JWKS) is unreachable; retry shortly") from None
+    return token
 
 
 OwnedTasksDep = Annotated[OwnedTasks, Depends(get_owned_tasks)]

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
-from backend.db import DatabaseUnavailableError
+from backend.db import DatabaseUnavailableError, UserBusyError
 
 logger = logging.getLogger("backend.errors")
 
@@ -53,6 +53,10 @@ class ProblemError(Exception):
             self.headers = headers
 
 
+class BadRequest(ProblemError):
+    status = HTTPStatus.BAD_REQUEST
+
+
 class NotAuthenticated(ProblemError):
     status = HTTPStatus.UNAUTHORIZED
 
@@ -80,6 +84,19 @@ class TooManyRequests(ProblemError):
         )
 
 
+class UserBusy(ProblemError):
+    """Too many of one user's requests at the database at once, for too long (see `db`)."""
+
+    status = HTTPStatus.TOO_MANY_REQUESTS
+
+    def __init__(self, share: int) -> None:
+        super().__init__(
+            f"this user already has {share} requests at the database, the most one user may have at "
+            "once (half of DATABASE_POOL_SIZE), and this one waited its turn too long; retry shortly",
+            headers={"Retry-After": "1"},
+        )
+
+
 class Conflict(ProblemError):
     status = HTTPStatus.CONFLICT
 
@@ -104,6 +121,10 @@ class Unprocessable(ProblemError):
             f"the request is invalid: {'.'.join(loc)}",
             errors=[{"loc": list(loc), "msg": message, "type": error_type}],
         )
+
+
+class PreconditionRequired(ProblemError):
+    status = HTTPStatus.PRECONDITION_REQUIRED
 
 
 class ServiceUnavailable(ProblemError):
@@ -198,8 +219,14 @@ async def _database_unavailable(_request: Request, exc: Exception) -> JSONRespon
     )
 
 
+async def _user_busy(_request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, UserBusyError)
+    problem = UserBusy(exc.share)
+    return problem_response(problem.status, problem.detail, headers=problem.headers)
+
+
 def log_unexpected_error(error: BaseException) -> None:
-    """A bug: the traceback goes to the log, never to the client (`middleware.SafetyNetMiddleware`
+    """A bug: the traceback goes to the log, never to the client (`middleware.UnexpectedErrorMiddleware`
     answers the 500)."""
     logger.error("unhandled error", exc_info=error)
 
@@ -209,6 +236,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(DatabaseUnavailableError, _database_unavailable)
+    app.add_exception_handler(UserBusyError, _user_busy)
 
 
 # What each documented error looks like, so a reader of the docs (or a generated

@@ -35,6 +35,7 @@ from backend.rate_limit import create_rate_limiter
 from backend.request_log import RequestLogMiddleware
 from backend.routes import changes, tags, tasks
 from backend.security import JwksCache, TokenVerifier
+from backend.shared import Services
 
 DESCRIPTION = """
 Tasks for a multi-user todo app whose users sign in with Better Auth.
@@ -80,7 +81,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         audience=settings.jwt_audience,
         leeway_seconds=settings.jwt_leeway_seconds,
     )
-    mcp = create_mcp(settings, database, token_verifier, rate_limiter) if settings.mcp_enabled else None
+    services = Services(settings=settings, database=database, verifier=token_verifier, limiter=rate_limiter)
+    mcp = create_mcp(services) if settings.mcp_enabled else None
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -126,12 +128,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # from the Host header, which a client does not control the meaning of.
         redirect_slashes=False,
     )
+    app.state.services = services
     app.state.settings = settings
     app.state.database = database
     app.state.rate_limiter = rate_limiter
-    app.state.max_tasks_per_user = settings.max_tasks_per_user
-    app.state.require_if_match = settings.require_if_match
-    app.state.sync_retention_days = settings.sync_retention_days
     app.state.metrics = Metrics(database, jwks) if settings.metrics_enabled else None
     app.state.metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
     app.state.token_verifier = token_verifier

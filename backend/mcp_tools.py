@@ -1,18 +1,24 @@
 """Tools for AI agents, over the Model Context Protocol: served at /mcp by the official SDK
 (`mcp`, 1.x, FastMCP's Streamable HTTP transport, stateless), in this app and process.
 
-The tools are a second door into the same store as the REST routes: each acts for the
-token's `sub` and takes no user id, so an agent can do nothing the person could not;
-every rule (validation, ownership, limits, recurrence) is the store's or the request
-models', never a copy. Tokens are checked by the REST routes' `TokenVerifier`, plugged
-into the SDK's own token-verifier interface; the per-user rate limit counts tool calls.
+The tools are a second door into the same layer as the REST routes (`shared`): each acts
+for the token's `sub`, admitted by `Services.admit` (the token, the rate limit, the key
+server's 503) as a REST request is, and validates its arguments with the same field types
+as the REST bodies and the same `ListQuery`, so a rule is one rule in both doors.
+
+Each tool is a module-level function of a `ToolContext` and its arguments' model, testable
+alone; `TasksMcp` serves them (listing their schemas, validating and admitting each call,
+logging it) in place of FastMCP's own tool registry, which ignores unknown arguments and
+validates leniently. Tokens are checked by the REST routes' `TokenVerifier`, plugged into
+the SDK's own token-verifier interface.
 """
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 import orjson
 from mcp.server.auth.middleware.auth_context import get_access_token
@@ -21,44 +27,47 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.fastmcp import FastMCP
 from mcp.server.fastmcp.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
-from mcp.types import ToolAnnotations
-from pydantic import AwareDatetime, BaseModel, Field, ValidationError
+from mcp.types import ContentBlock, ToolAnnotations
+from mcp.types import Tool as McpTool
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
+from pydantic.json_schema import SkipJsonSchema
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backend.config import Settings
-from backend.db import Database
-from backend.errors import PROBLEM_JSON, ProblemError, TooManyRequests, problem_response
+from backend.conditional import MAX_VERSION
+from backend.db import DatabaseUnavailableError, UserBusyError
+from backend.errors import (
+    PROBLEM_JSON,
+    ProblemError,
+    ServiceUnavailable,
+    UserBusy,
+    problem_response,
+)
 from backend.models import (
-    PRIORITIES,
-    Priority,
-    SortOrder,
+    USER_ID_MAX_LENGTH,
+    Description,
+    Id,
+    Instant,
+    ListQuery,
+    PriorityField,
+    Recurrence,
     TagPublic,
-    TaskCompletion,
+    Tags,
     TaskCreate,
     TaskPublic,
-    TaskSort,
     TaskStats,
-    TaskStatus,
     TaskUpdate,
+    TimeZone,
+    Title,
 )
-from backend.rate_limit import RateLimiter
-from backend.recurrence import valid_time_zone
 from backend.security import InvalidTokenError, KeySetUnavailableError, TokenClaims, TokenVerifier
+from backend.shared import Services, check_owner, expected_version, task_stats
+from backend.shared import list_tasks as list_page
 from backend.store.tags import OwnedTags
-from backend.store.tasks import (
-    MAX_OFFSET,
-    MAX_PAGE_SIZE,
-    MAX_SEARCH_LENGTH,
-    OwnedTasks,
-    TaskFilters,
-    default_order,
-    search_words,
-)
+from backend.store.tasks import OwnedTasks, PreconditionFailed
 
 logger = logging.getLogger("backend.mcp")
 
 MCP_PATH = "/mcp"
-T = TypeVar("T")
 
 
 class SdkTokenVerifier:
@@ -77,9 +86,139 @@ class SdkTokenVerifier:
         return AccessToken(token=token, client_id=claims.subject, subject=claims.subject, scopes=[])
 
 
+# --- arguments ------------------------------------------------------------------------------
+
+
+class ToolArguments(BaseModel):
+    """Every tool's arguments: strict, as the REST bodies are (`"yes"` is not a boolean), and
+    unknown ones refused, as REST refuses unknown fields. A null is an argument not given
+    (agents send them for what they leave out). `user_id` is for agents written to the
+    hackathon spec's tool signatures: it must name the signed-in person (or be `me`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    user_id: Annotated[
+        str | SkipJsonSchema[None],
+        Field(
+            max_length=USER_ID_MAX_LENGTH,
+            description="Optional: the signed-in person's id, or `me`. Every tool acts for the token's "
+            "person whatever it says; any other id is refused.",
+        ),
+    ] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_not_given(cls, data: object) -> object:
+        if isinstance(data, dict):
+            return {name: value for name, value in data.items() if value is not None}
+        return data
+
+
+ExpectedVersion = Annotated[
+    int | SkipJsonSchema[None],
+    Field(
+        ge=1,
+        le=MAX_VERSION,
+        description="Write only if the task is still at this version (its `version`), as REST's "
+        "If-Match; otherwise the call fails, naming the current version.",
+    ),
+]
+TaskIdArgument = Annotated[Id, Field(description="The task's id.")]
+
+
+class AddTask(ToolArguments):
+    title: Annotated[Title, Field(description="What to do: 1 to 200 characters.")]
+    description: Annotated[
+        Description | SkipJsonSchema[None], Field(description="Up to 1000 characters.")
+    ] = None
+    priority: PriorityField = "none"
+    due_at: Annotated[
+        Instant | SkipJsonSchema[None],
+        Field(description="When it is due: an ISO 8601 date-time with an offset."),
+    ] = None
+    remind_at: Annotated[Instant | SkipJsonSchema[None], Field(description="When to remind the person.")] = (
+        None
+    )
+    tags: Tags = []
+    recurrence: Annotated[
+        Recurrence | SkipJsonSchema[None], Field(description="An RRULE (needs due_at).")
+    ] = None
+    time_zone: TimeZone = "UTC"
+
+
+class ListTasks(ToolArguments, ListQuery):
+    # ListQuery's lenient parsing stays (a limit of "5" is 5, as in a REST query), its
+    # extra="ignore" does not: an unknown argument is refused.
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+
+class TaskRef(ToolArguments):
+    task_id: TaskIdArgument
+
+
+class UpdateTask(ToolArguments):
+    task_id: TaskIdArgument
+    expected_version: ExpectedVersion = None
+    title: Annotated[Title | SkipJsonSchema[None], Field(description="A new title.")] = None
+    description: Annotated[Description | SkipJsonSchema[None], Field(description="New details.")] = None
+    completed: Annotated[
+        bool | SkipJsonSchema[None], Field(description="Mark it completed (true) or pending.")
+    ] = None
+    priority: PriorityField | SkipJsonSchema[None] = None
+    due_at: Annotated[
+        Instant | SkipJsonSchema[None], Field(description="A new due date-time, with an offset.")
+    ] = None
+    remind_at: Annotated[Instant | SkipJsonSchema[None], Field(description="A new reminder date-time.")] = (
+        None
+    )
+    tags: Annotated[
+        Tags | SkipJsonSchema[None], Field(description="The task's tags, replacing the old ones.")
+    ] = None
+    recurrence: Annotated[Recurrence | SkipJsonSchema[None], Field(description="A new RRULE.")] = None
+    time_zone: TimeZone | SkipJsonSchema[None] = None
+    clear: Annotated[
+        list[Literal["description", "due_at", "remind_at", "recurrence", "tags"]],
+        Field(max_length=5, description="Fields to empty."),
+    ] = []
+
+
+class CompleteTask(ToolArguments):
+    task_id: TaskIdArgument
+    completed: Annotated[
+        bool | SkipJsonSchema[None], Field(description="true: completed, false: pending; omit it to toggle.")
+    ] = None
+    expected_version: ExpectedVersion = None
+
+
+class DeleteTask(ToolArguments):
+    task_id: TaskIdArgument
+    expected_version: ExpectedVersion = None
+
+
+class NoArguments(ToolArguments):
+    pass
+
+
+class GetStats(ToolArguments):
+    tz: Annotated[TimeZone, Field(description="IANA zone whose today `due_today` counts.")] = "UTC"
+
+
+# --- results --------------------------------------------------------------------------------
+
+
 class TaskList(BaseModel):
     tasks: list[TaskPublic]
     total: int = Field(description="Tasks matching the filters, before paging.")
+    next_cursor: str | None = Field(
+        None, description="When tasks follow: pass it as `cursor` for the next page (absent on the last)."
+    )
+
+    @model_serializer(mode="wrap")
+    def _without_an_empty_cursor(self, handler: Any) -> Any:
+        data = handler(self)
+        if data.get("next_cursor") is None:
+            data.pop("next_cursor", None)
+        return data
 
 
 class TagList(BaseModel):
@@ -90,20 +229,255 @@ class Deleted(BaseModel):
     deleted: int = Field(description="The id of the task deleted.")
 
 
+# --- the tools ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ToolContext:
+    """What a tool acts on: the admitted person's stores, and the settings."""
+
+    services: Services
+    owner: TokenClaims
+
+    @property
+    def tasks(self) -> OwnedTasks:
+        return self.services.tasks(self.owner)
+
+    @property
+    def tags(self) -> OwnedTags:
+        return self.services.tags(self.owner)
+
+    @property
+    def require_if_match(self) -> bool:
+        return self.services.settings.require_if_match
+
+
+async def add_task(context: ToolContext, args: AddTask) -> TaskPublic:
+    """Add a task for the signed-in person."""
+    body = TaskCreate.model_validate(args.model_dump(exclude={"user_id"}, exclude_none=True))
+    return TaskPublic.model_validate(await context.tasks.create(body))
+
+
+async def list_tasks(context: ToolContext, args: ListTasks) -> TaskList:
+    """List the signed-in person's tasks, with the REST list's filters, sorting and paging."""
+    listing = await list_page(context.tasks, args)
+    return TaskList(
+        tasks=[TaskPublic.model_validate(row) for row in listing.page.tasks],
+        total=listing.page.total,
+        next_cursor=listing.next_cursor,
+    )
+
+
+async def get_task(context: ToolContext, args: TaskRef) -> TaskPublic:
+    """Read one of the signed-in person's tasks."""
+    return TaskPublic.model_validate(await context.tasks.get(args.task_id))
+
+
+async def update_task(context: ToolContext, args: UpdateTask) -> TaskPublic:
+    """Change some fields of one of the signed-in person's tasks; the others stay as they are."""
+    body = args.model_dump(exclude={"user_id", "task_id", "expected_version", "clear"}, exclude_none=True)
+    for name in args.clear:
+        body[name] = [] if name == "tags" else None
+    if not body:
+        raise ToolError("nothing to change: give at least one field, or clear one")
+    expected = expected_version(args.expected_version, required=context.require_if_match)
+    update = TaskUpdate.model_validate(body)
+    return TaskPublic.model_validate(await context.tasks.update(args.task_id, update, expected=expected))
+
+
+async def complete_task(context: ToolContext, args: CompleteTask) -> TaskPublic:
+    """Mark one of the signed-in person's tasks completed or pending, or toggle it; completing an
+    occurrence of a recurring task creates the next one."""
+    expected = expected_version(args.expected_version, required=context.require_if_match)
+    return TaskPublic.model_validate(
+        await context.tasks.set_completion(args.task_id, args.completed, expected=expected)
+    )
+
+
+async def delete_task(context: ToolContext, args: DeleteTask) -> Deleted:
+    """Delete one of the signed-in person's tasks."""
+    expected = expected_version(args.expected_version, required=context.require_if_match)
+    await context.tasks.delete(args.task_id, expected=expected)
+    return Deleted(deleted=args.task_id)
+
+
+async def list_tags(context: ToolContext, args: NoArguments) -> TagList:
+    """The signed-in person's tags on at least one task, with how many tasks (and pending) carry each."""
+    return TagList(tags=[TagPublic.model_validate(row) for row in await context.tags.list()])
+
+
+async def get_stats(context: ToolContext, args: GetStats) -> TaskStats:
+    """Counts of the signed-in person's tasks: total, completed, pending, overdue, due today, and
+    pending by priority."""
+    return await task_stats(context.tasks, args.tz)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    run: Callable[[ToolContext, Any], Awaitable[BaseModel]]
+    arguments: type[ToolArguments]
+    result: type[BaseModel]
+    annotations: ToolAnnotations
+
+    @property
+    def name(self) -> str:
+        return self.run.__name__
+
+    def definition(self) -> McpTool:
+        return McpTool(
+            name=self.name,
+            description=(self.run.__doc__ or "").strip(),
+            inputSchema=_compact(self.arguments.model_json_schema()),
+            outputSchema=self.result.model_json_schema(mode="serialization"),
+            annotations=self.annotations,
+        )
+
+
+def _writes(*, destructive: bool = False, idempotent: bool = False) -> ToolAnnotations:
+    return ToolAnnotations(readOnlyHint=False, destructiveHint=destructive, idempotentHint=idempotent)
+
+
 READ = ToolAnnotations(readOnlyHint=True, destructiveHint=False, idempotentHint=True, openWorldHint=False)
+TOOLS = {
+    spec.name: spec
+    for spec in (
+        ToolSpec(add_task, AddTask, TaskPublic, _writes()),
+        ToolSpec(list_tasks, ListTasks, TaskList, READ),
+        ToolSpec(get_task, TaskRef, TaskPublic, READ),
+        ToolSpec(update_task, UpdateTask, TaskPublic, _writes(idempotent=True)),
+        ToolSpec(complete_task, CompleteTask, TaskPublic, _writes()),
+        ToolSpec(delete_task, DeleteTask, Deleted, _writes(destructive=True, idempotent=True)),
+        ToolSpec(list_tags, NoArguments, TagList, READ),
+        ToolSpec(get_stats, GetStats, TaskStats, READ),
+    )
+}
+
+# An enum this long (the time zones) is left out of a tool's schema: an agent's model reads
+# every tool's schema with every request, and the names are checked here anyway.
+_LONGEST_ENUM = 50
 
 
-def create_mcp(
-    settings: Settings, database: Database, verifier: TokenVerifier, limiter: RateLimiter | None
-) -> FastMCP:
-    """The MCP server and its tools, for this app's database and verifier."""
+def _compact(schema: Any) -> Any:
+    if isinstance(schema, dict):
+        return {
+            key: _compact(value)
+            for key, value in schema.items()
+            if not (key == "enum" and isinstance(value, list) and len(value) > _LONGEST_ENUM)
+        }
+    if isinstance(schema, list):
+        return [_compact(item) for item in schema]
+    return schema
+
+
+# --- the server -----------------------------------------------------------------------------
+
+
+class TasksMcp(FastMCP):
+    """FastMCP's server, transport and auth, serving `TOOLS` through the shared layer."""
+
+    def __init__(self, services: Services, **settings: Any) -> None:
+        super().__init__(**settings)
+        self.services = services
+
+    async def list_tools(self) -> list[McpTool]:
+        return [spec.definition() for spec in TOOLS.values()]
+
+    async def call_tool(
+        self, name: str, arguments: dict[str, Any]
+    ) -> Sequence[ContentBlock] | dict[str, Any]:
+        """One call: admitted, validated, run; its access line; a refusal as a tool error
+        with the detail REST's problem would carry."""
+        spec = TOOLS.get(name)
+        if spec is None:
+            raise ToolError(f"Unknown tool: {name}")
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            access = get_access_token()
+            # The SDK's middleware lets no unauthenticated call this far; a missing token is a 401.
+            owner = await self.services.admit(None if access is None else access.token)
+            args = spec.arguments.model_validate(arguments)
+            if args.user_id is not None:
+                check_owner(args.user_id, owner, "user_id")
+            result = await spec.run(ToolContext(self.services, owner), args)
+            # The structured result; the SDK adds it as text for clients that read only that.
+            structured: dict[str, Any] = orjson.loads(result.model_dump_json())
+            return structured
+        except PreconditionFailed as error:
+            outcome = f"error {error.status.value}"
+            raise ToolError(
+                f"expected_version does not match: the task is at version {error.current_version} now; "
+                "read it again, then retry"
+            ) from None
+        except ProblemError as error:
+            outcome = f"error {error.status.value}"
+            raise ToolError(refusal(error)) from None
+        except ValidationError as error:
+            outcome = "error 422"
+            raise ToolError(invalid_arguments(error)) from None
+        except UserBusyError as error:
+            busy = UserBusy(error.share)
+            outcome = f"error {busy.status.value}"
+            raise ToolError(busy.detail) from None
+        except DatabaseUnavailableError:
+            outcome = "error 503"
+            raise ToolError("the database is unreachable; retry shortly") from None
+        except ToolError:
+            outcome = "error"
+            raise
+        except Exception as error:
+            outcome = "error 500"
+            logger.error("unhandled error in a tool", exc_info=error)
+            raise ToolError("an unexpected error occurred") from None
+        finally:
+            # The tool and the outcome, never the arguments (they are a person's tasks).
+            logger.info(
+                "tool",
+                extra={
+                    "tool": name,
+                    "outcome": outcome,
+                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+                },
+            )
+
+
+def refusal(error: ProblemError) -> str:
+    """A problem as a tool error: its detail, and for a 422 the arguments it names."""
+    if error.errors:
+        return "invalid arguments: " + "; ".join(
+            f"{_argument(issue.loc)}: {issue.msg}" for issue in error.errors
+        )
+    return error.detail
+
+
+def invalid_arguments(error: ValidationError) -> str:
+    """Which argument was wrong and why, in one line (never the value sent)."""
+    parts = [
+        f"{_argument(item['loc'])}: {str(item['msg']).removeprefix('Value error, ')}"
+        for item in error.errors(include_input=False, include_url=False)
+    ]
+    return "invalid arguments: " + "; ".join(parts)
+
+
+def _argument(loc: Sequence[str | int]) -> str:
+    """An error's location as an argument: without REST's `body.` or `query.`."""
+    parts = list(loc)
+    if parts and parts[0] in ("body", "query", "path", "header"):
+        parts = parts[1:]
+    return ".".join(str(part) for part in parts) or "arguments"
+
+
+def create_mcp(services: Services) -> TasksMcp:
+    """The MCP server and its tools, for this app's services."""
+    settings = services.settings
     public = settings.public_url.rstrip("/")
-    server = FastMCP(
+    return TasksMcp(
+        services,
         name="todo-api",
         instructions="Manage the signed-in person's tasks: add, list (with filters), read, update, "
         "complete and delete them, and read their tags and counts. Every tool acts for the person "
-        "whose token is sent; there is no user id to give.",
-        token_verifier=SdkTokenVerifier(verifier),
+        "whose token is sent; there is no other user to choose.",
+        token_verifier=SdkTokenVerifier(services.verifier),
         auth=AuthSettings(
             issuer_url=settings.better_auth_url or public,
             resource_server_url=f"{public}{MCP_PATH}",
@@ -121,257 +495,6 @@ def create_mcp(
             allowed_origins=settings.cors_origins,
         ),
     )
-
-    async def caller() -> TokenClaims:
-        access = get_access_token()
-        if access is None:  # the SDK's middleware lets no unauthenticated call this far
-            raise ToolError("not signed in")
-        claims = await verifier.verify(access.token)  # remembered: no second check of the signature
-        if limiter is not None and (wait := await limiter.wait_seconds(claims.subject)) > 0:
-            raise TooManyRequests(wait)  # a tool error with the REST answer's detail (see `run`)
-        return claims
-
-    async def tasks() -> OwnedTasks:
-        return OwnedTasks(database, await caller(), max_tasks=settings.max_tasks_per_user)
-
-    async def run(tool: str, action: Callable[[], Awaitable[T]]) -> T:
-        """One call: its access line; a refusal as a tool error with the problem's detail."""
-        started = time.perf_counter()
-        outcome = "ok"
-        try:
-            return await action()
-        except ProblemError as error:
-            outcome = f"error {error.status.value}"
-            raise ToolError(error.detail) from None
-        except ValidationError as error:
-            outcome = "error 422"
-            raise ToolError(_invalid(error)) from None
-        except ToolError:
-            outcome = "error"
-            raise
-        except Exception as error:
-            outcome = "error 500"
-            logger.error("unhandled error in a tool", exc_info=error)
-            raise ToolError("an unexpected error occurred") from None
-        finally:
-            # The tool and the outcome, never the arguments (they are a person's tasks).
-            logger.info(
-                "tool",
-                extra={
-                    "tool": tool,
-                    "outcome": outcome,
-                    "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                },
-            )
-
-    @server.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=False))
-    async def add_task(
-        title: Annotated[str, Field(description="What to do: 1 to 200 characters.")],
-        description: Annotated[str | None, Field(description="Details, up to 1000 characters.")] = None,
-        priority: Annotated[Priority, Field(description="none, low, medium or high.")] = "none",
-        due_at: Annotated[
-            AwareDatetime | None, Field(description="When it is due: an ISO 8601 date-time with an offset.")
-        ] = None,
-        remind_at: Annotated[AwareDatetime | None, Field(description="When to remind the person.")] = None,
-        tags: Annotated[list[str] | None, Field(description="Up to 20 tag names.")] = None,
-        recurrence: Annotated[
-            str | None, Field(description="An RFC 5545 RRULE such as FREQ=WEEKLY;BYDAY=MO (needs due_at).")
-        ] = None,
-        time_zone: Annotated[str, Field(description="IANA zone the recurrence follows.")] = "UTC",
-    ) -> TaskPublic:
-        """Add a task for the signed-in person."""
-
-        async def action() -> TaskPublic:
-            body: dict[str, Any] = {"title": title, "priority": priority, "time_zone": time_zone}
-            for name, value in (
-                ("description", description),
-                ("due_at", due_at),
-                ("remind_at", remind_at),
-                ("tags", tags),
-                ("recurrence", recurrence),
-            ):
-                if value is not None:
-                    body[name] = value
-            return TaskPublic.model_validate(await (await tasks()).create(_body(TaskCreate, body)))
-
-        return await run("add_task", action)
-
-    @server.tool(annotations=READ)
-    async def list_tasks(
-        status: Annotated[TaskStatus, Field(description="all, pending or completed.")] = "all",
-        priority: Annotated[list[Priority] | None, Field(description="Any of these priorities.")] = None,
-        tag: Annotated[list[str] | None, Field(description="Tasks carrying all of these tags.")] = None,
-        due_before: Annotated[AwareDatetime | None, Field(description="Due at or before this.")] = None,
-        due_after: Annotated[AwareDatetime | None, Field(description="Due at or after this.")] = None,
-        overdue: Annotated[bool | None, Field(description="true: due before now and not completed.")] = None,
-        remind_before: Annotated[
-            AwareDatetime | None, Field(description="Reminder at or before this.")
-        ] = None,
-        q: Annotated[
-            str | None,
-            Field(
-                description="Words that must all occur in the title or description.",
-                max_length=MAX_SEARCH_LENGTH,
-            ),
-        ] = None,
-        sort: Annotated[TaskSort, Field(description="created, updated, title, due or priority.")] = "created",
-        order: Annotated[SortOrder | None, Field(description="asc or desc; default by sort.")] = None,
-        limit: Annotated[int, Field(ge=1, le=MAX_PAGE_SIZE, description="Page size.")] = 100,
-        offset: Annotated[int, Field(ge=0, le=MAX_OFFSET, description="Tasks to skip.")] = 0,
-    ) -> TaskList:
-        """List the signed-in person's tasks, with the REST list's filters, sorting and paging."""
-
-        async def action() -> TaskList:
-            try:
-                words = search_words(q)
-            except ValueError as error:
-                raise ToolError(f"q: {error}") from None
-            filters = TaskFilters(
-                status=status,
-                priorities=frozenset(priority or ()),
-                tags=tuple(dict.fromkeys(tag or ())),
-                due_before=due_before,
-                due_after=due_after,
-                overdue=overdue,
-                remind_before=remind_before,
-                words=words,
-            )
-            page = await (await tasks()).page(
-                filters=filters, sort=sort, order=order or default_order(sort), limit=limit, offset=offset
-            )
-            return TaskList(tasks=[TaskPublic.model_validate(row) for row in page.tasks], total=page.total)
-
-        return await run("list_tasks", action)
-
-    @server.tool(annotations=READ)
-    async def get_task(task_id: Annotated[int, Field(ge=1, description="The task's id.")]) -> TaskPublic:
-        """Read one of the signed-in person's tasks."""
-
-        async def action() -> TaskPublic:
-            return TaskPublic.model_validate(await (await tasks()).get(task_id))
-
-        return await run("get_task", action)
-
-    @server.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=True))
-    async def update_task(
-        task_id: Annotated[int, Field(ge=1, description="The task's id.")],
-        title: Annotated[str | None, Field(description="A new title.")] = None,
-        description: Annotated[str | None, Field(description="New details.")] = None,
-        completed: Annotated[bool | None, Field(description="Mark it completed (true) or pending.")] = None,
-        priority: Annotated[Priority | None, Field(description="none, low, medium or high.")] = None,
-        due_at: Annotated[
-            AwareDatetime | None, Field(description="A new due date-time, with an offset.")
-        ] = None,
-        remind_at: Annotated[AwareDatetime | None, Field(description="A new reminder date-time.")] = None,
-        tags: Annotated[
-            list[str] | None, Field(description="The task's tags, replacing the old ones.")
-        ] = None,
-        recurrence: Annotated[str | None, Field(description="A new RRULE.")] = None,
-        time_zone: Annotated[str | None, Field(description="A new IANA zone.")] = None,
-        clear: Annotated[
-            list[Literal["description", "due_at", "remind_at", "recurrence", "tags"]] | None,
-            Field(description="Fields to empty."),
-        ] = None,
-    ) -> TaskPublic:
-        """Change some fields of one of the signed-in person's tasks; the others stay as they are."""
-
-        async def action() -> TaskPublic:
-            given = {
-                "title": title,
-                "description": description,
-                "completed": completed,
-                "priority": priority,
-                "due_at": due_at,
-                "remind_at": remind_at,
-                "tags": tags,
-                "recurrence": recurrence,
-                "time_zone": time_zone,
-            }
-            body: dict[str, Any] = {name: value for name, value in given.items() if value is not None}
-            for name in clear or ():
-                body[name] = [] if name == "tags" else None
-            if not body:
-                raise ToolError("nothing to change: give at least one field, or clear one")
-            return TaskPublic.model_validate(await (await tasks()).update(task_id, _body(TaskUpdate, body)))
-
-        return await run("update_task", action)
-
-    @server.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=False, idempotentHint=False))
-    async def complete_task(
-        task_id: Annotated[int, Field(ge=1, description="The task's id.")],
-        completed: Annotated[
-            bool | None, Field(description="true: completed, false: pending; omit it to toggle.")
-        ] = None,
-    ) -> TaskPublic:
-        """Mark one of the signed-in person's tasks completed or pending, or toggle it; completing an
-        occurrence of a recurring task creates the next one."""
-
-        async def action() -> TaskPublic:
-            if completed is not None:
-                _body(TaskCompletion, {"completed": completed})
-            return TaskPublic.model_validate(await (await tasks()).set_completion(task_id, completed))
-
-        return await run("complete_task", action)
-
-    @server.tool(annotations=ToolAnnotations(readOnlyHint=False, destructiveHint=True, idempotentHint=True))
-    async def delete_task(task_id: Annotated[int, Field(ge=1, description="The task's id.")]) -> Deleted:
-        """Delete one of the signed-in person's tasks."""
-
-        async def action() -> Deleted:
-            await (await tasks()).delete(task_id)
-            return Deleted(deleted=task_id)
-
-        return await run("delete_task", action)
-
-    @server.tool(annotations=READ)
-    async def list_tags() -> TagList:
-        """The signed-in person's tags on at least one task, with how many tasks (and pending) carry each."""
-
-        async def action() -> TagList:
-            owned = OwnedTags(database, await caller())
-            return TagList(tags=[TagPublic.model_validate(row) for row in await owned.list()])
-
-        return await run("list_tags", action)
-
-    @server.tool(annotations=READ)
-    async def get_stats(
-        tz: Annotated[str, Field(description="IANA zone whose today `due_today` counts.")] = "UTC",
-    ) -> TaskStats:
-        """Counts of the signed-in person's tasks: total, completed, pending, overdue, due today, and pending
-        by priority."""
-
-        async def action() -> TaskStats:
-            try:
-                valid_time_zone(tz)
-            except ValueError as error:
-                raise ToolError(f"tz: {error}") from None
-            row = await (await tasks()).stats(tz)
-            return TaskStats.model_validate(
-                {
-                    **row,
-                    "pending": row["total"] - row["completed"],
-                    "by_priority": {name: row[name] for name in PRIORITIES},
-                }
-            )
-
-        return await run("get_stats", action)
-
-    return server
-
-
-def _body(model: type[BaseModel], values: dict[str, Any]) -> Any:
-    """The arguments as the REST route's body would be, validated by the same model."""
-    # Through JSON, as a request body travels: dates as strings, as the models expect.
-    return model.model_validate_json(orjson.dumps(values))
-
-
-def _invalid(error: ValidationError) -> str:
-    """Which argument was wrong and why, in one line (never the value sent)."""
-    parts = []
-    for item in error.errors(include_input=False, include_url=False):
-        where = ".".join(str(part) for part in item["loc"]) or "arguments"
-        parts.append(f"{where}: {str(item['msg']).removeprefix('Value error, ')}")
-    return "invalid arguments: " + "; ".join(parts)
 
 
 def _refusal(start: Message) -> bool:
@@ -409,10 +532,9 @@ class McpEndpoint:
         try:
             await self.app(scope, receive, as_problem)
         except KeySetUnavailableError:
+            unavailable = ServiceUnavailable("Better Auth's key server (JWKS) is unreachable; retry shortly")
             response = problem_response(
-                HTTPStatus.SERVICE_UNAVAILABLE,
-                "Better Auth's key server (JWKS) is unreachable; retry shortly",
-                headers={"Retry-After": "5"},
+                HTTPStatus.SERVICE_UNAVAILABLE, unavailable.detail, headers=unavailable.headers
             )
             await response(scope, receive, send)
 

@@ -1,8 +1,10 @@
 """Tables, and the request and response schemas of the task API."""
 
+import re
+import unicodedata
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, get_args
 
 from pydantic import (
     AfterValidator,
@@ -11,6 +13,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     StringConstraints,
+    ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -41,7 +45,11 @@ EMAIL_MAX_LENGTH = 320
 NAME_MAX_LENGTH = 255
 TAG_MAX_LENGTH = 50
 TAGS_PER_TASK = 20
+# Names sent for one task's tags before duplicates collapse (each is folded and compared).
+TAG_NAMES_SENT = 10 * TAGS_PER_TASK
 TIME_ZONE_MAX_LENGTH = 64
+# Ids are PostgreSQL bigints.
+MAX_ID = 2**63 - 1
 
 # Stored as a small integer, so that sorting by priority is sorting by urgency.
 PRIORITIES = ("none", "low", "medium", "high")
@@ -95,7 +103,8 @@ class Task(SQLModel, table=True):
     __table_args__ = (
         Index(None, "user_id", "created_at", "id"),
         Index(None, "user_id", "updated_at", "id"),
-        Index(None, "user_id", "title", "id"),
+        # The title sort is case-insensitive, by the folded title's first characters.
+        Index(None, "user_id", "title_sort", "id"),
         Index(None, "user_id", "priority", "id"),
         Index(None, "user_id", "due_at", "id"),
         Index(None, "user_id", "remind_at"),
@@ -153,9 +162,6 @@ class Task(SQLModel, table=True):
     next_occurrence_id: int | None = Field(
         default=None, sa_column=Column(_bigint_id(), ForeignKey("tasks.id", ondelete="SET NULL"))
     )
-    # Title and description case-folded (Python's str.casefold, all of Unicode), for
-    # search: the same on SQLite, which folds only ASCII, and PostgreSQL, whose
-    # lower() depends on the database's locale.
     # 1 on creation, +1 on every change: the entity tag (`ETag: "<version>"`).
     version: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default="1"))
     # The user's change counter when this task last changed (kept by triggers, see the
@@ -164,10 +170,17 @@ class Task(SQLModel, table=True):
     # Set when the task is deleted: a tombstone, gone from every route but sync's,
     # until it is purged after SYNC_RETENTION_DAYS.
     deleted_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    # Title and description folded by `search_fold` (casefold and NFKC, all of Unicode), for
+    # search: the same on SQLite, which folds only ASCII, and PostgreSQL, whose lower()
+    # depends on the database's locale. `title_sort` is the title sort's key.
     title_folded: str = Field(
         default="", sa_column=Column(String(4 * TITLE_MAX_LENGTH), nullable=False, server_default="")
     )
     description_folded: str | None = Field(default=None, sa_column=Column(String(4 * DESCRIPTION_MAX_LENGTH)))
+    title_sort: str = Field(default="", sa_column=Column(String(100), nullable=False, server_default=""))
+    # The due date a recurring series started from (set with its rule, due date or zone,
+    # copied to each next occurrence): its times of day and days of month come from here.
+    recurrence_anchor: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
 
 
 # Descending due dates, still without-a-date last: PostgreSQL only (SQLite's CREATE
@@ -255,8 +268,36 @@ def schema_of(dialect: str) -> Callable[[Any, str | None, str, bool, Any], bool]
 
 
 def fold(text: str) -> str:
-    """Text as search and tags compare it: case-folded for all of Unicode (`ÄRGER` is `ärger`)."""
+    """A tag's name as tags compare it: case-folded for all of Unicode (`ÄRGER` is `ärger`)."""
     return text.casefold()
+
+
+def search_fold(text: str) -> str:
+    """Text as search and the title sort compare it: case-folded and in Unicode's NFKC form,
+    so `éclair` typed precomposed finds it decomposed (and `ﬁ` finds `fi`); casefold can
+    undo the normal form, hence the second pass."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+
+
+# NFKC can make one character eighteen (U+FDFA): the folded texts are cut to their columns'
+# sizes (four times the text's limit), so a pathological title loses only its searchable tail.
+TITLE_FOLDED_LENGTH = 4 * TITLE_MAX_LENGTH
+DESCRIPTION_FOLDED_LENGTH = 4 * DESCRIPTION_MAX_LENGTH
+# The title sort's key: the first characters of the folded title (ties beyond: by id). Short,
+# so that an index entry stays far below PostgreSQL's btree limit with any user id.
+TITLE_SORT_LENGTH = 100
+
+
+def folded_text(title: str, description: str | None) -> dict[str, str | None]:
+    """A task's folded columns, for search and the title sort."""
+    title_folded = search_fold(title)
+    return {
+        "title_folded": title_folded[:TITLE_FOLDED_LENGTH],
+        "title_sort": title_folded[:TITLE_SORT_LENGTH],
+        "description_folded": None
+        if description is None
+        else search_fold(description)[:DESCRIPTION_FOLDED_LENGTH],
+    }
 
 
 # --- request bodies -------------------------------------------------------------------
@@ -306,10 +347,13 @@ def _valid_rule(value: str) -> str:
 
 
 def _unique_tags(tags: list[str]) -> list[str]:
-    """Duplicates (case-insensitively) collapse to the first spelling."""
+    """Duplicates (case-insensitively) collapse to the first spelling; then at most
+    TAGS_PER_TASK distinct names."""
     seen: dict[str, str] = {}
     for tag in tags:
         seen.setdefault(fold(tag), tag)
+    if len(seen) > TAGS_PER_TASK:
+        raise ValueError(f"at most {TAGS_PER_TASK} distinct tags (duplicates collapse first)")
     return list(seen.values())
 
 
@@ -322,25 +366,38 @@ TagName = Annotated[
 Tags = Annotated[
     list[TagName],
     PydanticField(
-        max_length=TAGS_PER_TASK,
-        description=f"At most {TAGS_PER_TASK} names, each 1 to {TAG_MAX_LENGTH} characters; "
-        "case-insensitive (`Work` is `work`), duplicates collapse.",
+        max_length=TAG_NAMES_SENT,
+        description=f"At most {TAGS_PER_TASK} distinct names, each 1 to {TAG_MAX_LENGTH} characters; "
+        "case-insensitive (`Work` is `work`), duplicates collapse (before the limit is counted).",
         examples=[["work", "errands"]],
     ),
     AfterValidator(_unique_tags),
 ]
+
+
+def _in_utc(value: datetime) -> datetime:
+    """The instant in UTC, if UTC can hold it: `9999-12-31T23:59:59-05:00` is in the year 10000."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(
+            "is outside the range of date-times this API stores (years 1 to 9999 in UTC)"
+        ) from None
+
+
 # Date-times need an offset (a local time is ambiguous): `Z`, `+02:00`... Stored in UTC.
 # Not strict: JSON carries them as strings.
-Instant = Annotated[
-    AwareDatetime, PydanticField(strict=False), AfterValidator(lambda value: value.astimezone(UTC))
-]
+Instant = Annotated[AwareDatetime, PydanticField(strict=False), AfterValidator(_in_utc)]
 Recurrence = Annotated[
     str,
     AfterValidator(_valid_rule),
     PydanticField(
         description="An RFC 5545 RRULE: FREQ=DAILY, WEEKLY, MONTHLY or YEARLY, with INTERVAL, BYDAY, "
-        "BYMONTHDAY, COUNT or UNTIL (in UTC); a leading `RRULE:` is accepted. Needs a `due_at`.",
+        "BYMONTHDAY, COUNT or UNTIL (in UTC), within RFC 5545's ranges. The pattern shows the parts in "
+        "one order; any order, lower case and a leading `RRULE:` are accepted too. Needs a `due_at`, "
+        "and an occurrence after it.",
         examples=["FREQ=WEEKLY;BYDAY=MO"],
+        json_schema_extra={"pattern": recurrence.RULE_PATTERN},
     ),
 ]
 TimeZone = Annotated[
@@ -348,9 +405,25 @@ TimeZone = Annotated[
     StringConstraints(max_length=TIME_ZONE_MAX_LENGTH),
     AfterValidator(recurrence.valid_time_zone),
     PydanticField(
-        description="IANA time zone in which the recurrence is expanded.", examples=["Europe/Berlin"]
+        description="IANA time zone in which the recurrence is expanded.",
+        examples=["Europe/Berlin"],
+        json_schema_extra={"enum": sorted(recurrence.time_zone_names())},
     ),
 ]
+_DECIMAL = re.compile(r"[1-9][0-9]{0,18}")
+
+
+def _decimal_id(value: object) -> object:
+    """An id as a path carries it: plain decimal digits (`+5`, `05`, `5.0` and `5_0` are not)."""
+    if isinstance(value, str):
+        if not _DECIMAL.fullmatch(value):
+            raise ValueError("must be a whole number from 1, written in plain decimal digits, such as 42")
+        return int(value)
+    return value
+
+
+# A task's or tag's id, in a path or an argument: a PostgreSQL bigint from 1.
+Id = Annotated[int, BeforeValidator(_decimal_id), PydanticField(ge=1, le=MAX_ID)]
 PriorityField = Annotated[
     Priority, PydanticField(description="`none` (the default), `low`, `medium` or `high`.")
 ]
@@ -583,7 +656,122 @@ class TaskChanges(BaseModel):
     has_more: bool = PydanticField(description="More changes wait: ask again at once with `next_since`.")
 
 
-# Query parameters of the list.
+# --- query parameters -----------------------------------------------------------------
+
 TaskStatus = Literal["all", "pending", "completed"]
 TaskSort = Literal["created", "updated", "title", "due", "priority"]
 SortOrder = Literal["asc", "desc"]
+
+# The list's limits, the same through every door (the REST route, the MCP tool, the agent).
+MAX_PAGE_SIZE = 500
+# Far beyond any real list, and small enough for every database's OFFSET.
+MAX_OFFSET = 1_000_000_000
+MAX_SEARCH_LENGTH = 200
+MAX_SEARCH_WORDS = 10
+MAX_CURSOR_LENGTH = 1000
+
+TagQuery = Annotated[str, StringConstraints(min_length=1, max_length=TAG_MAX_LENGTH, pattern=TAG_PATTERN)]
+
+
+def _distinct_folded(tags: list[str]) -> list[str]:
+    """Tags the list filters by: one per name case-insensitively, at most TAGS_PER_TASK."""
+    seen: dict[str, str] = {}
+    for tag in tags:
+        seen.setdefault(fold(tag), tag)
+    if len(seen) > TAGS_PER_TASK:
+        raise ValueError(f"at most {TAGS_PER_TASK} distinct tags")
+    return list(seen.values())
+
+
+def default_order(sort: TaskSort) -> SortOrder:
+    """Newest first for dates, alphabetical for titles, soonest due first, most urgent first."""
+    return "asc" if sort in ("title", "due") else "desc"
+
+
+class ListQuery(BaseModel):
+    """What the list is asked for: filters, sort and page. One model, validated the same way
+    for every door: the REST route's query parameters and the MCP tool's arguments."""
+
+    # Unknown query parameters are ignored, as they always were (cache-busters and the like);
+    # the MCP tool refuses unknown arguments itself.
+    model_config = ConfigDict(extra="ignore")
+
+    status: TaskStatus = PydanticField("all", description="Which tasks: all, pending or completed.")
+    priority: list[Priority] = PydanticField(
+        [],
+        max_length=len(PRIORITIES) * 4,
+        description="Tasks of any of these priorities (repeat the parameter for several).",
+    )
+    tag: Annotated[list[TagQuery], AfterValidator(_distinct_folded)] = PydanticField(
+        [],
+        max_length=TAG_NAMES_SENT,
+        description="Tasks carrying all of these tags, case-insensitively (repeat for several; "
+        f"at most {TAGS_PER_TASK} distinct).",
+    )
+    due_before: Instant | SkipJsonSchema[None] = PydanticField(
+        None, description="Due at or before this date-time (with an offset); tasks without one are left out."
+    )
+    due_after: Instant | SkipJsonSchema[None] = PydanticField(
+        None, description="Due at or after this date-time (with an offset); tasks without one are left out."
+    )
+    overdue: bool | SkipJsonSchema[None] = PydanticField(
+        None, description="`true`: due before now and not completed; `false`: every other task."
+    )
+    remind_before: Instant | SkipJsonSchema[None] = PydanticField(
+        None, description="Reminder at or before this date-time: what a frontend polls to notify."
+    )
+    q: (
+        Annotated[str, StringConstraints(max_length=MAX_SEARCH_LENGTH, pattern=NO_NUL)] | SkipJsonSchema[None]
+    ) = PydanticField(
+        None,
+        description=f"Search: every whitespace-separated word (at most {MAX_SEARCH_WORDS}) must occur "
+        "in the title or the description, case-insensitively.",
+    )
+    sort: TaskSort = PydanticField(
+        "created", description="Sort key; ties are broken by id. `due` puts tasks without a due date last."
+    )
+    order: Annotated[
+        SortOrder | None,
+        # A plain enum in the schema: omitting it is how a client asks for the default.
+        WithJsonSchema({"type": "string", "enum": list(get_args(SortOrder))}),
+    ] = PydanticField(None, description="Default: `desc` for dates and priority, `asc` for title and due.")
+    limit: int = PydanticField(100, ge=1, le=MAX_PAGE_SIZE, description="Page size.")
+    offset: int = PydanticField(0, ge=0, le=MAX_OFFSET, description="Tasks to skip.")
+    cursor: Annotated[str, StringConstraints(max_length=MAX_CURSOR_LENGTH)] | SkipJsonSchema[None] = (
+        PydanticField(
+            None,
+            description="Instead of `offset`: the `X-Next-Cursor` of the previous page. The next page starts "
+            "after that page's last task, so creates and deletes between pages skip or repeat nothing.",
+        )
+    )
+
+    @field_validator("q")
+    @classmethod
+    def _few_words(cls, value: str | None) -> str | None:
+        if value is not None and len(value.split()) > MAX_SEARCH_WORDS:
+            raise ValueError(f"at most {MAX_SEARCH_WORDS} words")
+        return value
+
+    @field_validator("cursor")
+    @classmethod
+    def _cursor_or_offset(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("offset"):
+            raise ValueError("send cursor or offset, not both")
+        return value
+
+    @property
+    def words(self) -> tuple[str, ...]:
+        """The search's words, each to occur in the title or description."""
+        return tuple((self.q or "").split())
+
+    @property
+    def sort_order(self) -> SortOrder:
+        return self.order or default_order(self.sort)
+
+
+class StatsQuery(BaseModel):
+    """The stats' parameters, for every door."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    tz: TimeZone = PydanticField("UTC", description="IANA time zone whose today `due_today` counts.")

@@ -1,13 +1,12 @@
-"""How a write is answered: its precondition (If-Match, and REQUIRE_IF_MATCH), its request
-key (Idempotency-Key: the answer stored with the effect, replayed for a repeat), and the
-entity tag of the task it returns. The header grammar is `conditional`'s; the storage,
-`store.idempotency`'s.
+"""How a write is answered: its request key (Idempotency-Key: the answer stored with the
+effect, replayed for a repeat), and the entity tag of the task it returns; and the
+conditional headers as the OpenAPI document shows them. The header grammar is
+`conditional`'s; the conditions themselves, `shared`'s; the storage, `store.idempotency`'s.
 """
 
 import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from http import HTTPStatus
 from typing import Annotated, Protocol, Self, TypeVar
 
 from fastapi import Header, Request
@@ -16,25 +15,10 @@ from pydantic.json_schema import SkipJsonSchema
 from starlette.responses import Response
 
 from backend.conditional import InvalidHeaderError, entity_tag, parse_entity_tags, parse_idempotency_key
-from backend.db import Database, InTransaction
-from backend.errors import Conflict, ProblemError, Unprocessable
+from backend.db import Connection, Database, InTransaction
+from backend.errors import BadRequest, Conflict, ProblemError, Unprocessable
 from backend.security import TokenClaims
 from backend.store import idempotency
-from backend.store.tasks import Versions
-
-
-class BadRequest(ProblemError):
-    status = HTTPStatus.BAD_REQUEST
-
-
-class PreconditionRequired(ProblemError):
-    status = HTTPStatus.PRECONDITION_REQUIRED
-
-    def __init__(self) -> None:
-        super().__init__(
-            "this server requires If-Match on writes (REQUIRE_IF_MATCH): send the task's ETag, "
-            'or * to write whatever its version ("If-Match: *")'
-        )
 
 
 class KeyInUse(Conflict):
@@ -85,20 +69,6 @@ IdempotencyKey = Annotated[
         examples=["3f1e7c2a-create-buy-milk"],
     ),
 ]
-
-
-def expected_versions(if_match: str | None, *, required: bool) -> Versions:
-    """The versions a write may overwrite: None for no condition (no header, or `*`)."""
-    if if_match is None:
-        if required:
-            raise PreconditionRequired()
-        return None
-    try:
-        tags = parse_entity_tags(if_match, "If-Match")
-    except InvalidHeaderError as error:
-        raise BadRequest(str(error)) from None
-    # Strong comparison: a weak tag never matches, and an empty set matches nothing.
-    return None if tags.any else tags.versions()
 
 
 def still_current(if_none_match: str | None, version: int) -> bool:
@@ -167,43 +137,48 @@ async def answer(
         key = parse_idempotency_key(key_header)
     except InvalidHeaderError as error:
         raise BadRequest(str(error)) from None
-    fingerprint = _fingerprint(request.method, request.url.path, request.url.query, await request.body())
     owner_id = owned.owner.subject
+    body_bytes = await request.body()
+    fingerprints = _fingerprints(request, owner_id, body_bytes)
+
+    async def keyed(connection: Connection) -> tuple[Answer, str | None, str | None]:
+        done = await effect(owned.within(InTransaction(owned.db, connection)))
+        body = None if done.body is None else done.body.model_dump_json()
+        etag = None if done.version is None else entity_tag(done.version)
+        stored = await idempotency.keep(
+            owned.db,
+            connection,
+            owner_id=owner_id,
+            key=key,
+            fingerprint=fingerprints[0],
+            status=done.status,
+            location=done.location,
+            etag=etag,
+            body=body,
+        )
+        if not stored:
+            raise _Repeat
+        return done, body, etag
+
     try:
-        async with owned.db.transaction() as connection:
-            done = await effect(owned.within(InTransaction(owned.db, connection)))
-            body = None if done.body is None else done.body.model_dump_json()
-            etag = None if done.version is None else entity_tag(done.version)
-            stored = await idempotency.keep(
-                owned.db,
-                connection,
-                owner_id=owner_id,
-                key=key,
-                fingerprint=fingerprint,
-                status=done.status,
-                location=done.location,
-                etag=etag,
-                body=body,
-            )
-            if not stored:
-                raise _Repeat
+        done, body, etag = await owned.db.atomic(keyed)
     except _Repeat:
-        return await _replay(owned.db, owner_id, key, fingerprint, KeyInUse())
+        return await _replay(owned.db, owner_id, key, fingerprints, KeyInUse())
     except ProblemError as error:
         # A repeat can fail where its first succeeded (the task it deleted is gone, the
         # version it matched has moved on): what the key stored is the answer.
-        return await _replay(owned.db, owner_id, key, fingerprint, error)
+        return await _replay(owned.db, owner_id, key, fingerprints, error)
     return _response(done.status, body, done.location, etag)
 
 
 async def _replay(
-    db: Database, owner_id: str, key: str, fingerprint: str, otherwise: ProblemError
+    db: Database, owner_id: str, key: str, fingerprints: tuple[str, str], otherwise: ProblemError
 ) -> Response:
     """The answer stored with the key; `otherwise` when there is none."""
     kept = await idempotency.read(db, owner_id=owner_id, key=key)
     if kept is None:
         raise otherwise
-    if kept["fingerprint"] != fingerprint:
+    if kept["fingerprint"] not in fingerprints:
         raise KeyReused()
     replay = _response(kept["status"], kept["body"], kept["location"], kept["etag"])
     replay.headers["Idempotent-Replayed"] = "true"
@@ -212,6 +187,24 @@ async def _replay(
 
 class _Repeat(Exception):
     """The key was taken: roll the write back."""
+
+
+def _fingerprints(request: Request, owner_id: str, body: bytes) -> tuple[str, str]:
+    """The request's fingerprint, and the one stored before keys named the resource.
+
+    The path is the resource's, whatever its spelling: `/api/me/tasks` and
+    `/api/<the user's id>/tasks` are one resource, so a retry through either is a replay.
+    Keys stored (for IDEMPOTENCY_KEY_HOURS) before that was so took the path as sent: a
+    repeat matching that one is a replay too.
+    """
+    path = request.url.path
+    sent_as = f"/api/{request.path_params.get('user_id', '')}/"
+    before, found, after = path.partition(sent_as)  # (behind a proxy, the path has a root before it)
+    resource = f"{before}/api/{owner_id}/{after}" if found else path
+    query = request.url.query
+    return _fingerprint(request.method, resource, query, body), _fingerprint(
+        request.method, path, query, body
+    )
 
 
 def _fingerprint(method: str, path: str, query: str, body: bytes) -> str:

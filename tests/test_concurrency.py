@@ -76,9 +76,11 @@ async def test_a_full_pool_makes_a_request_wait_then_answer_503(postgres_url: st
 async def test_requests_beyond_the_pool_size_queue_and_all_succeed(postgres_url: str) -> None:
     settings = make_settings(postgres_url, database_pool_size=2)
     async with running_app(settings) as app, http_client(app) as http:
-        alice = sign_in(http, "alice")
-        task = await alice.create(title="shared")
-        responses = await asyncio.gather(*(alice.request("GET", f"/{task['id']}") for _ in range(40)))
+        # Two users: one user's requests use at most half the pool at once (see test_contention).
+        callers = [sign_in(http, "alice"), sign_in(http, "bob")]
+        tasks = [await caller.create(title="shared") for caller in callers]
+        pairs = list(zip(callers, tasks, strict=True)) * 20
+        responses = await asyncio.gather(*(caller.request("GET", f"/{task['id']}") for caller, task in pairs))
 
         assert [response.status_code for response in responses] == [200] * 40
         assert app.state.database.pool_status() == PoolStatus(size=2, in_use=0, waiting=0)

@@ -76,7 +76,10 @@ async def test_the_tools_their_schemas_and_annotations(server: Server) -> None:
         tools = {tool.name: tool for tool in (await session.list_tools()).tools}
     assert set(tools) == TOOLS
     for name, tool in tools.items():
-        assert "user_id" not in tool.inputSchema.get("properties", {}), name  # acts for the token's sub
+        # Acts for the token's sub: a user_id is optional (for agents written to the spec's
+        # signatures) and must name the signed-in person; anything not listed is refused.
+        assert "user_id" not in tool.inputSchema.get("required", []), name
+        assert tool.inputSchema["additionalProperties"] is False, name
         assert tool.description, name
         assert tool.outputSchema is not None, name
         assert tool.annotations is not None, name

@@ -121,7 +121,9 @@ def test_a_sync_reads_the_owners_changes_by_index_in_change_order(database: Data
     query = SYNC_QUERIES[full]
     explained = explain(database, query, {"owner_id": "u", "since": 19_000, "limit": 101})
     assert "ix_tasks_user_id_change_seq" in explained, explained
-    assert "Sort" not in explained, explained
+    # The page is a range of the index, in order; the one Sort, above it, orders the page's
+    # rows (at most `limit`) after they are joined to the owner's counter, read with them.
+    assert "Sort" not in explained[explained.index("Limit") :], explained
 
 
 @pytest.mark.parametrize(

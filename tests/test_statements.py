@@ -100,6 +100,7 @@ async def test_the_organising_routes_stay_within_the_budget(
     """Reads at most two statements; writes at most three, every one that changes anything
     in one transaction (completing a recurring occurrence included: its first statement
     declines to complete it alone and changes nothing)."""
+    writes_in_with = app.state.database.writes_in_with
     recurring = await alice.create(
         title="r", due_at="2026-12-01T10:00:00Z", recurrence="FREQ=DAILY", tags=["a"]
     )
@@ -122,8 +123,11 @@ async def test_the_organising_routes_stay_within_the_budget(
         ("PATCH", f"/tasks/{plain['id']}", {"tags": ["b", "c"], "priority": "low"}, 3, True),
         ("PUT", f"/tasks/{plain['id']}", {"title": "p", "tags": []}, 3, True),
         ("PATCH", f"/tasks/{recurring['id']}/complete", None, 3, True),
-        ("PATCH", f"/tags/{tags[0]['id']}", {"name": "renamed"}, 3, True),
-        ("PATCH", f"/tags/{tags[1]['id']}", {"name": "RENAMED"}, 3, True),  # a merge
+        # On PostgreSQL a rename first locks the owner's change counter, in a statement of its
+        # own, so that the rename's reads see any rename that held it before (a race of two
+        # renames onto one name merges them): one statement more.
+        ("PATCH", f"/tags/{tags[0]['id']}", {"name": "renamed"}, 4 if writes_in_with else 3, True),
+        ("PATCH", f"/tags/{tags[1]['id']}", {"name": "RENAMED"}, 4 if writes_in_with else 3, True),  # a merge
         ("DELETE", f"/tags/{tags[0]['id']}", None, 1, False),
         ("DELETE", "/tasks?status=completed", None, 1, False),
     ]

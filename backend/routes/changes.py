@@ -35,25 +35,36 @@ async def get_task_changes(
 ) -> TaskChanges:
     """Every task created or changed since `since`, as it is now, and every task deleted since;
     page with `next_since` while `has_more`."""
+    read_at = utc_now()
     position = None
+    retention_days = request.app.state.services.settings.sync_retention_days
     if since is not None:
         try:
-            position = SyncPosition.decode(since)
+            position = SyncPosition.decode(since, read_at)
         except InvalidTokenError as error:
             raise Unprocessable.at(("query", "since"), str(error)) from None
-        retention = timedelta(days=request.app.state.sync_retention_days)
-        if utc_now() - position.at > retention:
+        if read_at - position.at > timedelta(days=retention_days):
             raise Gone(
-                f"since is older than SYNC_RETENTION_DAYS ({request.app.state.sync_retention_days:g}): "
+                f"since is older than SYNC_RETENTION_DAYS ({retention_days:g}): "
                 "deletions from before it may be forgotten; start over with a full sync (no since)"
             )
-    read_at = utc_now()
     found = await changes.after(None if position is None else position.seq, limit)
+    if position is not None and position.seq > found.counter:
+        raise Unprocessable.at(
+            ("query", "since"), "since is ahead of this user's changes: not a position this API issued"
+        )
+    if found.has_more:
+        # Mid-way: the changes after this page may be as old as the position asked from, so
+        # its time is kept (retention counts from it), and a pause past it is a 410.
+        following = SyncPosition(seq=found.last_seq, at=read_at if position is None else position.at)
+    else:
+        # Every change up to the counter has been read, as of this read.
+        following = SyncPosition(seq=max(found.counter, found.last_seq), at=read_at)
     return TaskChanges.model_validate(
         {
             "tasks": found.tasks,
             "deleted": found.deleted,
-            "next_since": SyncPosition(seq=found.last_seq, at=read_at).encode(),
+            "next_since": following.encode(),
             "has_more": found.has_more,
         }
     )

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Path, Request, Response, status
 
 from backend.dependencies import OwnedTagsDep
 from backend.errors import problem_responses
-from backend.models import TagPublic, TagRename
+from backend.models import Id, TagPublic, TagRename
 from backend.store.tags import OwnedTags
 from backend.writes import Answer, IdempotencyKey, answer
 
@@ -16,7 +16,7 @@ router = APIRouter(
     responses=problem_responses(401, 403, 422, 429, 500, 503),
 )
 
-TagId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The tag's id.", examples=[7])]
+TagId = Annotated[Id, Path(description="The tag's id.", examples=[7])]
 not_found = problem_responses(404)
 
 

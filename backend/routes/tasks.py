@@ -1,60 +1,40 @@
 """The task routes: each checks nothing itself; the dependencies and the store do."""
 
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response, status
-from pydantic import AwareDatetime, Field, StringConstraints, TypeAdapter, WithJsonSchema
-from pydantic.json_schema import SkipJsonSchema
+from pydantic import TypeAdapter
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import QueryParams
 
 from backend.conditional import entity_tag
-from backend.cursors import Cursor, InvalidTokenError
 from backend.db import Row
 from backend.dependencies import OwnedTasksDep
-from backend.errors import Unprocessable, problem_responses
+from backend.errors import problem_responses
 from backend.models import (
-    NO_NUL,
-    TAG_MAX_LENGTH,
-    TAG_PATTERN,
-    TAGS_PER_TASK,
     DeletedCount,
-    Priority,
-    PriorityCounts,
-    SortOrder,
+    Id,
+    ListQuery,
+    StatsQuery,
     TaskCompletion,
     TaskCreate,
     TaskPublic,
     TaskReplace,
-    TaskSort,
     TaskStats,
-    TaskStatus,
     TaskUpdate,
 )
-from backend.recurrence import valid_time_zone
-from backend.store.tasks import (
-    MAX_OFFSET,
-    MAX_PAGE_SIZE,
-    MAX_SEARCH_LENGTH,
-    MAX_SEARCH_WORDS,
-    OwnedTasks,
-    TaskFilters,
-    default_order,
-    search_words,
-    sort_value,
-)
+from backend.shared import if_match_versions, task_stats
+from backend.shared import list_tasks as list_page
+from backend.store.tasks import OwnedTasks
 from backend.writes import (
     Answer,
     IdempotencyKey,
     IfMatch,
     IfNoneMatch,
     answer,
-    expected_versions,
     still_current,
 )
-
-TagQuery = Annotated[str, StringConstraints(min_length=1, max_length=TAG_MAX_LENGTH, pattern=TAG_PATTERN)]
 
 
 class TaskIdConvertor(Convertor[str]):
@@ -81,7 +61,7 @@ router = APIRouter(
 
 # One validation for the whole page: a third faster than a model_validate per task.
 TASK_LIST = TypeAdapter(list[TaskPublic])
-TaskId = Annotated[int, Path(ge=1, le=2**63 - 1, description="The task's id.", examples=[42])]
+TaskId = Annotated[Id, Path(description="The task's id.", examples=[42])]
 not_found = problem_responses(404)
 # A body that is not UTF-8 cannot even be parsed: 400, not 422; one too large is 413.
 with_body = problem_responses(400, 413)
@@ -159,101 +139,21 @@ def link_header(path: str, query: QueryParams, *, total: int, limit: int, offset
     },
 )
 async def list_tasks(
-    request: Request,
-    response: Response,
-    tasks: OwnedTasksDep,
-    status_filter: Annotated[
-        TaskStatus, Query(alias="status", description="Which tasks: all, pending or completed.")
-    ] = "all",
-    priority: Annotated[
-        list[Priority] | SkipJsonSchema[None],
-        Query(description="Tasks of any of these priorities (repeat the parameter for several)."),
-    ] = None,
-    tag: Annotated[
-        Annotated[list[TagQuery], Field(max_length=TAGS_PER_TASK)] | SkipJsonSchema[None],
-        Query(description="Tasks carrying all of these tags, case-insensitively (repeat for several)."),
-    ] = None,
-    due_before: Annotated[
-        AwareDatetime | SkipJsonSchema[None],
-        Query(
-            description="Due at or before this date-time (with an offset); tasks without one are left out."
-        ),
-    ] = None,
-    due_after: Annotated[
-        AwareDatetime | SkipJsonSchema[None],
-        Query(description="Due at or after this date-time (with an offset); tasks without one are left out."),
-    ] = None,
-    overdue: Annotated[
-        bool | SkipJsonSchema[None],
-        Query(description="`true`: due before now and not completed; `false`: every other task."),
-    ] = None,
-    remind_before: Annotated[
-        AwareDatetime | SkipJsonSchema[None],
-        Query(description="Reminder at or before this date-time: what a frontend polls to notify."),
-    ] = None,
-    q: Annotated[
-        Annotated[str, StringConstraints(max_length=MAX_SEARCH_LENGTH, pattern=NO_NUL)]
-        | SkipJsonSchema[None],
-        Query(
-            description=f"Search: every whitespace-separated word (at most {MAX_SEARCH_WORDS}) must occur "
-            "in the title or the description, case-insensitively.",
-        ),
-    ] = None,
-    sort: Annotated[
-        TaskSort,
-        Query(description="Sort key; ties are broken by id. `due` puts tasks without a due date last."),
-    ] = "created",
-    order: Annotated[
-        SortOrder | None,
-        # A plain enum in the schema: omitting it is how a client asks for the default.
-        WithJsonSchema({"type": "string", "enum": list(get_args(SortOrder))}),
-        Query(description="Default: `desc` for dates and priority, `asc` for title and due."),
-    ] = None,
-    limit: Annotated[int, Query(ge=1, le=MAX_PAGE_SIZE, description="Page size.")] = 100,
-    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET, description="Tasks to skip.")] = 0,
-    cursor: Annotated[
-        Annotated[str, StringConstraints(max_length=1000)] | SkipJsonSchema[None],
-        Query(
-            description="Instead of `offset`: the `X-Next-Cursor` of the previous page. The next page starts "
-            "after that page's last task, so creates and deletes between pages skip or repeat nothing."
-        ),
-    ] = None,
+    request: Request, response: Response, tasks: OwnedTasksDep, query: Annotated[ListQuery, Query()]
 ) -> list[TaskPublic]:
     """List the user's tasks, filtered, searched, sorted and paged."""
-    try:
-        words = search_words(q)
-    except ValueError as error:
-        raise Unprocessable.at(("query", "q"), str(error), "too_long") from None
-    filters = TaskFilters(
-        status=status_filter,
-        priorities=frozenset(priority or ()),
-        tags=tuple(dict.fromkeys(tag or ())),
-        due_before=due_before,
-        due_after=due_after,
-        overdue=overdue,
-        remind_before=remind_before,
-        words=words,
-    )
-    order = order or default_order(sort)
-    after = None
-    if cursor is not None:
-        if offset:
-            raise Unprocessable.at(("query", "cursor"), "send cursor or offset, not both")
-        try:
-            after = Cursor.decode(cursor, sort, order)
-        except InvalidTokenError as error:
-            raise Unprocessable.at(("query", "cursor"), str(error)) from None
-    page = await tasks.page(filters=filters, sort=sort, order=order, limit=limit, offset=offset, cursor=after)
+    listing = await list_page(tasks, query)
+    page = listing.page
     response.headers["X-Total-Count"] = str(page.total)
     path = tasks_path(request, tasks.owner.subject)
-    more = page.more if after is not None else offset + len(page.tasks) < page.total
-    if more and page.tasks:
-        following = Cursor(sort, order, sort_value(sort, page.tasks[-1]), page.tasks[-1]["id"]).encode()
-        response.headers["X-Next-Cursor"] = following
-        if after is not None:
-            response.headers["Link"] = cursor_link(path, request.query_params, following)
-    if after is None and (
-        links := link_header(path, request.query_params, total=page.total, limit=limit, offset=offset)
+    if listing.next_cursor is not None:
+        response.headers["X-Next-Cursor"] = listing.next_cursor
+        if query.cursor is not None:
+            response.headers["Link"] = cursor_link(path, request.query_params, listing.next_cursor)
+    if query.cursor is None and (
+        links := link_header(
+            path, request.query_params, total=page.total, limit=query.limit, offset=query.offset
+        )
     ):
         response.headers["Link"] = links
     return TASK_LIST.validate_python(page.tasks)
@@ -285,35 +185,13 @@ async def delete_completed_tasks(
 
 
 @router.get("/stats", operation_id="getTaskStats")
-async def get_task_stats(
-    tasks: OwnedTasksDep,
-    tz: Annotated[
-        str,
-        Query(
-            max_length=64,
-            description="IANA time zone whose today `due_today` counts.",
-            examples=["Europe/Berlin"],
-        ),
-    ] = "UTC",
-) -> TaskStats:
+async def get_task_stats(tasks: OwnedTasksDep, query: Annotated[StatsQuery, Query()]) -> TaskStats:
     """Counts of the user's tasks: total, completed, pending, overdue, due today, and pending by priority."""
-    try:
-        valid_time_zone(tz)
-    except ValueError as error:
-        raise Unprocessable.at(("query", "tz"), str(error)) from None
-    row = await tasks.stats(tz)
-    return TaskStats(
-        total=row["total"],
-        completed=row["completed"],
-        pending=row["total"] - row["completed"],
-        overdue=row["overdue"],
-        due_today=row["due_today"],
-        by_priority=PriorityCounts(none=row["none"], low=row["low"], medium=row["medium"], high=row["high"]),
-    )
+    return await task_stats(tasks, query.tz)
 
 
 def _required(request: Request) -> bool:
-    return request.app.state.require_if_match  # type: ignore[no-any-return]
+    return request.app.state.services.settings.require_if_match  # type: ignore[no-any-return]
 
 
 @router.post(
@@ -392,7 +270,7 @@ async def replace_task(
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Replace a task's title and description (and `completed` and the organising fields, when given)."""
-    expected = expected_versions(if_match, required=_required(request))
+    expected = if_match_versions(if_match, required=_required(request))
 
     async def replace(owned: OwnedTasks) -> Answer:
         return _task_answer(await owned.replace(task_id, body, expected=expected))
@@ -415,7 +293,7 @@ async def update_task(
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Change some of a task's fields; `description: null` clears it."""
-    expected = expected_versions(if_match, required=_required(request))
+    expected = if_match_versions(if_match, required=_required(request))
 
     async def update(owned: OwnedTasks) -> Answer:
         return _task_answer(await owned.update(task_id, body, expected=expected))
@@ -438,7 +316,7 @@ async def delete_task(
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Delete a task (sync reports it as deleted for SYNC_RETENTION_DAYS)."""
-    expected = expected_versions(if_match, required=_required(request))
+    expected = if_match_versions(if_match, required=_required(request))
 
     async def delete(owned: OwnedTasks) -> Answer:
         await owned.delete(task_id, expected=expected)
@@ -465,7 +343,7 @@ async def set_task_completion(
     idempotency_key: IdempotencyKey = None,
 ) -> Response:
     """Toggle a task's completion, or set it explicitly."""
-    expected = expected_versions(if_match, required=_required(request))
+    expected = if_match_versions(if_match, required=_required(request))
     completed = None if body is None else body.completed
 
     async def complete(owned: OwnedTasks) -> Answer:

@@ -12,6 +12,11 @@ timestamp as another; a timestamp taken before commit could do both.
 snapshot's xmin carried in the token and are PostgreSQL-only; the counter works the
 same on SQLite, where writes take turns anyway.)
 
+The page and the counter are read by one statement, so from one snapshot: a page that
+ends the changes is followed by the counter's value itself (every change up to it has
+been read), so asking again at once returns nothing, even after tasks that were created
+and deleted before a full sync.
+
 A deleted task is a tombstone, returned as `{"id", "deleted_at"}`, until it is
 purged `SYNC_RETENTION_DAYS` after its deletion; a position older than that may have
 missed purged tombstones, and is refused (410) so that the client starts over.
@@ -21,32 +26,42 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import DateTime, bindparam, delete, select
+from sqlalchemy import DateTime, String, bindparam, delete, select, true
 
 from backend.db import Database, Query, Row
 from backend.security import TokenClaims
-from backend.store.sql import TASK_COLUMNS, TASKS
+from backend.store.sql import CHANGE_COUNTERS, TASK_COLUMNS, TASKS
 
-_TASKS_OF_OWNER = TASKS.c.user_id == bindparam("owner_id")
-# Everything after a position, tombstones included, in the order the changes committed.
-_AFTER = Query(
-    select(*TASK_COLUMNS, TASKS.c.change_seq, TASKS.c.deleted_at)
-    .where(_TASKS_OF_OWNER)
-    .where(TASKS.c.change_seq > bindparam("since"))
-    .order_by(TASKS.c.change_seq)
-    .limit(bindparam("limit"))
-)
-# A full sync: the live tasks (a client starting over has nothing to delete).
-_FROM_SCRATCH = Query(
-    select(*TASK_COLUMNS, TASKS.c.change_seq, TASKS.c.deleted_at)
-    .where(_TASKS_OF_OWNER)
-    .where(TASKS.c.deleted_at.is_(None))
-    .where(TASKS.c.change_seq > bindparam("since"))
-    .order_by(TASKS.c.change_seq)
-    .limit(bindparam("limit"))
-)
+
+def _sync_query(from_scratch: bool) -> Query:
+    """The page after a position, tombstones included (or, from scratch, the live tasks
+    only: a client starting over has nothing to delete), in the order the changes
+    committed, each row with the owner's counter; one row with the counter alone when the
+    page is empty."""
+    page = (
+        select(*TASK_COLUMNS, TASKS.c.change_seq, TASKS.c.deleted_at)
+        .where(TASKS.c.user_id == bindparam("owner_id"))
+        .where(TASKS.c.change_seq > bindparam("since"))
+        .order_by(TASKS.c.change_seq)
+        .limit(bindparam("limit"))
+    )
+    if from_scratch:
+        page = page.where(TASKS.c.deleted_at.is_(None))
+    chosen = page.subquery("page")
+    owner = select(bindparam("owner_id", type_=String).label("user_id")).subquery("owner")
+    return Query(
+        select(CHANGE_COUNTERS.c.seq.label("counter_seq"), *chosen.c)
+        .select_from(
+            owner.outerjoin(CHANGE_COUNTERS, CHANGE_COUNTERS.c.user_id == owner.c.user_id).outerjoin(
+                chosen, true()
+            )
+        )
+        .order_by(chosen.c.change_seq)
+    )
+
+
 # By whether the sync starts from scratch.
-SYNC_QUERIES = {False: _AFTER, True: _FROM_SCRATCH}
+SYNC_QUERIES = {False: _sync_query(False), True: _sync_query(True)}
 _PURGE = Query(delete(TASKS).where(TASKS.c.deleted_at < bindparam("before", type_=DateTime(timezone=True))))
 
 
@@ -54,8 +69,9 @@ _PURGE = Query(delete(TASKS).where(TASKS.c.deleted_at < bindparam("before", type
 class Changes:
     tasks: Sequence[Row]
     deleted: Sequence[Row]
-    last_seq: int
+    last_seq: int  # the last change read, or the position asked from
     has_more: bool
+    counter: int  # the owner's change counter, as of the same read
 
 
 class OwnedChanges:
@@ -71,6 +87,8 @@ class OwnedChanges:
         """Up to `limit` changes after change number `since` (None: every live task)."""
         query = SYNC_QUERIES[since is None]
         rows = await self.db.fetch_all(query, owner_id=self.owner.subject, since=since or 0, limit=limit + 1)
+        counter = (rows[0]["counter_seq"] if rows else None) or 0
+        rows = [row for row in rows if row["id"] is not None]
         has_more = len(rows) > limit
         rows = rows[:limit]
         last_seq = rows[-1]["change_seq"] if rows else since or 0
@@ -80,7 +98,7 @@ class OwnedChanges:
                 tasks.append(row)
             else:
                 deleted.append({"id": row["id"], "deleted_at": row["deleted_at"]})
-        return Changes(tasks=tasks, deleted=deleted, last_seq=last_seq, has_more=has_more)
+        return Changes(tasks=tasks, deleted=deleted, last_seq=last_seq, has_more=has_more, counter=counter)
 
 
 async def purge_tombstones(db: Database, before: datetime) -> int:

@@ -1,9 +1,11 @@
-"""SQL shared by the stores: the tables, a task's public columns with its tags, and the
-few expressions whose spelling differs between PostgreSQL and SQLite."""
+"""SQL shared by the stores: the tables, a task's public columns with its tags, the lock
+every write takes first, and the few expressions whose spelling differs between
+PostgreSQL and SQLite."""
 
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Column,
     ColumnElement,
     Integer,
@@ -27,6 +29,7 @@ TASKS: Table = metadata.tables["tasks"]
 USERS: Table = metadata.tables["users"]
 TAGS: Table = metadata.tables["tags"]
 TASK_TAGS: Table = metadata.tables["task_tags"]
+CHANGE_COUNTERS: Table = metadata.tables["change_counters"]
 
 # The view whose INSTEAD OF INSERT trigger sets a task's tags from a JSON list of
 # [name, folded name] pairs (see the migration). Not in the models' metadata: it is
@@ -45,6 +48,40 @@ OWNED: ColumnElement[bool] = (
     & (TASKS.c.user_id == bindparam("owner_id"))
     & TASKS.c.deleted_at.is_(None)
 )
+
+
+class counter_locked(expression.FunctionElement[bool]):
+    """True, once the owner's change counter is locked: on PostgreSQL, a condition that
+    takes the counter's row lock before the statement touches any task or tag.
+
+    Every write to a user's tasks takes that lock anyway (the numbering trigger), but only
+    after the row it changes. A write holding the counter and wanting a task row (a tag's
+    rename touching its tasks, clearing completed tasks) then deadlocked with one holding
+    that row and wanting the counter. Taking the counter first, in every write, is one
+    order for all. Uncorrelated, the subquery runs once, before the scan (an InitPlan and a
+    one-time filter: see tests/test_query_plans.py). SQLite writes one at a time: nothing
+    to lock.
+    """
+
+    type = Boolean()
+    inherit_cache = True
+
+
+@compiles(counter_locked, "postgresql")
+def _lock_the_counter(element: counter_locked, compiler: SQLCompiler, **kw: Any) -> str:
+    owner = compiler.process(element.clauses, **kw)
+    return (
+        "(SELECT count(*) FROM (SELECT 1 FROM change_counters "  # noqa: S608 - no input in it
+        f"WHERE change_counters.user_id = {owner} FOR UPDATE) AS locked_counter) >= 0"
+    )
+
+
+@compiles(counter_locked, "sqlite")
+def _nothing_to_lock(element: counter_locked, compiler: SQLCompiler, **kw: Any) -> str:
+    return "1 = 1"
+
+
+COUNTER_LOCKED = counter_locked(bindparam("owner_id", type_=String))
 
 
 class tag_names(expression.FunctionElement[str]):

@@ -3,6 +3,11 @@
 Tags are created and linked by setting a task's tags (`store.tasks`, through the
 `task_tag_sets` trigger). A tag on no task is not listed; it keeps its row, and
 its spelling, for when it is used again.
+
+Every tag write takes the owner's change counter first, as every task write does
+(`sql.COUNTER_LOCKED`), so a user's writes to tags and tasks run one at a time and in one
+lock order: two renames onto one name merge rather than clash (a unique violation, a
+500, and tasks left without the tag), and a rename racing tagged creates cannot deadlock.
 """
 
 from typing import Any
@@ -10,11 +15,11 @@ from typing import Any
 from sqlalchemy import String, bindparam, delete, exists, false, func, literal_column, select, update
 from sqlalchemy.orm import aliased
 
-from backend.db import Database, Query, Row
+from backend.db import Connection, Database, Query, Row
 from backend.errors import NotFound
 from backend.models import fold
 from backend.security import TokenClaims
-from backend.store.sql import TAGS, TASK_TAGS, TASKS
+from backend.store.sql import CHANGE_COUNTERS, COUNTER_LOCKED, TAGS, TASK_TAGS, TASKS
 
 OWNED_TAG = (TAGS.c.id == bindparam("tag_id")) & (TAGS.c.user_id == bindparam("owner_id"))
 
@@ -85,7 +90,13 @@ _RENAME = Query(
     .values(name=bindparam("new_name"), name_folded=bindparam("new_folded"))
     .returning(TAGS.c.id, TAGS.c.name, *_COUNTS)
 )
-_DELETE = Query(delete(TAGS).where(OWNED_TAG).returning(TAGS.c.id))
+_DELETE = Query(delete(TAGS).where(OWNED_TAG, COUNTER_LOCKED).returning(TAGS.c.id))
+# A statement of its own, before the rename's: under READ COMMITTED each later statement then
+# sees what a rename that held the lock before it committed (a statement that waited for
+# the lock inside itself would still read with the snapshot it started with).
+_LOCK_COUNTER = Query(
+    select(CHANGE_COUNTERS.c.seq).where(CHANGE_COUNTERS.c.user_id == bindparam("owner_id")).with_for_update()
+)
 
 
 class OwnedTags:
@@ -106,19 +117,24 @@ class OwnedTags:
 
     async def rename(self, tag_id: int, name: str) -> Row:
         """Rename the tag; onto another tag's name (case-insensitively), merge into that one,
-        each task keeping it once. At most three statements, in one transaction."""
+        each task keeping it once. At most three statements in one transaction (four on
+        PostgreSQL, which locks the owner's counter first)."""
         parameters = {
             "owner_id": self.owner.subject,
             "tag_id": tag_id,
             "new_name": name,
             "new_folded": fold(name),
         }
-        async with self.db.transaction() as connection:
+
+        async def rename(connection: Connection) -> Row | None:
+            if self.db.dialect == "postgresql":
+                await connection.fetch_one(_LOCK_COUNTER, **parameters)
             await connection.execute(_MOVE_LINKS, **parameters)
             merged = await connection.fetch_one(_DROP_MERGED, **parameters)
-            if merged is not None:
-                parameters["tag_id"] = merged["survivor"]
-            tag = await connection.fetch_one(_RENAME, **parameters)
+            survivor = parameters if merged is None else {**parameters, "tag_id": merged["survivor"]}
+            return await connection.fetch_one(_RENAME, **survivor)
+
+        tag = await self.db.atomic(rename)
         if tag is None:
             raise TagNotFound()
         return tag

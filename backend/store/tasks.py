@@ -10,10 +10,17 @@ How many statements each write sends (`tests/test_statements.py` holds them to i
 - a plain create is one on PostgreSQL (the user's row in a WITH clause) and two in
   a transaction on SQLite; giving it tags adds one, in the same transaction;
 - a single-task update is one statement; giving it tags adds one, in a transaction;
+  setting its recurrence, due date or time zone makes it transactional, so that a rule
+  that would never occur again is rolled back;
 - completing an occurrence of a recurring task is one statement that declines
   (it will not complete it alone), then the completion and the next occurrence's
   insert, in one transaction: the next occurrence exists if and only if the
   completion committed.
+A write that matches no row (412 or 404) explains itself with one more statement, on
+the same connection: never a second one while holding the first (see `db`).
+
+On PostgreSQL every write locks the owner's change counter before any task or tag
+(`sql.COUNTER_LOCKED`): one lock order for all of a user's writes, so none deadlock.
 """
 
 import json
@@ -48,7 +55,7 @@ from sqlalchemy.dialects import postgresql
 
 from backend import recurrence
 from backend.cursors import Cursor
-from backend.db import CheckViolationError, Database, Query, Row
+from backend.db import CheckViolationError, Connection, Database, Query, Row
 from backend.errors import Conflict, NotFound, ProblemError, Unprocessable
 from backend.models import (
     PRIORITY_RANK,
@@ -60,11 +67,14 @@ from backend.models import (
     TaskStatus,
     TaskUpdate,
     fold,
+    folded_text,
+    search_fold,
     utc_now,
 )
 from backend.recurrence import zone
 from backend.security import TokenClaims
 from backend.store.sql import (
+    COUNTER_LOCKED,
     OWNED,
     PUBLIC_COLUMNS,
     TAGS,
@@ -106,6 +116,18 @@ class RecurrenceNeedsDueDate(Unprocessable):
         )
 
 
+class RecurrenceNeverOccurs(Unprocessable):
+    def __init__(self) -> None:
+        message = (
+            "the rule has no occurrence after due_at (within the years searched): "
+            "it would never come round again"
+        )
+        super().__init__(
+            f"the request is invalid: {message}",
+            errors=[{"loc": ["body", "recurrence"], "msg": message, "type": "value_error"}],
+        )
+
+
 _GET = Query(select(*TASK_COLUMNS).where(OWNED))
 _VERSION = Query(select(TASKS.c.version).where(OWNED))
 _NOW = bindparam("now", type_=DateTime(timezone=True))
@@ -119,7 +141,7 @@ def _expected(versions: int) -> Any:
 @cache
 def _delete_query(versions: int) -> Query:
     """Deletion leaves a tombstone (for sync) that no other route sees."""
-    statement = update(TASKS).where(OWNED)
+    statement = update(TASKS).where(OWNED, COUNTER_LOCKED)
     if versions:
         statement = statement.where(_expected(versions))
     values = {"deleted_at": _NOW, "updated_at": _NOW, "version": TASKS.c.version + 1}
@@ -128,6 +150,7 @@ def _delete_query(versions: int) -> Query:
 
 _DELETE_COMPLETED = Query(
     update(TASKS)
+    .where(COUNTER_LOCKED)
     .where(TASKS.c.user_id == bindparam("owner_id"))
     .where(TASKS.c.completed == true())
     .where(TASKS.c.deleted_at.is_(None))
@@ -136,12 +159,16 @@ _DELETE_COMPLETED = Query(
 
 
 class PreconditionFailed(ProblemError):
+    """The task is not at a version the write was conditioned on (If-Match, expected_version)."""
+
     status = HTTPStatus.PRECONDITION_FAILED
 
-    def __init__(self) -> None:
+    def __init__(self, current_version: int) -> None:
         super().__init__(
-            "the task has changed since the version in If-Match; read it again (its ETag), then retry"
+            f"the task has changed since the version in If-Match (it is at version {current_version} now); "
+            "read it again (its ETag), then retry"
         )
+        self.current_version = current_version
 
 
 # --- creating ------------------------------------------------------------------------
@@ -164,7 +191,9 @@ def _new_task(count: int) -> Any:
         bindparam("new_time_zone", type_=String),
         bindparam("new_completed_at", type_=DateTime(timezone=True)),
         bindparam("new_title_folded", type_=String),
+        bindparam("new_title_sort", type_=String),
         bindparam("new_description_folded", type_=String),
+        bindparam("new_recurrence_anchor", type_=DateTime(timezone=True)),
     ).where(
         func.coalesce(
             select(USERS.c.task_count).where(USERS.c.id == bindparam("owner_id")).scalar_subquery(), 0
@@ -185,7 +214,9 @@ def _new_task(count: int) -> Any:
         "time_zone",
         "completed_at",
         "title_folded",
+        "title_sort",
         "description_folded",
+        "recurrence_anchor",
     ]
     # A new task has no tags of its own yet: the ones it is being given, as first spelled.
     returned = [*PUBLIC_COLUMNS, existing_tag_names(count)] if count else PUBLIC_COLUMNS
@@ -262,6 +293,7 @@ def _update_query(shape: _UpdateShape) -> Query:
     now = bindparam("now", type_=DateTime(timezone=True))
     if "title" in shape.columns:
         values["title_folded"] = bindparam("new_title_folded")
+        values["title_sort"] = bindparam("new_title_sort")
     if "description" in shape.columns:
         values["description_folded"] = bindparam("new_description_folded")
     if shape.toggle:
@@ -275,7 +307,16 @@ def _update_query(shape: _UpdateShape) -> Query:
             (not_(completed), None),
             else_=TASKS.c.completed_at,
         )
-    statement = update(TASKS).where(OWNED)
+    series = shape.columns & {"due_at", "recurrence", "time_zone"}
+    if series:
+        # Setting the due date, the rule or the zone (to something else) starts the series
+        # anew from the due date: the anchor its times of day and days of month come from.
+        new_due = bindparam("new_due_at") if "due_at" in series else TASKS.c.due_at
+        changed = or_(
+            *(TASKS.c[column].is_distinct_from(bindparam(f"new_{column}")) for column in sorted(series))
+        )
+        values["recurrence_anchor"] = case((changed, new_due), else_=TASKS.c.recurrence_anchor)
+    statement = update(TASKS).where(OWNED, COUNTER_LOCKED)
     if shape.decline_recurring:
         statement = statement.where(not_(_COMPLETING_A_RECURRING_OCCURRENCE))
     if shape.versions:
@@ -283,7 +324,9 @@ def _update_query(shape: _UpdateShape) -> Query:
     values["version"] = TASKS.c.version + 1
     # The task's tags; or, when it is being given new ones, their stored spellings.
     tags = TASK_TAG_NAMES if shape.tags is None else existing_tag_names(shape.tags)
-    return Query(statement.values(**values, updated_at=now).returning(*PUBLIC_COLUMNS, tags))
+    # The anchor too, which completing a recurring occurrence reads (it is not public).
+    returned = [*PUBLIC_COLUMNS, tags, TASKS.c.recurrence_anchor]
+    return Query(statement.values(**values, updated_at=now).returning(*returned))
 
 
 _NEXT_OCCURRENCE = Query(
@@ -302,7 +345,9 @@ _NEXT_OCCURRENCE = Query(
             "recurrence",
             "time_zone",
             "title_folded",
+            "title_sort",
             "description_folded",
+            "recurrence_anchor",
             "previous_occurrence_id",
         ],
         select(
@@ -318,7 +363,9 @@ _NEXT_OCCURRENCE = Query(
             bindparam("next_recurrence", type_=String),
             TASKS.c.time_zone,
             TASKS.c.title_folded,
+            TASKS.c.title_sort,
             TASKS.c.description_folded,
+            TASKS.c.recurrence_anchor,
             TASKS.c.id,
         ).where(OWNED),
     )
@@ -330,37 +377,17 @@ _NEXT_OCCURRENCE = Query(
 _SORT_COLUMNS: dict[TaskSort, Any] = {
     "created": TASKS.c.created_at,
     "updated": TASKS.c.updated_at,
-    "title": TASKS.c.title,
+    # Case-insensitively (`Apple, banana, cherry`), by the folded title and its index.
+    "title": TASKS.c.title_sort,
     "due": TASKS.c.due_at,
     "priority": TASKS.c.priority,
 }
 
 
-# The list's limits, the same through every door (the REST route and the MCP tool).
-MAX_PAGE_SIZE = 500
-# Far beyond any real list, and small enough for every database's OFFSET.
-MAX_OFFSET = 1_000_000_000
-MAX_SEARCH_LENGTH = 200
-MAX_SEARCH_WORDS = 10
-
-
-def search_words(q: str | None) -> tuple[str, ...]:
-    """A search's words, each to occur in the title or description; ValueError past
-    MAX_SEARCH_WORDS (each word is one more condition on the query)."""
-    words = tuple((q or "").split())
-    if len(words) > MAX_SEARCH_WORDS:
-        raise ValueError(f"at most {MAX_SEARCH_WORDS} words")
-    return words
-
-
 def sort_value(sort: TaskSort, row: Row) -> Any:
-    """The value `row` is sorted by, as stored (priority as its rank): what a cursor keeps."""
+    """The value `row` is sorted by, as stored (priority as its rank, the title folded): what
+    a cursor keeps."""
     return row[_SORT_COLUMNS[sort].name]
-
-
-def default_order(sort: TaskSort) -> SortOrder:
-    """Newest first for dates, alphabetical for titles, soonest due first, most urgent first."""
-    return "asc" if sort in ("title", "due") else "desc"
 
 
 @dataclass(frozen=True, slots=True)
@@ -402,7 +429,9 @@ class TaskFilters:
             "now": now,
         }
         values.update({f"tag_{i}": fold(tag) for i, tag in enumerate(self.tags)})
-        values.update({f"word_{i}": f"%{_escape_like(fold(word))}%" for i, word in enumerate(self.words)})
+        values.update(
+            {f"word_{i}": f"%{_escape_like(search_fold(word))}%" for i, word in enumerate(self.words)}
+        )
         return {name: value for name, value in values.items() if value is not None}
 
 
@@ -510,7 +539,8 @@ def list_query(
     read the tags of every task an OFFSET skips (276 ms at offset 10,000, against 2 ms).
     """
     shape = shape or _ListShape(status=status)
-    page = select(*PUBLIC_COLUMNS).where(*_matching(shape)).order_by(*_ordering(sort, order))
+    columns = [*PUBLIC_COLUMNS, TASKS.c.title_sort] if sort == "title" else PUBLIC_COLUMNS
+    page = select(*columns).where(*_matching(shape)).order_by(*_ordering(sort, order))
     if shape.after is not None:
         page = page.where(_after(sort, order, shape.after))
     if replace(shape, after=None) == _ListShape(status=shape.status):
@@ -591,7 +621,7 @@ class TaskPage:
     more: bool = False  # after a cursor: whether tasks follow this page
 
 
-def _tag_list(tags: Sequence[str]) -> str:
+def _tag_pairs(tags: Sequence[str]) -> str:
     """The JSON list of [name, folded name] pairs the `task_tag_sets` trigger reads."""
     return json.dumps([[name, fold(name)] for name in tags])
 
@@ -627,8 +657,11 @@ class OwnedTasks:
         so a burst at the cap may pass it by the number of creates in flight; on
         SQLite writes take turns, and the cap is exact.
         """
-        if data.recurrence is not None and data.due_at is None:
-            raise RecurrenceNeedsDueDate()
+        if data.recurrence is not None:
+            if data.due_at is None:
+                raise RecurrenceNeedsDueDate()
+            if not recurrence.has_occurrence_after(data.recurrence, data.due_at, data.time_zone):
+                raise RecurrenceNeverOccurs()
         owner = self.owner
         known = frozenset(column for column, value in (("email", owner.email), ("name", owner.name)) if value)
         now = utc_now()
@@ -645,8 +678,8 @@ class OwnedTasks:
             "new_recurrence": data.recurrence,
             "new_time_zone": data.time_zone,
             "new_completed_at": now if data.completed else None,
-            "new_title_folded": fold(data.title),
-            "new_description_folded": None if data.description is None else fold(data.description),
+            **{f"new_{column}": text for column, text in folded_text(data.title, data.description).items()},
+            "new_recurrence_anchor": data.due_at if data.recurrence is not None else None,
             "now": now,
             "max_tasks": self.max_tasks or NO_CAP,
             **{f"fold_{i}": fold(tag) for i, tag in enumerate(data.tags)},
@@ -657,16 +690,23 @@ class OwnedTasks:
             # or more, and the user's row stays locked for less time.
             task = await self.db.fetch_one(_create_with_user(known, 0), **values)
         else:
-            async with self.db.transaction() as connection:
+
+            async def create(connection: Connection) -> Row | None:
                 if self.db.writes_in_with:
-                    task = await connection.fetch_one(_create_with_user(known, tags), **values)
+                    created = await connection.fetch_one(_create_with_user(known, tags), **values)
                 else:
                     await connection.execute(_record_user(known), **values)
-                    task = await connection.fetch_one(_insert(tags), **values)
-                if task is not None and tags:
+                    created = await connection.fetch_one(_insert(tags), **values)
+                if created is not None and tags:
                     await connection.execute(
-                        _SET_TAGS, task_id=task["id"], owner_id=owner.subject, tag_names=_tag_list(data.tags)
+                        _SET_TAGS,
+                        task_id=created["id"],
+                        owner_id=owner.subject,
+                        tag_names=_tag_pairs(data.tags),
                     )
+                return created
+
+            task = await self.db.atomic(create)
         if task is None:
             raise TaskLimitReached(self.max_tasks)
         return _as_given(task, data.tags)
@@ -776,24 +816,29 @@ class OwnedTasks:
 
     async def delete(self, task_id: int, *, expected: Versions = None) -> None:
         """Delete the task: a tombstone stays for sync (SYNC_RETENTION_DAYS)."""
-        if expected is not None and not expected:  # If-Match named no version (weak tags only)
-            await self._explain_no_row(task_id, expected)
         parameters = self._conditions(task_id, expected)
         query = _delete_query(len(expected or ()))
-        if await self.db.fetch_one(query, now=utc_now(), **parameters) is None:
-            await self._explain_no_row(task_id, expected)
+
+        async def delete(connection: Connection) -> None:
+            if expected is not None and not expected:  # If-Match named no version (weak tags only)
+                await self._explain_no_row(connection, task_id, expected)
+            if await connection.fetch_one(query, now=utc_now(), **parameters) is None:
+                await self._explain_no_row(connection, task_id, expected)
+
+        await self.db.using(delete)
 
     def _conditions(self, task_id: int, expected: Versions) -> dict[str, Any]:
         versions = {f"expected_{i}": version for i, version in enumerate(sorted(expected or ()))}
         return {"owner_id": self.owner.subject, "task_id": task_id, **versions}
 
-    async def _explain_no_row(self, task_id: int, expected: Versions) -> None:
+    async def _explain_no_row(self, connection: Connection, task_id: int, expected: Versions) -> None:
         """A write matched no row: the task is not the user's (404), or, under If-Match, it
-        is but its version is not among those expected (412). Always raises."""
+        is but its version is not among those expected (412). Always raises. Asked on the
+        writing connection: never a second one while holding it."""
         if expected is not None:
-            found = await self.db.fetch_one(_VERSION, owner_id=self.owner.subject, task_id=task_id)
+            found = await connection.fetch_one(_VERSION, owner_id=self.owner.subject, task_id=task_id)
             if found is not None:
-                raise PreconditionFailed()
+                raise PreconditionFailed(found["version"])
         raise TaskNotFound()
 
     async def _update(
@@ -808,8 +853,6 @@ class OwnedTasks:
         # Within the body; against what is stored, the database's check decides.
         if values.get("recurrence") is not None and "due_at" in values and values["due_at"] is None:
             raise RecurrenceNeedsDueDate()
-        if expected is not None and not expected:  # If-Match named no version (weak tags only)
-            await self._explain_no_row(task_id, expected)
         if "priority" in values:
             values["priority"] = PRIORITY_RANK[values["priority"]]
         now = utc_now()
@@ -819,62 +862,92 @@ class OwnedTasks:
             **{f"new_{column}": value for column, value in values.items()},
             **{f"fold_{i}": fold(tag) for i, tag in enumerate(tags or ())},
         }
+        folded = folded_text(values.get("title", ""), values.get("description"))
         if "title" in values:
-            parameters["new_title_folded"] = fold(values["title"])
+            parameters["new_title_folded"] = folded["title_folded"]
+            parameters["new_title_sort"] = folded["title_sort"]
         if "description" in values:
-            parameters["new_description_folded"] = (
-                None if values["description"] is None else fold(values["description"])
-            )
+            parameters["new_description_folded"] = folded["description_folded"]
         columns = frozenset(values)
         versions = len(expected or ())
         completes = toggle or values.get("completed") is True
+        # A new rule, due date or zone must still come round again: checked on the row as
+        # written, in the transaction, which a rule that never would rolls back.
+        reschedules = bool(columns & {"due_at", "recurrence", "time_zone"})
+
+        async def one_statement(connection: Connection) -> Row | None:
+            """The update alone, declining to complete a recurring occurrence (that needs
+            the transaction, for the next occurrence's insert): None when it declined."""
+            if expected is not None and not expected:  # If-Match named no version (weak tags only)
+                await self._explain_no_row(connection, task_id, expected)
+            shape = _UpdateShape(columns, toggle, decline_recurring=completes, versions=versions)
+            task = await connection.fetch_one(_update_query(shape), **parameters)
+            if task is None and not completes:
+                await self._explain_no_row(connection, task_id, expected)
+            return task
+
+        async def in_transaction(connection: Connection) -> Row:
+            if expected is not None and not expected:
+                await self._explain_no_row(connection, task_id, expected)
+            shape = _UpdateShape(columns, toggle, tags=None if tags is None else len(tags), versions=versions)
+            task = await connection.fetch_one(_update_query(shape), **parameters)
+            if task is None:
+                await self._explain_no_row(connection, task_id, expected)
+            assert task is not None
+            if (
+                reschedules
+                and task["recurrence"] is not None
+                and task["due_at"] is not None
+                and not recurrence.has_occurrence_after(task["recurrence"], task["due_at"], task["time_zone"])
+            ):
+                raise RecurrenceNeverOccurs()
+            if tags is not None:
+                await connection.execute(
+                    _SET_TAGS, task_id=task_id, owner_id=self.owner.subject, tag_names=_tag_pairs(tags)
+                )
+                task = _as_given(task, tags)
+            if completes and task["completed_at"] == now and task["next_occurrence_id"] is None:
+                task["next_occurrence_id"] = await self._next_occurrence(connection, task, now)
+            return task
+
         try:
-            if tags is None and not self.db.in_transaction:
-                # One statement; it declines to complete a recurring occurrence alone.
-                shape = _UpdateShape(columns, toggle, decline_recurring=completes, versions=versions)
-                task = await self.db.fetch_one(_update_query(shape), **parameters)
+            if tags is None and not reschedules and not self.db.in_transaction:
+                task = await self.db.using(one_statement)
                 if task is not None:
                     return task
-                if not completes:
-                    await self._explain_no_row(task_id, expected)
-            async with self.db.transaction() as connection:
-                shape = _UpdateShape(
-                    columns, toggle, tags=None if tags is None else len(tags), versions=versions
-                )
-                task = await connection.fetch_one(_update_query(shape), **parameters)
-                if task is None:
-                    await self._explain_no_row(task_id, expected)
-                assert task is not None
-                if tags is not None:
-                    await connection.execute(
-                        _SET_TAGS, task_id=task_id, owner_id=self.owner.subject, tag_names=_tag_list(tags)
-                    )
-                    task = _as_given(task, tags)
-                if completes and task["completed_at"] == now and task["next_occurrence_id"] is None:
-                    task["next_occurrence_id"] = await self._next_occurrence(connection, task, now)
+            return await self.db.atomic(in_transaction)
         except CheckViolationError as error:
             if error.constraint.endswith("recurrence_has_due_at"):
                 raise RecurrenceNeedsDueDate() from None
             raise
-        return task
 
-    async def _next_occurrence(self, connection: Any, task: Row, now: datetime) -> int | None:
-        """Insert the occurrence after `task` (just completed), if its rule has one left."""
+    async def _next_occurrence(self, connection: Connection, task: Row, now: datetime) -> int | None:
+        """Insert the occurrence after `task` (just completed), if its series has one left."""
         if task["recurrence"] is None or task["due_at"] is None:
             return None
-        following = recurrence.next_occurrence(task["recurrence"], task["due_at"], task["time_zone"])
+        following = recurrence.next_occurrence(
+            task["recurrence"],
+            task["due_at"],
+            task["time_zone"],
+            anchor=task.get("recurrence_anchor"),
+            now=now,
+        )
         if following is None:
             return None
-        due_at, rule = following
-        remind_at = None if task["remind_at"] is None else due_at + (task["remind_at"] - task["due_at"])
+        remind_at = None
+        if task["remind_at"] is not None:
+            try:
+                remind_at = following.due_at + (task["remind_at"] - task["due_at"])
+            except OverflowError:
+                remind_at = None  # a reminder before the start of time: none
         row = await connection.fetch_one(
             _NEXT_OCCURRENCE,
             owner_id=self.owner.subject,
             task_id=task["id"],
             now=now,
-            next_due_at=due_at,
+            next_due_at=following.due_at,
             next_remind_at=remind_at,
-            next_recurrence=rule,
+            next_recurrence=following.rule,
         )
         assert row is not None  # the task is ours: we just completed it
         next_id: int = row["id"]
