@@ -129,6 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         redirect_slashes=False,
     )
     app.state.services = services
+    app.state.mcp = mcp
     app.state.settings = settings
     app.state.database = database
     app.state.rate_limiter = rate_limiter

@@ -24,7 +24,7 @@ dateutil's on generated rules (`tests/test_recurrence.py`).
 
 import calendar
 import re
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from functools import cache
@@ -43,6 +43,8 @@ MAX_COUNT = 10_000
 # INTERVAL), 6 of a weekly one on every day, 69 of a monthly one on its 5th Monday, 21 of a
 # yearly one on every Monday, 178 on its 53rd Monday. At most about 2 ms.
 MAX_CANDIDATES = 5_000
+
+_LAST_ORDINAL = date.max.toordinal()  # 9999-12-31
 
 _NUMBER = re.compile(r"[0-9]{1,5}")
 _MONTHDAY = re.compile(r"([+-]?)([0-9]{1,2})")
@@ -249,7 +251,7 @@ def next_occurrence(
         after = due if now is None else max(due, _wall_time(now, local))
     except OverflowError:
         return None  # at the ends of time, in this zone: there is nothing after
-    found = _first_after(rule, start, after)
+    found, _ = _first_after(rule, start, after)
     if found is None:
         return None
     due_next = found.replace(tzinfo=local).astimezone(UTC)
@@ -273,8 +275,10 @@ def has_occurrence_after(rule_text: str, due_at: datetime, time_zone: str) -> bo
     try:
         start = _wall_time(due_at, zone(time_zone))
     except OverflowError:
-        return True  # nothing can follow the end of time; completing it just ends the series
-    return _first_after(rule, start, start) is not None
+        return True  # at the ends of time: completing it just ends the series
+    found, searched_all = _first_after(rule, start, start)
+    # A series whose next occurrence would fall after the year 9999 simply ends with time.
+    return found is not None or not searched_all
 
 
 def _wall_time(moment: datetime, local: ZoneInfo) -> datetime:
@@ -282,12 +286,17 @@ def _wall_time(moment: datetime, local: ZoneInfo) -> datetime:
     return moment.astimezone(local).replace(tzinfo=None, microsecond=0)
 
 
-def _first_after(rule: Rule, start: datetime, after: datetime) -> datetime | None:
-    """The first occurrence of the series anchored at `start` strictly after `after`."""
-    for moment in _occurrences(rule, start, after):
+def _first_after(rule: Rule, start: datetime, after: datetime) -> tuple[datetime | None, bool]:
+    """The first occurrence of the series anchored at `start` strictly after `after`; and,
+    when there is none, whether the search gave up (rather than reaching the year 9999)."""
+    search = _occurrences(rule, start, after)
+    while True:
+        try:
+            moment = next(search)
+        except StopIteration as ended:
+            return None, bool(ended.value)
         if moment > after:
-            return moment
-    return None
+            return moment, False
 
 
 def _count_between(rule: Rule, start: datetime, low: datetime, high: datetime, most: int) -> int:
@@ -302,10 +311,11 @@ def _count_between(rule: Rule, start: datetime, low: datetime, high: datetime, m
     return most
 
 
-def _occurrences(rule: Rule, start: datetime, near: datetime) -> Iterator[datetime]:
+def _occurrences(rule: Rule, start: datetime, near: datetime) -> Generator[datetime, None, bool]:
     """The series' occurrences in order, from the period holding `near` (or the anchor's, if
     later), examining no more than MAX_CANDIDATES candidate days and stopping at the year
-    9999. Periods are counted from the anchor's, so INTERVAL keeps its phase."""
+    9999; it returns True if it gave up, False at the year 9999. Periods are counted from
+    the anchor's, so INTERVAL keeps its phase."""
     first_period = _period(rule.freq, start.date())
     near_period = _period(rule.freq, max(near, start).date())
     period = first_period + (near_period - first_period) // rule.interval * rule.interval
@@ -313,9 +323,8 @@ def _occurrences(rule: Rule, start: datetime, near: datetime) -> Iterator[dateti
     weekdays = frozenset(day for _, day in rule.weekdays)
     if rule.freq == "DAILY":
         # A period is one day: a tight loop, the weekday read off the ordinal (1 is a Monday).
-        for ordinal in range(
-            period, min(_LAST_ORDINAL + 1, period + MAX_CANDIDATES * rule.interval), rule.interval
-        ):
+        end = period + MAX_CANDIDATES * rule.interval
+        for ordinal in range(period, min(_LAST_ORDINAL + 1, end), rule.interval):
             if weekdays and (ordinal - 1) % 7 not in weekdays:
                 continue
             day = date.fromordinal(ordinal)
@@ -324,12 +333,12 @@ def _occurrences(rule: Rule, start: datetime, near: datetime) -> Iterator[dateti
             moment = datetime.combine(day, moment_of_day)
             if moment >= start:
                 yield moment
-        return
+        return end <= _LAST_ORDINAL
     budget = MAX_CANDIDATES
     while budget > 0:
         found = _candidates(rule, period, start, weekdays)
         if found is None:
-            return  # past the year 9999
+            return False  # past the year 9999
         days, examined = found
         budget -= examined
         for day in days:
@@ -337,6 +346,7 @@ def _occurrences(rule: Rule, start: datetime, near: datetime) -> Iterator[dateti
             if moment >= start:
                 yield moment
         period += rule.interval
+    return True
 
 
 def _period(freq: str, day: date) -> int:
@@ -348,9 +358,6 @@ def _period(freq: str, day: date) -> int:
     if freq == "MONTHLY":
         return day.year * 12 + day.month - 1
     return day.year
-
-
-_LAST_ORDINAL = date.max.toordinal()
 
 
 def _candidates(

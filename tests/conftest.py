@@ -5,23 +5,32 @@ TEST_DATABASE_URL; the run creates its own databases there and drops them after.
 Without PostgreSQL those cases skip, saying why; with CI=true they fail.
 """
 
+import gc
+import logging
 import os
+import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
+import anyio
 import psycopg
 import pytest
 from alembic import command
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient, Response
+from mcp.server.auth.middleware.auth_context import auth_context_var
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+from mcp.server.fastmcp.exceptions import ToolError
 from psycopg import sql
 from sqlalchemy import Row, create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
 
 from backend.cli import alembic_config
 from backend.config import Settings
@@ -35,8 +44,57 @@ BACKENDS = ["sqlite", "postgresql"]
 
 
 @pytest.fixture(scope="session")
-def anyio_backend() -> str:
-    return "asyncio"
+def anyio_backend() -> tuple[str, dict[str, Any]]:
+    # asyncio's debug mode logs every callback that holds the loop (`no_slow_callbacks`).
+    return "asyncio", {"debug": True}
+
+
+# --- nothing holds the event loop -------------------------------------------------------------
+
+# A callback holding the loop longer than this fails the test: every other request of the
+# worker would wait that long (an RRULE walking to the year 9999 held it for 6 s).
+SLOW_CALLBACK_SECONDS = 0.5
+_TOOK = re.compile(r" took (\d+(?:\.\d+)?) seconds")
+
+
+def slow_callbacks(messages: list[str]) -> list[str]:
+    """asyncio's debug-mode warnings (`Executing <callback> took 0.612 seconds`) over the bound."""
+    return [
+        message
+        for message in messages
+        if (took := _TOOK.search(message)) is not None and float(took.group(1)) > SLOW_CALLBACK_SECONDS
+    ]
+
+
+class _AsyncioWarnings(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+_asyncio_warnings = _AsyncioWarnings()
+logging.getLogger("asyncio").addHandler(_asyncio_warnings)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Everything imported so far lives as long as the run: freeze it out of the garbage
+    collector's sight, as the server does at start. Otherwise each full collection walks it
+    all (0.25 s and growing, measured), a pause that the slow-callback check would blame on
+    whatever the test was doing."""
+    gc.collect()
+    gc.freeze()
+
+
+@pytest.fixture(autouse=True)
+def no_slow_callbacks() -> Iterator[None]:
+    """Every in-process test runs its loop in debug mode, and fails on a slow callback."""
+    _asyncio_warnings.messages.clear()
+    yield
+    slow = slow_callbacks(_asyncio_warnings.messages)
+    assert not slow, f"a callback held the event loop longer than {SLOW_CALLBACK_SECONDS} s: {slow}"
 
 
 # --- databases --------------------------------------------------------------------------
@@ -71,9 +129,11 @@ def fresh_postgres_database() -> Iterator[str]:
     name = f"todo_test_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(admin, autocommit=True) as connection:
         connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = make_url(postgres_admin_url()).set(database=name).render_as_string(hide_password=False)
     try:
-        yield make_url(postgres_admin_url()).set(database=name).render_as_string(hide_password=False)
+        yield url
     finally:
+        test_engine(url).dispose()
         with psycopg.connect(admin, autocommit=True) as connection:
             connection.execute(
                 sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
@@ -96,15 +156,29 @@ def sync_url(url: str) -> str:
     return make_url(url).set(drivername=driver).render_as_string(hide_password=False)
 
 
+@cache
+def test_engine(url: str) -> Engine:
+    """One engine per test database, for the tests' own statements (the app keeps its pool)."""
+    return create_engine(sync_url(url))
+
+
 def run_sql(url: str, statement: str) -> list[Row[Any]]:
     """Run one SQL statement on the database at `url`, committed, and return its rows."""
-    engine = create_engine(sync_url(url))
-    try:
-        with engine.begin() as connection:
-            result = connection.execute(text(statement))
-            return list(result) if result.returns_rows else []
-    finally:
-        engine.dispose()
+    with test_engine(url).begin() as connection:
+        result = connection.execute(text(statement))
+        return list(result) if result.returns_rows else []
+
+
+# Emptied one by one: the tests' own SQLite connections do not enforce foreign keys, so
+# nothing cascades.
+TABLES = ("task_tags", "tags", "tasks", "idempotency_keys", "change_counters", "users")
+
+
+def empty_tables(url: str) -> None:
+    """Every table of the database at `url` emptied, in one transaction."""
+    with test_engine(url).begin() as connection:
+        for table in TABLES:
+            connection.execute(text(f"DELETE FROM {table}"))
 
 
 def migrate(url: str, revision: str = "head") -> None:
@@ -158,10 +232,9 @@ async def running_app(settings: Settings) -> AsyncIterator[FastAPI]:
         yield application
     finally:
         await application.state.database.close()
-        # Each test starts from empty tables (one by one: the tests' own SQLite
-        # connections do not enforce foreign keys, so nothing cascades).
-        for table in ("task_tags", "tags", "tasks", "idempotency_keys", "change_counters", "users"):
-            run_sql(settings.database_url, f"DELETE FROM {table}")
+        # Each test starts from empty tables; in a thread, since the test's loop is watched
+        # for callbacks that hold it.
+        await anyio.to_thread.run_sync(empty_tables, settings.database_url)
         if application.state.token_verifier.jwks is not None:
             await application.state.token_verifier.jwks.aclose()
 
@@ -210,6 +283,27 @@ class Caller:
         assert response.status_code == 201, response.text
         created: dict[str, Any] = response.json()
         return created
+
+    async def tool(self, name: str, arguments: dict[str, Any]) -> "dict[str, Any] | ToolRefusal":
+        """An MCP tool called in-process, exactly as the server calls it once the SDK has
+        checked the token (its auth context set): the structured result, or the refusal."""
+        transport = self.client._transport
+        assert isinstance(transport, ASGITransport)
+        mcp = transport.app.state.mcp  # type: ignore[attr-defined]
+        access = AccessToken(token=self.token, client_id=self.user_id, scopes=[])
+        context = auth_context_var.set(AuthenticatedUser(access))
+        try:
+            result = await mcp.call_tool(name, arguments)
+        except ToolError as error:
+            return ToolRefusal(str(error))
+        finally:
+            auth_context_var.reset(context)
+        assert isinstance(result, dict)
+        return result
+
+
+class ToolRefusal(str):
+    """A tool call's error text (what an MCP client shows as the error result)."""
 
 
 def sign_in(client: AsyncClient, user_id: str, **claims: Any) -> Caller:

@@ -1,5 +1,6 @@
 """Real server processes: `todo-api migrate`, `todo-api token` and `todo-api serve`, as a user runs them."""
 
+import functools
 import json
 import os
 import signal
@@ -7,16 +8,17 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import anyio
 import httpx
 import pytest
 
-from tests.conftest import SECRET
+from tests.conftest import SECRET, fresh_database, slow_callbacks
 
 # The entry point installed beside this interpreter, as `make` installs it.
 TODO_API = str(Path(sys.executable).parent / "todo-api")
@@ -38,6 +40,9 @@ def server_env(database_url: str, **settings: str) -> dict[str, str]:
         "DATABASE_URL": database_url,
         "BETTER_AUTH_SECRET": SECRET,
         "RATE_LIMIT_PER_SECOND": "0",
+        # asyncio's debug mode: every callback holding the loop over 0.1 s is logged, and one
+        # over SLOW_CALLBACK_SECONDS fails the test (`running_server`).
+        "PYTHONASYNCIODEBUG": "1",
         **settings,
     }
 
@@ -98,6 +103,39 @@ def running_server(env: dict[str, str], log_path: Path, *args: str) -> Iterator[
         yield server
     finally:
         server.stop()
+    slow = slow_callbacks([line["message"] for line in server.log_lines() if line.get("logger") == "asyncio"])
+    assert not slow, f"a callback held the server's event loop: {slow}"
+
+
+T = TypeVar("T")
+
+
+async def blocking(function: Callable[..., T], *args: Any) -> T:
+    """A blocking call from an async test, in a thread: the test's event loop runs in debug
+    mode, watched for callbacks that hold it (conftest's `no_slow_callbacks`)."""
+    return await anyio.to_thread.run_sync(functools.partial(function, *args))
+
+
+@asynccontextmanager
+async def serving(env: dict[str, str], log_path: Path, *args: str) -> AsyncIterator[Server]:
+    """`running_server` for async tests: started and stopped in a thread."""
+    manager = running_server(env, log_path, *args)
+    server = await blocking(manager.__enter__)
+    try:
+        yield server
+    finally:
+        await blocking(manager.__exit__, None, None, None)
+
+
+@asynccontextmanager
+async def fresh(backend: str, directory: Path) -> AsyncIterator[str]:
+    """conftest's `fresh_database` for async tests: created and dropped in a thread."""
+    manager = fresh_database(backend, directory)
+    url = await blocking(manager.__enter__)
+    try:
+        yield url
+    finally:
+        await blocking(manager.__exit__, None, None, None)
 
 
 def wait_until_ready(server: Server, timeout: float = 30) -> None:

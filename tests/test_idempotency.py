@@ -3,6 +3,7 @@ the same key for another request is 422; failures store nothing; keys are per us
 kept IDEMPOTENCY_KEY_HOURS, and survive a restart."""
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -206,7 +207,7 @@ def test_a_replay_survives_a_server_restart(tmp_path: Path) -> None:
     assert len(listed) == 1
 
 
-async def test_the_purge_runs_by_itself_at_start(tmp_path: Path) -> None:
+def test_the_purge_runs_by_itself_at_start(tmp_path: Path) -> None:
     with fresh_postgres_database() as url:
         migrate(url)
         run_sql(url, "INSERT INTO users (id, created_at) VALUES ('u', now())")
@@ -219,7 +220,7 @@ async def test_the_purge_runs_by_itself_at_start(tmp_path: Path) -> None:
             for _ in range(50):
                 if run_sql(url, "SELECT count(*) FROM idempotency_keys") == [(0,)]:
                     break
-                await asyncio.sleep(0.1)
+                time.sleep(0.1)
         assert run_sql(url, "SELECT count(*) FROM idempotency_keys") == [(0,)]
 
 

@@ -10,13 +10,14 @@ from typing import Any
 
 import httpx
 import pytest
+from agents.mcp import MCPServerStreamableHttp
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
 
 from backend.security import issue_token
 from tests.conftest import BACKENDS, SECRET, fresh_database
-from tests.processes import Server, cli, running_server, server_env
+from tests.processes import Server, blocking, cli, fresh, running_server, server_env, serving
 
 pytestmark = pytest.mark.anyio
 
@@ -224,14 +225,14 @@ async def test_no_token_or_a_bad_one_is_401_with_the_resource_metadata(server: S
 
 
 async def test_every_call_is_one_access_line_without_its_arguments(tmp_path: Path) -> None:
-    with fresh_database("sqlite", tmp_path) as database_url:
+    async with fresh("sqlite", tmp_path) as database_url:
         env = server_env(database_url)
-        cli(env, "migrate")
-        with running_server(env, tmp_path / "server.log") as server:
+        await blocking(cli, env, "migrate")
+        async with serving(env, tmp_path / "server.log") as server:
             async with session_for(server, "alice") as session:
                 await session.call_tool("add_task", {"title": "a very private title"})
                 await session.call_tool("get_task", {"task_id": 999})
-            assert server.stop()
+            assert await blocking(server.stop)
     lines = [line for line in server.log_lines() if line.get("logger") == "backend.mcp"]
     assert [(line["tool"], line["outcome"]) for line in lines] == [
         ("add_task", "ok"),
@@ -260,12 +261,12 @@ class TakingTurns(httpx.AsyncBaseTransport):
 async def test_two_server_processes_take_turns_at_one_clients_calls(tmp_path: Path) -> None:
     """Stateless: one session's requests, its initialisation included, alternate between
     two server processes on one database (two instances, or two workers), and all work."""
-    with fresh_database("postgresql", tmp_path) as database_url:
+    async with fresh("postgresql", tmp_path) as database_url:
         env = server_env(database_url)
-        cli(env, "migrate")
-        with (
-            running_server(env, tmp_path / "first.log") as first,
-            running_server(env, tmp_path / "second.log") as second,
+        await blocking(cli, env, "migrate")
+        async with (
+            serving(env, tmp_path / "first.log") as first,
+            serving(env, tmp_path / "second.log") as second,
         ):
             async with session_for(first, "alice", TakingTurns([first, second])) as session:
                 ids = [
@@ -295,8 +296,6 @@ def test_mcp_enabled_false_turns_it_off(tmp_path: Path) -> None:
 async def test_an_openai_agents_sdk_agent_can_use_the_server(server: Server) -> None:
     """The OpenAI Agents SDK's own MCP client, forwarding the signed-in person's token: it lists
     the tools and calls one directly (no model involved)."""
-    from agents.mcp import MCPServerStreamableHttp
-
     async with session_for(server, "erin") as session:
         created = structured(await session.call_tool("add_task", {"title": "from the agent test"}))
     params = {"url": f"{server.base_url}/mcp", "headers": bearer("erin")}
@@ -320,11 +319,10 @@ def test_a_foreign_host_is_refused_by_the_dns_rebinding_protection(server: Serve
 
 
 async def test_the_rate_limit_counts_tool_calls(tmp_path: Path) -> None:
-    with fresh_database("sqlite", tmp_path) as database_url:
+    async with fresh("sqlite", tmp_path) as database_url:
         env = server_env(database_url, RATE_LIMIT_PER_SECOND="0.1", RATE_LIMIT_BURST="3")
-        cli(env, "migrate")
-        with running_server(env, tmp_path / "server.log") as server:
-            async with session_for(server, "frank") as session:
-                results = [await session.call_tool("list_tasks", {}) for _ in range(4)]
+        await blocking(cli, env, "migrate")
+        async with serving(env, tmp_path / "server.log") as server, session_for(server, "frank") as session:
+            results = [await session.call_tool("list_tasks", {}) for _ in range(4)]
     assert [result.isError for result in results] == [False, False, False, True]
     assert "rate limit" in error_text(results[-1])

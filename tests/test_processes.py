@@ -14,7 +14,7 @@ from sqlalchemy.engine import make_url
 from backend.security import issue_token
 from tests.conftest import SECRET, libpq_url, postgres_admin_url
 from tests.faults import fault_proxy
-from tests.processes import running_server, server_env
+from tests.processes import blocking, server_env, serving
 
 pytestmark = pytest.mark.anyio
 
@@ -36,7 +36,7 @@ async def test_sigterm_finishes_in_flight_requests_refuses_new_ones_and_closes_t
     auth = {"Authorization": f"Bearer {issue_token(SECRET, 'alice')}"}
     with fault_proxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
         proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
-        with running_server(server_env(proxied), tmp_path / "server.log") as server:
+        async with serving(server_env(proxied), tmp_path / "server.log") as server:
             async with httpx.AsyncClient(base_url=server.base_url, headers=auth, timeout=30) as http:
                 assert (await http.post("/api/alice/tasks", json={"title": "one"})).status_code == 201
                 assert our_connections(postgres_url) >= 1
@@ -54,7 +54,7 @@ async def test_sigterm_finishes_in_flight_requests_refuses_new_ones_and_closes_t
                 assert [task["title"] for task in response.json()] == ["one"]
                 proxy.restore()
 
-            assert server.stop(), server.log_path.read_text()
+            assert await blocking(server.stop), server.log_path.read_text()
     assert our_connections(postgres_url) == 0
 
 
@@ -63,32 +63,30 @@ async def test_two_processes_on_one_database_serve_one_user_consistently(
 ) -> None:
     auth = {"Authorization": f"Bearer {issue_token(SECRET, 'alice')}"}
     env = server_env(postgres_url)
-    with (
-        running_server(env, tmp_path / "a.log") as first,
-        running_server(env, tmp_path / "b.log") as second,
+    async with (
+        serving(env, tmp_path / "a.log") as first,
+        serving(env, tmp_path / "b.log") as second,
+        httpx.AsyncClient(base_url=first.base_url, headers=auth) as a,
+        httpx.AsyncClient(base_url=second.base_url, headers=auth) as b,
     ):
-        async with (
-            httpx.AsyncClient(base_url=first.base_url, headers=auth) as a,
-            httpx.AsyncClient(base_url=second.base_url, headers=auth) as b,
-        ):
-            created = (await a.post("/api/alice/tasks", json={"title": "shared"})).json()
-            task_url = f"/api/alice/tasks/{created['id']}"
-            assert (await b.get(task_url)).json() == created
+        created = (await a.post("/api/alice/tasks", json={"title": "shared"})).json()
+        task_url = f"/api/alice/tasks/{created['id']}"
+        assert (await b.get(task_url)).json() == created
 
-            toggles = [a, b] * 5
-            results = await asyncio.gather(*(client.patch(f"{task_url}/complete") for client in toggles))
-            assert all(result.status_code == 200 for result in results)
-            assert (await a.get(task_url)).json()["completed"] is False  # ten flips
+        toggles = [a, b] * 5
+        results = await asyncio.gather(*(client.patch(f"{task_url}/complete") for client in toggles))
+        assert all(result.status_code == 200 for result in results)
+        assert (await a.get(task_url)).json()["completed"] is False  # ten flips
 
-            assert (await b.patch(task_url, json={"description": "from b"})).json()["description"] == "from b"
-            assert (await a.get(task_url)).json()["description"] == "from b"
-            listed_a, listed_b = (
-                (await a.get("/api/alice/tasks")).json(),
-                (await b.get("/api/alice/tasks")).json(),
-            )
-            assert listed_a == listed_b
-            assert (await b.delete(task_url)).status_code == 204
-            assert (await a.get(task_url)).status_code == 404
+        assert (await b.patch(task_url, json={"description": "from b"})).json()["description"] == "from b"
+        assert (await a.get(task_url)).json()["description"] == "from b"
+        listed_a, listed_b = (
+            (await a.get("/api/alice/tasks")).json(),
+            (await b.get("/api/alice/tasks")).json(),
+        )
+        assert listed_a == listed_b
+        assert (await b.delete(task_url)).status_code == 204
+        assert (await a.get(task_url)).status_code == 404
 
 
 async def test_no_secret_or_token_ever_reaches_the_logs(postgres_url: str, tmp_path: Path) -> None:
@@ -96,7 +94,7 @@ async def test_no_secret_or_token_ever_reaches_the_logs(postgres_url: str, tmp_p
     wrong_secret = issue_token("another-secret-that-is-long-enough-0123456789", "alice")
     expired = issue_token(SECRET, "alice", lifetime=-timedelta(hours=1))
     tokens = [good, wrong_secret, expired, good + "tampered"]
-    with running_server(server_env(postgres_url, LOG_LEVEL="debug"), tmp_path / "server.log") as server:
+    async with serving(server_env(postgres_url, LOG_LEVEL="debug"), tmp_path / "server.log") as server:
         async with httpx.AsyncClient(base_url=server.base_url, timeout=10) as http:
             for token in tokens:
                 headers = {"Authorization": f"Bearer {token}"}
@@ -109,7 +107,7 @@ async def test_no_secret_or_token_ever_reaches_the_logs(postgres_url: str, tmp_p
                 await http.get("/api/alice/tasks/999999", headers=headers)
                 await http.get(f"/api/alice/tasks?token={token}", headers=headers)
             await http.get("/health", headers={"X-Request-ID": good})
-        assert server.stop()
+        assert await blocking(server.stop)
     log = server.log_path.read_text()
     access = [line for line in server.log_lines() if line.get("logger") == "backend.access"]
     assert len(access) >= 25  # the run did log its requests

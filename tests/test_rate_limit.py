@@ -96,7 +96,7 @@ async def test_refused_requests_change_nothing(limited: httpx.AsyncClient) -> No
     assert (await alice.request("GET")).headers["x-total-count"] == "5"
 
 
-async def test_the_limit_is_shared_by_processes_through_redis(tmp_path: Path) -> None:
+def test_the_limit_is_shared_by_processes_through_redis(tmp_path: Path) -> None:
     require_redis()
     user = f"shared-{uuid.uuid4().hex[:8]}"  # a bucket no other run shares
     auth = {"Authorization": f"Bearer {issue_token(SECRET, user)}"}
@@ -108,10 +108,10 @@ async def test_the_limit_is_shared_by_processes_through_redis(tmp_path: Path) ->
         with (
             running_server(env, tmp_path / "a.log") as first,
             running_server(env, tmp_path / "b.log") as second,
+            httpx.Client(headers=auth) as http,
         ):
-            async with httpx.AsyncClient(headers=auth) as http:
-                urls = [f"{server.base_url}/api/{user}/tasks" for server in (first, second)] * 6
-                statuses = [(await http.get(url)).status_code for url in urls]
+            urls = [f"{server.base_url}/api/{user}/tasks" for server in (first, second)] * 6
+            statuses = [http.get(url).status_code for url in urls]
     # One bucket of 10 for both processes; each alone would have allowed all 12.
     assert statuses == [200] * 10 + [429] * 2
 

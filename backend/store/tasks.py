@@ -882,8 +882,15 @@ class OwnedTasks:
                 await self._explain_no_row(connection, task_id, expected)
             shape = _UpdateShape(columns, toggle, decline_recurring=completes, versions=versions)
             task = await connection.fetch_one(_update_query(shape), **parameters)
-            if task is None and not completes:
-                await self._explain_no_row(connection, task_id, expected)
+            if task is None and (expected is not None or not completes):
+                # A stale (or missing) task is answered here, on this connection: a storm of
+                # stale completions opens no transaction. Only a recurring occurrence's
+                # completion goes on to the transaction.
+                found = await connection.fetch_one(_VERSION, owner_id=self.owner.subject, task_id=task_id)
+                if found is None:
+                    raise TaskNotFound()
+                if expected is not None and found["version"] not in expected:
+                    raise PreconditionFailed(found["version"])
             return task
 
         async def in_transaction(connection: Connection) -> Row:
