@@ -30,7 +30,6 @@ from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import ContentBlock, ToolAnnotations
 from mcp.types import Tool as McpTool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
-from pydantic.json_schema import SkipJsonSchema
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.conditional import MAX_VERSION
@@ -43,6 +42,7 @@ from backend.errors import (
     problem_response,
 )
 from backend.models import (
+    HIDE_NULL,
     USER_ID_MAX_LENGTH,
     Description,
     Id,
@@ -98,7 +98,8 @@ class ToolArguments(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     user_id: Annotated[
-        str | SkipJsonSchema[None],
+        str | None,
+        HIDE_NULL,
         Field(
             max_length=USER_ID_MAX_LENGTH,
             description="Optional: the signed-in person's id, or `me`. Every tool acts for the token's "
@@ -115,7 +116,8 @@ class ToolArguments(BaseModel):
 
 
 ExpectedVersion = Annotated[
-    int | SkipJsonSchema[None],
+    int | None,
+    HIDE_NULL,
     Field(
         ge=1,
         le=MAX_VERSION,
@@ -128,21 +130,16 @@ TaskIdArgument = Annotated[Id, Field(description="The task's id.")]
 
 class AddTask(ToolArguments):
     title: Annotated[Title, Field(description="What to do: 1 to 200 characters.")]
-    description: Annotated[
-        Description | SkipJsonSchema[None], Field(description="Up to 1000 characters.")
-    ] = None
+    description: Annotated[Description | None, HIDE_NULL, Field(description="Up to 1000 characters.")] = None
     priority: PriorityField = "none"
     due_at: Annotated[
-        Instant | SkipJsonSchema[None],
+        Instant | None,
+        HIDE_NULL,
         Field(description="When it is due: an ISO 8601 date-time with an offset."),
     ] = None
-    remind_at: Annotated[Instant | SkipJsonSchema[None], Field(description="When to remind the person.")] = (
-        None
-    )
+    remind_at: Annotated[Instant | None, HIDE_NULL, Field(description="When to remind the person.")] = None
     tags: Tags = []
-    recurrence: Annotated[
-        Recurrence | SkipJsonSchema[None], Field(description="An RRULE (needs due_at).")
-    ] = None
+    recurrence: Annotated[Recurrence | None, HIDE_NULL, Field(description="An RRULE (needs due_at).")] = None
     time_zone: TimeZone = "UTC"
 
 
@@ -159,23 +156,21 @@ class TaskRef(ToolArguments):
 class UpdateTask(ToolArguments):
     task_id: TaskIdArgument
     expected_version: ExpectedVersion = None
-    title: Annotated[Title | SkipJsonSchema[None], Field(description="A new title.")] = None
-    description: Annotated[Description | SkipJsonSchema[None], Field(description="New details.")] = None
+    title: Annotated[Title | None, HIDE_NULL, Field(description="A new title.")] = None
+    description: Annotated[Description | None, HIDE_NULL, Field(description="New details.")] = None
     completed: Annotated[
-        bool | SkipJsonSchema[None], Field(description="Mark it completed (true) or pending.")
+        bool | None, HIDE_NULL, Field(description="Mark it completed (true) or pending.")
     ] = None
-    priority: PriorityField | SkipJsonSchema[None] = None
+    priority: Annotated[PriorityField | None, HIDE_NULL] = None
     due_at: Annotated[
-        Instant | SkipJsonSchema[None], Field(description="A new due date-time, with an offset.")
+        Instant | None, HIDE_NULL, Field(description="A new due date-time, with an offset.")
     ] = None
-    remind_at: Annotated[Instant | SkipJsonSchema[None], Field(description="A new reminder date-time.")] = (
+    remind_at: Annotated[Instant | None, HIDE_NULL, Field(description="A new reminder date-time.")] = None
+    tags: Annotated[Tags | None, HIDE_NULL, Field(description="The task's tags, replacing the old ones.")] = (
         None
     )
-    tags: Annotated[
-        Tags | SkipJsonSchema[None], Field(description="The task's tags, replacing the old ones.")
-    ] = None
-    recurrence: Annotated[Recurrence | SkipJsonSchema[None], Field(description="A new RRULE.")] = None
-    time_zone: TimeZone | SkipJsonSchema[None] = None
+    recurrence: Annotated[Recurrence | None, HIDE_NULL, Field(description="A new RRULE.")] = None
+    time_zone: Annotated[TimeZone | None, HIDE_NULL] = None
     clear: Annotated[
         list[Literal["description", "due_at", "remind_at", "recurrence", "tags"]],
         Field(max_length=5, description="Fields to empty."),
@@ -185,7 +180,9 @@ class UpdateTask(ToolArguments):
 class CompleteTask(ToolArguments):
     task_id: TaskIdArgument
     completed: Annotated[
-        bool | SkipJsonSchema[None], Field(description="true: completed, false: pending; omit it to toggle.")
+        bool | None,
+        HIDE_NULL,
+        Field(description="true: completed, false: pending; omit it to toggle."),
     ] = None
     expected_version: ExpectedVersion = None
 

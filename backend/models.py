@@ -12,6 +12,7 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    GetJsonSchemaHandler,
     StringConstraints,
     ValidationInfo,
     WithJsonSchema,
@@ -19,7 +20,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic import Field as PydanticField
-from pydantic.json_schema import SkipJsonSchema
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
@@ -302,6 +304,28 @@ def folded_text(title: str, description: str | None) -> dict[str, str | None]:
 
 # --- request bodies -------------------------------------------------------------------
 
+
+class _HideNull:
+    """On `X | None`: null left out of the field's JSON schema, for a field a client may omit
+    but not send as null (the model refuses it), or a query parameter, which has no null.
+    Unlike `X | SkipJsonSchema[None]`, a union, it keeps errors naming the field alone (a
+    union named each of its members: `body.time_zone.function-after[...]`, and "Input should
+    be None")."""
+
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        generated = handler(schema)
+        options = generated.get("anyOf")
+        if isinstance(options, list):
+            kept = [option for option in options if option != {"type": "null"}]
+            if len(kept) == 1:
+                return {**kept[0], **{key: value for key, value in generated.items() if key != "anyOf"}}
+        return generated
+
+
+HIDE_NULL = _HideNull()
+
 # PostgreSQL text cannot hold NUL; refuse it here rather than fail in the database.
 NO_NUL = r"^[^\x00]*$"
 # A title has something besides whitespace (and no NUL): the schema says so to clients too.
@@ -375,14 +399,27 @@ Tags = Annotated[
 ]
 
 
+_OUT_OF_RANGE = (
+    "is outside the range of date-times this API stores: after 0001-01-01T00:00:00Z and before "
+    "9999-12-31T23:59:59.999999Z, in UTC"
+)
+
+
 def _in_utc(value: datetime) -> datetime:
-    """The instant in UTC, if UTC can hold it: `9999-12-31T23:59:59-05:00` is in the year 10000."""
+    """The instant in UTC, if it can be stored: `9999-12-31T23:59:59-05:00` is in the year
+    10000; and the very first and last instants Python knows are PostgreSQL's -infinity and
+    infinity to asyncpg, which reads them back without a time zone."""
     try:
-        return value.astimezone(UTC)
+        moment = value.astimezone(UTC)
     except OverflowError:
-        raise ValueError(
-            "is outside the range of date-times this API stores (years 1 to 9999 in UTC)"
-        ) from None
+        raise ValueError(_OUT_OF_RANGE) from None
+    if moment in (_FIRST, _LAST):
+        raise ValueError(_OUT_OF_RANGE)
+    return moment
+
+
+_FIRST = datetime.min.replace(tzinfo=UTC)
+_LAST = datetime.max.replace(tzinfo=UTC)
 
 
 # Date-times need an offset (a local time is ambiguous): `Z`, `+02:00`... Stored in UTC.
@@ -462,13 +499,13 @@ class TaskReplace(RequestBody):
 
     title: Title
     description: Description | None = None
-    completed: bool | SkipJsonSchema[None] = None
-    priority: PriorityField | SkipJsonSchema[None] = None
+    completed: Annotated[bool | None, HIDE_NULL] = None
+    priority: Annotated[PriorityField | None, HIDE_NULL] = None
     due_at: Instant | None = None
     remind_at: Instant | None = None
-    tags: Tags | SkipJsonSchema[None] = None
+    tags: Annotated[Tags | None, HIDE_NULL] = None
     recurrence: Recurrence | None = None
-    time_zone: TimeZone | SkipJsonSchema[None] = None
+    time_zone: Annotated[TimeZone | None, HIDE_NULL] = None
 
     model_config = ConfigDict(
         json_schema_extra=request_schema({"title": "Buy oat milk", "description": None, "completed": False}),
@@ -485,15 +522,15 @@ class TaskReplace(RequestBody):
 class TaskUpdate(RequestBody):
     """Any non-empty subset of the editable fields."""
 
-    title: Title | SkipJsonSchema[None] = None
+    title: Annotated[Title | None, HIDE_NULL] = None
     description: Description | None = None
-    completed: bool | SkipJsonSchema[None] = None
-    priority: PriorityField | SkipJsonSchema[None] = None
+    completed: Annotated[bool | None, HIDE_NULL] = None
+    priority: Annotated[PriorityField | None, HIDE_NULL] = None
     due_at: Instant | None = None
     remind_at: Instant | None = None
-    tags: Tags | SkipJsonSchema[None] = None
+    tags: Annotated[Tags | None, HIDE_NULL] = None
     recurrence: Recurrence | None = None
-    time_zone: TimeZone | SkipJsonSchema[None] = None
+    time_zone: Annotated[TimeZone | None, HIDE_NULL] = None
 
     model_config = ConfigDict(
         json_schema_extra=request_schema(
@@ -671,6 +708,8 @@ MAX_SEARCH_WORDS = 10
 MAX_CURSOR_LENGTH = 1000
 
 TagQuery = Annotated[str, StringConstraints(min_length=1, max_length=TAG_MAX_LENGTH, pattern=TAG_PATTERN)]
+SearchText = Annotated[str, StringConstraints(max_length=MAX_SEARCH_LENGTH, pattern=NO_NUL)]
+CursorText = Annotated[str, StringConstraints(max_length=MAX_CURSOR_LENGTH)]
 
 
 def _distinct_folded(tags: list[str]) -> list[str]:
@@ -708,21 +747,21 @@ class ListQuery(BaseModel):
         description="Tasks carrying all of these tags, case-insensitively (repeat for several; "
         f"at most {TAGS_PER_TASK} distinct).",
     )
-    due_before: Instant | SkipJsonSchema[None] = PydanticField(
+    due_before: Annotated[Instant | None, HIDE_NULL] = PydanticField(
         None, description="Due at or before this date-time (with an offset); tasks without one are left out."
     )
-    due_after: Instant | SkipJsonSchema[None] = PydanticField(
+    due_after: Annotated[Instant | None, HIDE_NULL] = PydanticField(
         None, description="Due at or after this date-time (with an offset); tasks without one are left out."
     )
-    overdue: bool | SkipJsonSchema[None] = PydanticField(
+    overdue: Annotated[bool | None, HIDE_NULL] = PydanticField(
         None, description="`true`: due before now and not completed; `false`: every other task."
     )
-    remind_before: Instant | SkipJsonSchema[None] = PydanticField(
+    remind_before: Annotated[Instant | None, HIDE_NULL] = PydanticField(
         None, description="Reminder at or before this date-time: what a frontend polls to notify."
     )
-    q: (
-        Annotated[str, StringConstraints(max_length=MAX_SEARCH_LENGTH, pattern=NO_NUL)] | SkipJsonSchema[None]
-    ) = PydanticField(
+    q: Annotated[
+        Annotated[str, StringConstraints(max_length=MAX_SEARCH_LENGTH, pattern=NO_NUL)] | None, HIDE_NULL
+    ] = PydanticField(
         None,
         description=f"Search: every whitespace-separated word (at most {MAX_SEARCH_WORDS}) must occur "
         "in the title or the description, case-insensitively.",
@@ -737,12 +776,10 @@ class ListQuery(BaseModel):
     ] = PydanticField(None, description="Default: `desc` for dates and priority, `asc` for title and due.")
     limit: int = PydanticField(100, ge=1, le=MAX_PAGE_SIZE, description="Page size.")
     offset: int = PydanticField(0, ge=0, le=MAX_OFFSET, description="Tasks to skip.")
-    cursor: Annotated[str, StringConstraints(max_length=MAX_CURSOR_LENGTH)] | SkipJsonSchema[None] = (
-        PydanticField(
-            None,
-            description="Instead of `offset`: the `X-Next-Cursor` of the previous page. The next page starts "
-            "after that page's last task, so creates and deletes between pages skip or repeat nothing.",
-        )
+    cursor: Annotated[CursorText | None, HIDE_NULL] = PydanticField(
+        None,
+        description="Instead of `offset`: the `X-Next-Cursor` of the previous page. The next page starts "
+        "after that page's last task, so creates and deletes between pages skip or repeat nothing.",
     )
 
     @field_validator("q")

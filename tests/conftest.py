@@ -284,9 +284,9 @@ class Caller:
         created: dict[str, Any] = response.json()
         return created
 
-    async def tool(self, name: str, arguments: dict[str, Any]) -> "dict[str, Any] | ToolRefusal":
+    async def tool(self, name: str, arguments: dict[str, Any]) -> "ToolAnswer":
         """An MCP tool called in-process, exactly as the server calls it once the SDK has
-        checked the token (its auth context set): the structured result, or the refusal."""
+        checked the token (its auth context set)."""
         transport = self.client._transport
         assert isinstance(transport, ASGITransport)
         mcp = transport.app.state.mcp  # type: ignore[attr-defined]
@@ -295,15 +295,25 @@ class Caller:
         try:
             result = await mcp.call_tool(name, arguments)
         except ToolError as error:
-            return ToolRefusal(str(error))
+            return ToolAnswer(error=str(error))
         finally:
             auth_context_var.reset(context)
         assert isinstance(result, dict)
-        return result
+        return ToolAnswer(result=result)
 
 
-class ToolRefusal(str):
-    """A tool call's error text (what an MCP client shows as the error result)."""
+@dataclass
+class ToolAnswer:
+    """A tool call's structured result, or its error's text (what an MCP client shows)."""
+
+    result: dict[str, Any] | None = None
+    error: str | None = None
+
+    @property
+    def refused(self) -> str:
+        """The error's text; fails if the call succeeded."""
+        assert self.error is not None, f"the call succeeded: {self.result}"
+        return self.error
 
 
 def sign_in(client: AsyncClient, user_id: str, **claims: Any) -> Caller:

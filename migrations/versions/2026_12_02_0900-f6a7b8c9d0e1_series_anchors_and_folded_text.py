@@ -8,6 +8,9 @@
   sort is now case-insensitive.
 - `title_folded` and `description_folded` are folded again, now also into Unicode's NFKC
   form (search finds `éclair` however it was typed), cut to their columns' sizes.
+- On PostgreSQL, due and reminder dates stored as -infinity or infinity (asyncpg's spelling
+  of the first and last instants Python knows, which the API now refuses) move one
+  microsecond inward, so their owners' lists read again.
 
 Revision ID: f6a7b8c9d0e1
 Revises: e5f6a7b8c9d0
@@ -16,6 +19,7 @@ Create Date: 2026-12-02 09:00:00
 
 import unicodedata
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
@@ -83,7 +87,23 @@ def _refold(fold: Callable[[str], str], *, with_sort_key: bool) -> None:
         last_id = rows[-1].id
 
 
+_TASK_DATES = sa.table(
+    "tasks",
+    sa.column("due_at", sa.DateTime(timezone=True)),
+    sa.column("remind_at", sa.DateTime(timezone=True)),
+)
+_FIRST_STORED = datetime(1, 1, 1, 0, 0, 0, 1, tzinfo=UTC)
+_LAST_STORED = datetime(9999, 12, 31, 23, 59, 59, 999998, tzinfo=UTC)
+
+
 def upgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        # asyncpg stored the first and last instants Python knows as -infinity and infinity, and
+        # read them back without a time zone: the owner's list failed. One microsecond inward.
+        for column in (_TASK_DATES.c.due_at, _TASK_DATES.c.remind_at):
+            for stored, kept in (("-infinity", _FIRST_STORED), ("infinity", _LAST_STORED)):
+                infinite = sa.literal_column(f"'{stored}'::timestamptz")
+                op.execute(sa.update(_TASK_DATES).where(column == infinite).values({column: kept}))
     op.add_column("tasks", sa.Column("title_sort", sa.String(length=100), server_default="", nullable=False))
     op.add_column("tasks", sa.Column("recurrence_anchor", sa.DateTime(timezone=True), nullable=True))
     op.execute("UPDATE tasks SET recurrence_anchor = due_at WHERE recurrence IS NOT NULL")
