@@ -98,6 +98,7 @@ class SyncPosition:
     at: datetime
 
     def encode(self) -> str:
+        # Whole seconds, rounded down: a position only ever looks older than it is.
         return _encode({"n": self.seq, "t": int(self.at.timestamp())})
 
     @classmethod

@@ -177,6 +177,7 @@ async def test_a_cursor_with_numbers_out_of_range_is_422(
         {"n": 0, "t": 10**20},
         {"n": 0, "t": -1},
         {"n": 0, "t": 4_000_000_000},  # the year 2096: a position from the future
+        {"n": 0, "t": 1.5},
         {"n": True, "t": 1_700_000_000},
         {"n": 1_000_000, "t": 1_900_000_000},  # ahead of the user's changes
     ],

@@ -197,3 +197,64 @@ async def test_replaying_the_changes_of_racing_writers_gives_the_servers_state(p
             params["cursor"] = page.headers["X-Next-Cursor"]
         assert len(server) > 20  # the writers did write
         assert copy == server
+
+
+async def test_a_full_syncs_last_position_asked_at_once_returns_nothing(alice: Caller) -> None:
+    """Not the tombstones of tasks created and deleted before the full sync, which the client
+    never saw: the last position of a full sync is the owner's counter as of its read."""
+    kept = await alice.create(title="kept")
+    for title in ("gone", "gone too"):
+        await alice.request("DELETE", f"/{(await alice.create(title=title))['id']}")
+    for limit in (None, 1):
+        since = None
+        seen: list[int] = []
+        while True:
+            page = await changes(alice, since, limit=limit)
+            seen += [task["id"] for task in page["tasks"]]
+            since = page["next_since"]
+            if not page["has_more"]:
+                break
+        assert seen == [kept["id"]]
+        assert await changes(alice, since) == {
+            "tasks": [],
+            "deleted": [],
+            "next_since": since,
+            "has_more": False,
+        }
+
+
+async def test_a_client_pausing_mid_paging_past_the_retention_gets_410_not_a_gap(database_url: str) -> None:
+    """While `has_more`, a position keeps the time its paging started from: a client that
+    pauses longer than the retention (here 5 s) must start over, since a task it saw may have
+    been deleted and its tombstone purged meanwhile. (A position's time is in whole seconds,
+    rounded down: it only ever looks older.)"""
+    settings = make_settings(database_url, sync_retention_days=5 / 86_400)
+    async with running_app(settings) as app, http_client(app) as http:
+        alice = sign_in(http, "alice")
+        tasks = [await alice.create(title=f"t{i}") for i in range(6)]
+        first = await changes(alice, limit=2)  # the client now holds t0 and t1
+        assert first["has_more"]
+        await asyncio.sleep(1)
+        await alice.request("DELETE", f"/{tasks[0]['id']}")  # deleted on another device
+        await asyncio.sleep(2)
+        second = await changes(alice, first["next_since"], limit=2)  # read slowly, 3 s in
+        assert second["has_more"]
+        await asyncio.sleep(2.5)
+        _, purged = await purge(app.state.database, app.state.settings)
+        assert purged == 0  # the tombstone is 4.5 s old: not yet past the retention...
+        await asyncio.sleep(0.7)
+        _, purged = await purge(app.state.database, app.state.settings)
+        assert purged == 1  # ...now it is: t0's deletion is lost to a client paging from before it
+        problem = assert_problem(
+            await alice.request("GET", "/changes", params={"since": second["next_since"], "limit": 2}), 410
+        )
+        assert "full sync" in problem["detail"]
+
+
+async def test_a_position_ahead_of_the_users_changes_is_422(alice: Caller, bob: Caller) -> None:
+    for _ in range(3):
+        await bob.create(title="bob's")
+    bobs = (await changes(bob))["next_since"]
+    # Bob's position is ahead of alice's changes: never one the server issued to her.
+    problem = assert_problem(await alice.request("GET", "/changes", params={"since": bobs}), 422)
+    assert "query.since" in problem["detail"]
