@@ -24,6 +24,7 @@ On PostgreSQL every write locks the owner's change counter before any task or ta
 """
 
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -86,6 +87,8 @@ from backend.store.sql import (
     USERS,
     existing_tag_names,
 )
+
+logger = logging.getLogger("backend.store")
 
 # MAX_TASKS_PER_USER=0: no cap (a bound no counter reaches).
 NO_CAP = 2**62
@@ -932,13 +935,20 @@ class OwnedTasks:
         """Insert the occurrence after `task` (just completed), if its series has one left."""
         if task["recurrence"] is None or task["due_at"] is None:
             return None
-        following = recurrence.next_occurrence(
-            task["recurrence"],
-            task["due_at"],
-            task["time_zone"],
-            anchor=task.get("recurrence_anchor"),
-            now=now,
-        )
+        try:
+            following = recurrence.next_occurrence(
+                task["recurrence"],
+                task["due_at"],
+                task["time_zone"],
+                anchor=task.get("recurrence_anchor"),
+                now=now,
+            )
+        except recurrence.InvalidRecurrenceError:
+            # A rule stored before the ranges were checked (BYMONTHDAY=32, say): its series ends.
+            logger.warning(
+                "a stored recurrence rule is no longer valid; its series ends", extra={"task": task["id"]}
+            )
+            return None
         if following is None:
             return None
         remind_at = None
