@@ -224,3 +224,17 @@ async def test_unknown_values_are_422_naming_the_parameter(
 ) -> None:
     problem = assert_problem(await alice.request("GET", params=params), 422)
     assert where in problem["detail"]
+
+
+async def test_search_does_not_care_how_an_accent_was_typed(alice: Caller) -> None:
+    composed = await alice.create(title="\u00e9clair au chocolat")  # é as one code point
+    decomposed = await alice.create(title="cre\u0300me bru\u0302le\u0301e")  # accents combining
+    ligature = await alice.create(title="\ufb01nance review")  # the fi ligature
+
+    async def found(q: str) -> list[int]:
+        return [task["id"] for task in (await alice.request("GET", params={"q": q})).json()]
+
+    assert await found("e\u0301clair") == [composed["id"]]
+    assert await found("\u00c9CLAIR") == [composed["id"]]
+    assert await found("cr\u00e8me br\u00fbl\u00e9e") == [decomposed["id"]]
+    assert await found("finance") == [ligature["id"]]

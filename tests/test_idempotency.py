@@ -238,3 +238,20 @@ async def test_a_keyed_write_refused_by_the_database_is_a_422_and_stores_nothing
         headers=keyed("check"),
     )
     assert fixed.status_code == 200
+
+
+async def test_a_key_names_the_resource_not_the_spelling_of_its_path(alice: Caller) -> None:
+    """`/api/me/tasks` and `/api/<the user's id>/tasks` are one resource: a retry through the
+    other spelling is a replay, not a second task."""
+    first = await alice.client.post(
+        "/api/me/tasks", json={"title": "once"}, headers={**alice.headers, "Idempotency-Key": "spelt-twice"}
+    )
+    again = await alice.client.post(
+        f"/api/{alice.user_id}/tasks",
+        json={"title": "once"},
+        headers={**alice.headers, "Idempotency-Key": "spelt-twice"},
+    )
+    assert (first.status_code, again.status_code) == (201, 201)
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.json() == first.json()
+    assert [task["title"] for task in (await alice.request("GET")).json()] == ["once"]

@@ -146,3 +146,24 @@ async def test_unknown_query_values_are_422_naming_the_parameter(
     body = assert_problem(await alice.request("GET", params={name: value}), 422)
     assert body["errors"][0]["loc"] == ["query", name]
     assert name in body["detail"]
+
+
+async def test_sorting_by_title_ignores_case(alice: Caller) -> None:
+    for title in ("banana", "Apple", "cherry", "apricot", "Banana split"):
+        await alice.create(title=title)
+    ascending = [task["title"] for task in (await alice.request("GET", params={"sort": "title"})).json()]
+    assert ascending == ["Apple", "apricot", "banana", "Banana split", "cherry"]
+    descending = await alice.request("GET", params={"sort": "title", "order": "desc"})
+    assert [task["title"] for task in descending.json()] == ascending[::-1]
+    # Paged by cursor too, one at a time.
+    seen, cursor = [], None
+    while True:
+        params: dict[str, Any] = {"sort": "title", "limit": 1}
+        if cursor:
+            params["cursor"] = cursor
+        page = await alice.request("GET", params=params)
+        seen += [task["title"] for task in page.json()]
+        cursor = page.headers.get("x-next-cursor")
+        if cursor is None:
+            break
+    assert seen == ascending

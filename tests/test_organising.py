@@ -339,3 +339,10 @@ async def test_stored_rows_hold_tags_in_their_own_tables(app: Any, alice: Caller
     )
     assert [row[0] for row in rows] == ["Work", "home"]
     assert json.dumps(task["tags"]) == '["home", "Work"]'
+
+
+async def test_tag_names_that_collapse_to_twenty_or_fewer_are_accepted(alice: Caller) -> None:
+    task = await alice.create(title="t", tags=["a"] * 21 + ["A", " a "])
+    assert task["tags"] == ["a"]
+    many = await alice.create(title="u", tags=[f"t{i}" for i in range(20)] + [f"T{i}" for i in range(20)])
+    assert len(many["tags"]) == 20
