@@ -126,3 +126,42 @@ def test_upgrading_a_populated_database_keeps_every_task(empty_database: str) ->
     assert run_sql(empty_database, f"SELECT {columns} FROM tasks WHERE id <= 2 ORDER BY id") == before
     run_sql(empty_database, "DELETE FROM tasks WHERE title = 'new'")
     assert run_sql(empty_database, "SELECT task_count, completed_count FROM users") == [(2, 1)]
+
+
+def test_series_anchors_and_folded_text_are_filled_in_for_existing_tasks(empty_database: str) -> None:
+    """Revision f6a7b8c9d0e1 on tasks written before it: recurring ones anchored at their due
+    date, titles given their sort key, search text folded again (NFKC); every task otherwise
+    unchanged, and the change counter not bumped (no sync client sees a change)."""
+    migrate(empty_database, "e5f6a7b8c9d0")
+    run_sql(empty_database, "INSERT INTO users (id, created_at) VALUES ('u', '2026-11-01 10:00:00')")
+    run_sql(
+        empty_database,
+        "INSERT INTO tasks (user_id, title, description, completed, created_at, updated_at, due_at, "
+        "recurrence, time_zone, title_folded, description_folded) VALUES "
+        "('u', 'Banana', 'cre\u0300me', false, '2026-11-01 10:00:00', '2026-11-01 10:00:00', "
+        "'2026-12-01 09:00:00', 'FREQ=DAILY', 'Europe/Berlin', 'banana', 'cre\u0300me'), "
+        "('u', 'apple', NULL, false, '2026-11-01 11:00:00', '2026-11-01 11:00:00', NULL, NULL, 'UTC', "
+        "'apple', NULL)",
+    )
+    columns = "id, title, description, completed, due_at, recurrence, version, change_seq, updated_at"
+    before = run_sql(empty_database, f"SELECT {columns} FROM tasks ORDER BY id")
+
+    migrate(empty_database)
+    assert run_sql(empty_database, f"SELECT {columns} FROM tasks ORDER BY id") == before
+    after = run_sql(
+        empty_database,
+        "SELECT title_sort, title_folded, description_folded, recurrence_anchor IS NOT NULL, "
+        "recurrence_anchor = due_at FROM tasks ORDER BY id",
+    )
+    assert [tuple(row) for row in after] == [
+        ("banana", "banana", "cr\u00e8me", True, True),
+        ("apple", "apple", None, False, None),
+    ]
+    # The numbering still numbers what clients change.
+    run_sql(empty_database, "UPDATE tasks SET title = 'Cherry' WHERE title = 'apple'")
+    assert run_sql(empty_database, "SELECT max(change_seq) FROM tasks") == [(3,)]
+    command.downgrade(alembic_config(empty_database), "e5f6a7b8c9d0")
+    assert run_sql(empty_database, "SELECT title, title_folded FROM tasks ORDER BY id") == [
+        ("Banana", "banana"),
+        ("Cherry", "cherry"),  # folded again, as the API before this revision folds
+    ]

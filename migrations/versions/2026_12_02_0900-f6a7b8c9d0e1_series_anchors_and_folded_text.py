@@ -18,7 +18,8 @@ Create Date: 2026-12-02 09:00:00
 """
 
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -50,6 +51,30 @@ _TASKS = sa.table(
     sa.column("description_folded", sa.String()),
     sa.column("title_sort", sa.String()),
 )
+
+
+# The numbering trigger as revision d4e5f6a7b8c9 made it on SQLite (a migration keeps its own copy).
+_SQLITE_NUMBER_UPDATE = """
+        CREATE TRIGGER tasks_number_update AFTER UPDATE ON tasks WHEN NEW.change_seq = OLD.change_seq BEGIN
+            INSERT INTO change_counters (user_id, seq) VALUES (NEW.user_id, 1)
+                ON CONFLICT (user_id) DO UPDATE SET seq = seq + 1;
+            UPDATE tasks SET change_seq = (SELECT seq FROM change_counters WHERE user_id = NEW.user_id)
+                WHERE id = NEW.id;
+        END"""
+
+
+@contextmanager
+def _unnumbered() -> Iterator[None]:
+    """Updates that change nothing a client sees, left out of the change counter: otherwise
+    every task would look changed, and every sync client would fetch them all again."""
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("ALTER TABLE tasks DISABLE TRIGGER tasks_number_change")
+        yield
+        op.execute("ALTER TABLE tasks ENABLE TRIGGER tasks_number_change")
+    else:
+        op.execute("DROP TRIGGER tasks_number_update")
+        yield
+        op.execute(_SQLITE_NUMBER_UPDATE)
 
 
 def _refold(fold: Callable[[str], str], *, with_sort_key: bool) -> None:
@@ -106,8 +131,9 @@ def upgrade() -> None:
                 op.execute(sa.update(_TASK_DATES).where(column == infinite).values({column: kept}))
     op.add_column("tasks", sa.Column("title_sort", sa.String(length=100), server_default="", nullable=False))
     op.add_column("tasks", sa.Column("recurrence_anchor", sa.DateTime(timezone=True), nullable=True))
-    op.execute("UPDATE tasks SET recurrence_anchor = due_at WHERE recurrence IS NOT NULL")
-    _refold(_search_fold, with_sort_key=True)
+    with _unnumbered():
+        op.execute("UPDATE tasks SET recurrence_anchor = due_at WHERE recurrence IS NOT NULL")
+        _refold(_search_fold, with_sort_key=True)
     op.create_index(
         op.f("ix_tasks_user_id_title_sort_id"), "tasks", ["user_id", "title_sort", "id"], unique=False
     )
@@ -117,7 +143,8 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.create_index(op.f("ix_tasks_user_id_title_id"), "tasks", ["user_id", "title", "id"], unique=False)
     op.drop_index(op.f("ix_tasks_user_id_title_sort_id"), table_name="tasks")
-    _refold(_casefold, with_sort_key=False)
+    with _unnumbered():
+        _refold(_casefold, with_sort_key=False)
     # Plain ALTER TABLE (SQLite 3.35+): a batch rebuild of `tasks` would drop its triggers.
     op.execute("ALTER TABLE tasks DROP COLUMN recurrence_anchor")
     op.execute("ALTER TABLE tasks DROP COLUMN title_sort")
