@@ -326,3 +326,23 @@ async def test_the_rate_limit_counts_tool_calls(tmp_path: Path) -> None:
             results = [await session.call_tool("list_tasks", {}) for _ in range(4)]
     assert [result.isError for result in results] == [False, False, False, True]
     assert "rate limit" in error_text(results[-1])
+
+
+async def test_over_the_wire_unknown_arguments_are_refused_and_versions_checked(server: Server) -> None:
+    async with session_for(server, "grace") as session:
+        typo = await session.call_tool("add_task", {"title": "t", "due": "tomorrow"})
+        assert "due: Extra inputs are not permitted" in error_text(typo)
+        added = structured(await session.call_tool("add_task", {"user_id": "me", "title": "versioned"}))
+        stale = await session.call_tool(
+            "update_task", {"task_id": added["id"], "title": "late", "expected_version": added["version"] + 1}
+        )
+        assert f"version {added['version']}" in error_text(stale)
+        fresh = structured(
+            await session.call_tool(
+                "update_task",
+                {"task_id": added["id"], "title": "on time", "expected_version": added["version"]},
+            )
+        )
+        assert fresh["version"] == added["version"] + 1
+        refused = await session.call_tool("list_tasks", {"user_id": "someone-else"})
+        assert error_text(refused) == "user_id is not the signed-in user"
