@@ -267,6 +267,7 @@ _EXAMPLES: dict[int, dict[str, Any]] = {
     },
     428: {"detail": "this server requires If-Match on writes (REQUIRE_IF_MATCH)"},
     429: {"detail": "rate limit exceeded for this user; retry in 1 s"},
+    431: {"detail": "the request line and headers are larger than 16384 bytes"},
     500: {"detail": "an unexpected error occurred"},
     503: {"detail": "the database is unreachable; retry shortly"},
 }

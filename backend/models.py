@@ -459,8 +459,11 @@ def _decimal_id(value: object) -> object:
     return value
 
 
-# A task's or tag's id, in a path or an argument: a PostgreSQL bigint from 1.
-Id = Annotated[int, BeforeValidator(_decimal_id), PydanticField(ge=1, le=MAX_ID)]
+DECIMAL_ID = BeforeValidator(_decimal_id)
+# A task's or tag's id, as an argument: a PostgreSQL bigint from 1. (In a path, FastAPI's
+# `Path` carries the bounds, before DECIMAL_ID: after a validator, its bounds reached the
+# schema as raw `ge` and `le`, which bound nothing.)
+Id = Annotated[int, DECIMAL_ID, PydanticField(ge=1, le=MAX_ID)]
 PriorityField = Annotated[
     Priority, PydanticField(description="`none` (the default), `low`, `medium` or `high`.")
 ]
@@ -488,6 +491,11 @@ class TaskCreate(RequestBody):
                 "tags": ["work"],
                 "recurrence": "FREQ=WEEKLY;BYDAY=MO",
                 "time_zone": "Europe/Berlin",
+            },
+            # A recurring task needs a due date: the schema says so too.
+            **{
+                "if": {"properties": {"recurrence": {"type": "string"}}, "required": ["recurrence"]},
+                "then": {"required": ["due_at"], "properties": {"due_at": {"type": "string"}}},
             },
         ),
     )

@@ -1,5 +1,6 @@
 """The OpenAPI document is complete enough to generate a client from."""
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -150,3 +151,32 @@ async def test_list_documents_its_headers_and_parameters(spec: dict[str, Any]) -
 async def test_create_documents_its_location_header(spec: dict[str, Any]) -> None:
     created = spec["paths"]["/api/{user_id}/tasks"]["post"]["responses"]["201"]
     assert "Location" in created["headers"]
+
+
+def keywords(node: Any) -> Iterator[str]:
+    """Every key of every schema object in the document."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield key
+            yield from keywords(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from keywords(item)
+
+
+async def test_the_schema_says_what_the_api_accepts(spec: dict[str, Any]) -> None:
+    """Bounds in JSON Schema's own words (a raw `ge` bounds nothing), the accepted time zones as
+    an enum, the RRULE subset as a pattern, and a recurring task's due date as required."""
+    assert not {"ge", "le", "gt", "lt"} & set(keywords(spec))
+    task_id = next(
+        parameter
+        for parameter in spec["paths"]["/api/{user_id}/tasks/{task_id}"]["get"]["parameters"]
+        if parameter["name"] == "task_id"
+    )
+    assert (task_id["schema"]["minimum"], task_id["schema"]["maximum"]) == (1, 2**63 - 1)
+    schemas = spec["components"]["schemas"]
+    zones = schemas["TaskCreate"]["properties"]["time_zone"]["enum"]
+    assert "Europe/Berlin" in zones
+    assert not {"localtime", "Europe", "posix/Europe/Berlin"} & set(zones)
+    assert "pattern" in str(schemas["TaskCreate"]["properties"]["recurrence"])
+    assert schemas["TaskCreate"]["then"]["required"] == ["due_at"]

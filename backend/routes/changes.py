@@ -15,7 +15,7 @@ MAX_CHANGES = 500
 router = APIRouter(
     prefix="/api/{user_id}/tasks",
     tags=["sync"],
-    responses=problem_responses(401, 403, 422, 429, 500, 503),
+    responses=problem_responses(401, 403, 422, 429, 431, 500, 503),
 )
 
 

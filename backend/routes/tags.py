@@ -6,17 +6,17 @@ from fastapi import APIRouter, Path, Request, Response, status
 
 from backend.dependencies import OwnedTagsDep
 from backend.errors import problem_responses
-from backend.models import Id, TagPublic, TagRename
+from backend.models import DECIMAL_ID, MAX_ID, TagPublic, TagRename
 from backend.store.tags import OwnedTags
 from backend.writes import Answer, IdempotencyKey, answer
 
 router = APIRouter(
     prefix="/api/{user_id}/tags",
     tags=["tags"],
-    responses=problem_responses(401, 403, 422, 429, 500, 503),
+    responses=problem_responses(401, 403, 422, 429, 431, 500, 503),
 )
 
-TagId = Annotated[Id, Path(description="The tag's id.", examples=[7])]
+TagId = Annotated[int, Path(ge=1, le=MAX_ID, description="The tag's id.", examples=[7]), DECIMAL_ID]
 not_found = problem_responses(404)
 
 
