@@ -38,6 +38,11 @@ TAGS = (
     "WHERE task_tags.task_id = tasks.id) AS tags"
 )
 COLUMNS = f"{PUBLIC}, {TAGS}"
+# Every write takes the owner's change counter first, as the API's do (store/sql.py).
+COUNTER_LOCKED = (
+    "(SELECT count(*) FROM (SELECT 1 FROM change_counters WHERE change_counters.user_id = $2 FOR UPDATE) "
+    "AS locked_counter) >= 0"
+)
 PRIORITIES = ("none", "low", "medium", "high")
 pool: asyncpg.Pool
 
@@ -212,7 +217,7 @@ async def one_task(request: Request) -> Response:
         # A tombstone, as the API leaves.
         row = await pool.fetchrow(
             "UPDATE tasks SET deleted_at = $3, updated_at = $3, version = version + 1 "
-            "WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL RETURNING id",
+            f"WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL AND {COUNTER_LOCKED} RETURNING id",
             task_id, user_id, datetime.now(UTC),
         )  # fmt: skip
         return Response(status_code=204) if row else json({"detail": "not found"}, 404)
@@ -225,7 +230,7 @@ async def one_task(request: Request) -> Response:
             "UPDATE tasks SET title = coalesce($3, title), completed = coalesce($4, completed), "
             "title_folded = coalesce(lower($3), title_folded), updated_at = $5, version = version + 1 "
             "WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL AND ($6::int IS NULL OR version = $6) "
-            f"RETURNING {PUBLIC}, {TAGS}",
+            f"AND {COUNTER_LOCKED} RETURNING {PUBLIC}, {TAGS}",
             task_id, user_id, body.get("title"), body.get("completed"), datetime.now(UTC), version,
         )  # fmt: skip
     if row is None:
@@ -241,13 +246,20 @@ async def changes(request: Request) -> Response:
     if user_id is None:
         return json({"detail": "unauthorised"}, 401)
     limit = int(request.query_params.get("limit", 100))
+    # The page and the owner's change counter from one read, as the API reads them.
     rows = await pool.fetch(
-        f"SELECT {COLUMNS}, change_seq FROM tasks WHERE user_id = $1 AND deleted_at IS NULL "
-        "AND change_seq > 0 ORDER BY change_seq LIMIT $2",
+        "SELECT counter.seq AS counter_seq, page.* FROM (SELECT $1::text AS user_id) AS owner "
+        "LEFT JOIN change_counters AS counter ON counter.user_id = owner.user_id "
+        f"LEFT JOIN (SELECT {COLUMNS}, change_seq FROM tasks WHERE user_id = $1 AND deleted_at IS NULL "
+        "AND change_seq > 0 ORDER BY change_seq LIMIT $2) AS page ON true ORDER BY page.change_seq",
         user_id, limit + 1,
     )  # fmt: skip
+    counter = (rows[0]["counter_seq"] if rows else None) or 0
+    rows = [row for row in rows if row["id"] is not None]
     page = rows[:limit]
-    last = page[-1]["change_seq"] if page else 0
+    last = (
+        page[-1]["change_seq"] if len(rows) > limit else max(counter, page[-1]["change_seq"] if page else 0)
+    )
     since = base64.urlsafe_b64encode(orjson.dumps({"n": last, "t": int(time.time())})).decode().rstrip("=")
     return json(
         {
@@ -268,7 +280,8 @@ async def toggle(request: Request) -> Response:
         # refuses to prepare the statement.
         "UPDATE tasks SET completed = NOT completed, updated_at = $3::timestamptz, version = version + 1, "
         "completed_at = CASE WHEN completed THEN NULL ELSE $3 END "
-        f"WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL RETURNING {PUBLIC}, {TAGS}",
+        f"WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL AND {COUNTER_LOCKED} "
+        f"RETURNING {PUBLIC}, {TAGS}",
         int(request.path_params["task_id"]), user_id, datetime.now(UTC),
     )  # fmt: skip
     return json(task(row)) if row else json({"detail": "not found"}, 404)

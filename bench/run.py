@@ -343,7 +343,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve(app: str, url: str, workers: int, log: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def serve(
+    app: str, url: str, workers: int, log: Path, against: Path | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """The API, or the ceiling; or, with `against`, the API of the checkout there in the
+    ceiling's place (the same environment, its own code)."""
     port = free_port()
     # The per-user rate limit is off (RATE_LIMIT_PER_SECOND=0): wrk sends each seeded
     # user's requests far faster than any person, and a 429 is not the work measured.
@@ -354,8 +358,14 @@ def serve(app: str, url: str, workers: int, log: Path) -> Iterator[tuple[str, su
         "LOG_LEVEL": "info",
         "RATE_LIMIT_PER_SECOND": "0",
     }
+    cwd = ROOT
     if app == "api":
         command = [str(Path(sys.executable).parent / "todo-api"), "serve", "--port", str(port)]
+    elif against is not None:
+        command = [sys.executable, "-c", "import sys; from backend.cli import main; sys.exit(main())"]
+        command += ["serve", "--port", str(port)]
+        env["PYTHONPATH"] = str(against)
+        cwd = against
     else:
         command = [
             sys.executable,
@@ -370,7 +380,7 @@ def serve(app: str, url: str, workers: int, log: Path) -> Iterator[tuple[str, su
         command += ["--log-level", "warning"]
     command += ["--workers", str(workers)]
     with log.open("wb") as output:
-        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, cwd=ROOT)
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT, cwd=cwd)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -455,6 +465,12 @@ def main() -> int:
         default=3,
         help="alternating API/ceiling runs per cell; the table shows their medians (default 3)",
     )
+    parser.add_argument(
+        "--against",
+        metavar="COMMIT",
+        help="serve the API of an earlier commit in the ceiling's place: this API against that one, "
+        "in the same alternating rounds (a ratio near 1 means no slower)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed (make bench installs it: apt-get install wrk)", file=sys.stderr)
@@ -464,6 +480,13 @@ def main() -> int:
     memory: dict[str, list[float]] = {}
     with bench_database() as url, tempfile.TemporaryDirectory() as scratch:
         directory = Path(scratch)
+        against = None
+        if args.against:
+            against = directory / "against"
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(against), args.against],
+                check=True,
+            )
         env = {**os.environ, "DATABASE_URL": url}
         subprocess.run([str(Path(sys.executable).parent / "todo-api"), "migrate"], env=env, check=True)
         state = seed(url)
@@ -471,7 +494,7 @@ def main() -> int:
         for workers in map(int, args.workers.split(",")):
             with (
                 serve("api", url, workers, directory / f"api-{workers}.log") as (api, api_process),
-                serve("ceiling", url, workers, directory / f"ceiling-{workers}.log") as (ceiling, _),
+                serve("ceiling", url, workers, directory / f"ceiling-{workers}.log", against) as (ceiling, _),
             ):
                 # Unmeasured: both apps open their pools and prepare their statements
                 # before anything is timed, so no first cell pays for a cold start.
@@ -493,6 +516,10 @@ def main() -> int:
                                 results.append(result)
                                 print(json.dumps(asdict(result)), file=sys.stderr)
                         memory.setdefault(f"workers={workers}", []).append(rss_mb(api_process))
+        if against is not None:
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(against)], check=True
+            )
     failed = report(results, memory, args)
     if failed:
         # A ratio against an app that answered errors compares failures, not work.
@@ -548,6 +575,8 @@ def report(results: list[Measurement], memory: dict[str, list[float]], args: arg
     header = f"{'operation':<17}{'w':>2}{'conn':>5}{'api rps':>10}{'ceil rps':>10}{'ratio':>7}"
     header += f"{'p50 ms':>8}{'p99 ms':>8}{'ceil p99':>9}{'p99 x':>7}{'non2xx':>8}{'ceil non2xx':>12}"
     print(f"medians of {args.rounds} alternating rounds of {args.duration} s per cell")
+    if args.against:
+        print(f"'ceil' is the API at commit {args.against}, not the hand-written ceiling")
     print(
         "the API runs with its per-user rate limit off (RATE_LIMIT_PER_SECOND=0); everything else as shipped"
     )
@@ -573,6 +602,7 @@ def report(results: list[Measurement], memory: dict[str, list[float]], args: arg
         "duration_seconds": args.duration,
         "api_settings": {"RATE_LIMIT_PER_SECOND": "0"},
         "rounds": args.rounds,
+        "against": args.against,
         "rows": rows,
         "runs": [asdict(result) for result in results],
         "worker_rss_mb": memory,
