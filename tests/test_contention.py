@@ -15,14 +15,30 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import text
 
-from backend.db import SecondConnectionError
+from backend.db import (
+    CONFLICT_ATTEMPTS,
+    DatabaseUnavailableError,
+    Query,
+    SecondConnectionError,
+    TransientConflictError,
+)
 from backend.main import READY
 from tests.conftest import Caller, assert_problem, http_client, make_settings, running_app, sign_in
 
 pytestmark = pytest.mark.anyio
 
 POOL_SIZE = 15  # DATABASE_POOL_SIZE's default
+
+
+def raw(sql: str) -> Query:
+    """A statement of the test's own, through the database layer."""
+    statement: Any = text(sql)
+    return Query(statement)
+
+
+BUMP = raw("UPDATE change_counters SET seq = seq + 1 WHERE user_id = :user")
 CONCURRENT = 2 * POOL_SIZE
 
 WRITES = [
@@ -150,3 +166,48 @@ async def test_a_users_requests_beyond_the_share_wait_their_turn_and_succeed(dat
         responses = await asyncio.gather(*(alice.request("GET", f"/{task['id']}") for _ in range(40)))
         assert [response.status_code for response in responses] == [200] * 40
         assert app.state.database.pool_status().in_use == 0
+
+
+async def test_a_deadlock_is_retried_and_both_transactions_commit(postgres_url: str) -> None:
+    """Two transactions taking two rows in opposite orders: PostgreSQL kills one (a deadlock),
+    the database layer runs it again, and both commit; no client sees a 500."""
+    async with running_app(make_settings(postgres_url)) as app:
+        database = app.state.database
+        await database.execute(raw("INSERT INTO change_counters (user_id, seq) VALUES ('a', 0), ('b', 0)"))
+        first_locked, second_locked = asyncio.Event(), asyncio.Event()
+
+        def transaction(mine: str, theirs: str, locked: asyncio.Event, other: asyncio.Event) -> Any:
+            attempts = 0
+
+            async def work(connection: Any) -> int:
+                nonlocal attempts
+                attempts += 1
+                await connection.execute(BUMP, user=mine)
+                locked.set()
+                if attempts == 1:
+                    await other.wait()  # both hold one row, each now asks for the other's
+                await connection.execute(BUMP, user=theirs)
+                return attempts
+
+            return database.atomic(work)
+
+        attempts = await asyncio.gather(
+            transaction("a", "b", first_locked, second_locked),
+            transaction("b", "a", second_locked, first_locked),
+        )
+        assert sorted(attempts) == [1, 2]  # one of them ran again
+        assert database.conflicts_retried == 1
+        counters = await database.fetch_all(raw("SELECT user_id, seq FROM change_counters ORDER BY user_id"))
+        assert [(row["user_id"], row["seq"]) for row in counters] == [("a", 2), ("b", 2)]
+
+
+async def test_a_conflict_that_persists_is_a_503_not_a_500(database_url: str) -> None:
+    async with running_app(make_settings(database_url)) as app:
+        database = app.state.database
+
+        async def always_conflicting(connection: Any) -> None:
+            raise TransientConflictError("DeadlockDetectedError")
+
+        with pytest.raises(DatabaseUnavailableError):
+            await database.atomic(always_conflicting)
+        assert database.conflicts_retried == CONFLICT_ATTEMPTS - 1
