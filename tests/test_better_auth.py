@@ -15,7 +15,7 @@ import secrets
 import shutil
 import subprocess
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from fastapi import FastAPI
 from httpx import AsyncClient
 
 from tests.conftest import IN_CI, assert_problem, http_client, make_settings, run_sql, running_app
+from tests.processes import blocking
 
 pytestmark = pytest.mark.anyio
 
@@ -118,6 +119,18 @@ def better_auth(**env: str) -> Iterator[BetterAuth]:
         server.stop()
 
 
+@asynccontextmanager
+async def running_better_auth(**env: str) -> AsyncIterator[BetterAuth]:
+    """`better_auth` for async tests: started and stopped in a thread, since the test's event
+    loop is watched for callbacks that hold it."""
+    manager = better_auth(**env)
+    server = await blocking(manager.__enter__)
+    try:
+        yield server
+    finally:
+        await blocking(manager.__exit__, None, None, None)
+
+
 @pytest.fixture
 def auth_server() -> Iterator[BetterAuth]:
     with better_auth() as server:
@@ -147,7 +160,7 @@ async def test_a_real_token_creates_lists_toggles_and_deletes(
     api: tuple[FastAPI, AsyncClient], auth_server: BetterAuth
 ) -> None:
     app, client = api
-    user_id, token = auth_server.user_with_token("Alice")
+    user_id, token = await blocking(auth_server.user_with_token, "Alice")
     header = jwt.get_unverified_header(token)
     assert header["alg"] == "EdDSA"  # Better Auth's default, not HS256
     tasks = f"/api/{user_id}/tasks"
@@ -172,8 +185,8 @@ async def test_a_second_real_user_is_isolated(
     api: tuple[FastAPI, AsyncClient], auth_server: BetterAuth
 ) -> None:
     _, client = api
-    alice, alice_token = auth_server.user_with_token("Alice")
-    bob, bob_token = auth_server.user_with_token("Bob")
+    alice, alice_token = await blocking(auth_server.user_with_token, "Alice")
+    bob, bob_token = await blocking(auth_server.user_with_token, "Bob")
     created = await client.post(f"/api/{alice}/tasks", json={"title": "mine"}, headers=bearer(alice_token))
     task_id = created.json()["id"]
 
@@ -185,8 +198,8 @@ async def test_a_second_real_user_is_isolated(
 
 @pytest.mark.parametrize("algorithm", ["ES256", "RS256", "PS256", "ES512"])
 async def test_other_key_pair_configs_verify_too(database_url: str, algorithm: str) -> None:
-    with better_auth(JWT_ALG=algorithm) as server:
-        user_id, token = server.user_with_token("Carol")
+    async with running_better_auth(JWT_ALG=algorithm) as server:
+        user_id, token = await blocking(server.user_with_token, "Carol")
         assert jwt.get_unverified_header(token)["alg"] == algorithm
         async with (
             running_app(
@@ -223,8 +236,8 @@ def hs256_forged(payload: dict[str, Any], key: bytes, kid: str) -> str:
 
 async def test_a_tampered_payload_is_401(api: tuple[FastAPI, AsyncClient], auth_server: BetterAuth) -> None:
     _, client = api
-    alice, _ = auth_server.user_with_token("Alice")
-    _, mallory_token = auth_server.user_with_token("Mallory")
+    alice, _ = await blocking(auth_server.user_with_token, "Alice")
+    _, mallory_token = await blocking(auth_server.user_with_token, "Mallory")
     header, payload, signature = parts(mallory_token)
     forged = f"{b64json(header)}.{b64json({**payload, 'sub': alice, 'id': alice})}.{signature}"
 
@@ -236,15 +249,15 @@ async def test_a_token_from_another_better_auth_is_401(
     api: tuple[FastAPI, AsyncClient], auth_server: BetterAuth
 ) -> None:
     _, client = api
-    with better_auth() as impostor:
-        user_id, token = impostor.user_with_token("Eve")
+    async with running_better_auth() as impostor:
+        user_id, token = await blocking(impostor.user_with_token, "Eve")
     response = await client.get(f"/api/{user_id}/tasks", headers=bearer(token))
     assert_problem(response, 401)
 
 
 async def test_an_expired_real_token_is_401(database_url: str) -> None:
-    with better_auth(JWT_EXPIRATION="1s") as server:
-        user_id, token = server.user_with_token("Dave")
+    async with running_better_auth(JWT_EXPIRATION="1s") as server:
+        user_id, token = await blocking(server.user_with_token, "Dave")
         settings = make_settings(
             database_url, better_auth_secret=None, better_auth_url=server.url, jwt_leeway_seconds=0
         )
@@ -256,9 +269,9 @@ async def test_an_expired_real_token_is_401(database_url: str) -> None:
 
 async def test_key_confusion_and_alg_none_are_401(database_url: str, auth_server: BetterAuth) -> None:
     """Both key sources configured: the token's alg must never pick the kind of key."""
-    user_id, token = auth_server.user_with_token("Alice")
+    user_id, token = await blocking(auth_server.user_with_token, "Alice")
     header, payload, _ = parts(token)
-    public_jwk = auth_server.jwks()["keys"][0]
+    public_jwk = (await blocking(auth_server.jwks))["keys"][0]
     public_key_bytes = base64.urlsafe_b64decode(public_jwk["x"] + "==")
     attacks = {
         # HMAC keyed with the public key, hoping it is used as the secret.
@@ -284,9 +297,9 @@ async def test_key_confusion_and_alg_none_are_401(database_url: str, auth_server
 
 
 async def test_a_rotated_key_is_picked_up_and_the_old_one_keeps_working(database_url: str) -> None:
-    with better_auth(JWKS_ROTATION="2", JWKS_GRACE="600") as server:
-        user_id, cookies = server.sign_up("Rita")
-        old_token = server.token(cookies)
+    async with running_better_auth(JWKS_ROTATION="2", JWKS_GRACE="600") as server:
+        user_id, cookies = await blocking(server.sign_up, "Rita")
+        old_token = await blocking(server.token, cookies)
         settings = make_settings(
             database_url, better_auth_secret=None, better_auth_url=server.url, jwks_min_refresh_seconds=1
         )
@@ -295,9 +308,9 @@ async def test_a_rotated_key_is_picked_up_and_the_old_one_keeps_working(database
             assert jwks_fetches(app) == 1
 
             await asyncio.sleep(2.5)  # the first key expires; Better Auth signs with a new one
-            new_token = server.token(cookies)
+            new_token = await blocking(server.token, cookies)
             assert jwt.get_unverified_header(new_token)["kid"] != jwt.get_unverified_header(old_token)["kid"]
-            assert len(server.jwks()["keys"]) == 2  # both served during the grace period
+            assert len((await blocking(server.jwks))["keys"]) == 2  # both served during the grace period
 
             assert (await client.get(f"/api/{user_id}/tasks", headers=bearer(new_token))).status_code == 200
             assert jwks_fetches(app) == 2  # exactly one refetch, for the unknown kid
@@ -306,15 +319,15 @@ async def test_a_rotated_key_is_picked_up_and_the_old_one_keeps_working(database
 
 
 async def test_cached_keys_outlive_better_auth_but_a_cold_start_is_503(database_url: str) -> None:
-    with better_auth() as server:
-        alice, alice_token = server.user_with_token("Alice")
-        bob, bob_token = server.user_with_token("Bob")
+    async with running_better_auth() as server:
+        alice, alice_token = await blocking(server.user_with_token, "Alice")
+        bob, bob_token = await blocking(server.user_with_token, "Bob")
         settings = make_settings(
             database_url, better_auth_secret=None, better_auth_url=server.url, jwks_cache_seconds=0.5
         )
         async with running_app(settings) as app, http_client(app) as client:
             assert (await client.get(f"/api/{alice}/tasks", headers=bearer(alice_token))).status_code == 200
-            server.stop()
+            await blocking(server.stop)
             await asyncio.sleep(0.6)  # the cache is now stale, and refreshing it fails
 
             for user_id, token in ((alice, alice_token), (bob, bob_token)):
@@ -338,7 +351,7 @@ async def test_requests_arriving_during_the_first_fetch_wait_for_it(
     # A page loads its list and a person clicks at once: both must wait for the one fetch
     # of the keys, not be told that the keys are unavailable (found by the browser tests).
     app, client = api
-    user_id, token = auth_server.user_with_token("Alice")
+    user_id, token = await blocking(auth_server.user_with_token, "Alice")
     responses = await asyncio.gather(
         *(client.get(f"/api/{user_id}/tasks", headers=bearer(token)) for _ in range(20))
     )
@@ -350,7 +363,7 @@ async def test_a_flood_of_unknown_kids_costs_at_most_one_fetch(
     api: tuple[FastAPI, AsyncClient], auth_server: BetterAuth
 ) -> None:
     app, client = api
-    user_id, token = auth_server.user_with_token("Alice")
+    user_id, token = await blocking(auth_server.user_with_token, "Alice")
     assert (await client.get(f"/api/{user_id}/tasks", headers=bearer(token))).status_code == 200
     assert jwks_fetches(app) == 1
 
