@@ -61,8 +61,8 @@ def _serve(host: str, port: int, workers: int, reload: bool, migrate: bool) -> i
 
     import uvicorn
 
-    from backend.request_log import logging_config
-    from backend.server import allow_open_files
+    from backend.edge.access_log import logging_config
+    from backend.edge.protocol import allow_open_files
 
     cap = allow_open_files(settings.max_connections)
     if cap < settings.max_connections:
@@ -74,14 +74,14 @@ def _serve(host: str, port: int, workers: int, reload: bool, migrate: bool) -> i
     if settings.docs_enabled:
         print(f"API docs: http://{host}:{port}/docs", file=sys.stderr)
     uvicorn.run(
-        "backend.main:create_app",
+        "backend.app:create_app",
         factory=True,
         host=host,
         port=port,
         workers=workers,
         reload=reload,
-        # httptools with the bounds of `backend.server` (head size and time, connections).
-        http="backend.server:EdgeProtocol",
+        # httptools with the bounds of `backend.edge.protocol` (head size and time, connections).
+        http="backend.edge.protocol:EdgeProtocol",
         # The API has no WebSocket routes: upgrades are answered as plain HTTP.
         ws="none",
         log_config=logging_config(settings.log_level),
@@ -133,7 +133,7 @@ def alembic_config(database_url: str) -> Config:
 
 
 def _token(user_id: str, email: str | None, name: str | None, minutes: int) -> int:
-    from backend.security import issue_token
+    from backend.auth.tokens import issue_token
 
     settings: Settings = get_settings()
     if settings.better_auth_secret is None:

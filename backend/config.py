@@ -8,8 +8,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL
 
-from backend.db import database_url
-from backend.security import HS256, KEY_TYPE_FOR_ALGORITHM
+from backend.auth.tokens import HS256, KEY_TYPE_FOR_ALGORITHM
+from backend.store.database import database_url
 
 MIN_SECRET_LENGTH = 32
 

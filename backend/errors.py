@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
-from backend.db import DatabaseUnavailableError, UserBusyError
+from backend.store.database import DatabaseUnavailableError, UserBusyError
 
 logger = logging.getLogger("backend.errors")
 

@@ -38,7 +38,7 @@ from sqlalchemy import (
 )
 from sqlmodel import Field, SQLModel
 
-from backend import recurrence
+from backend.domain import recurrence
 
 TITLE_MAX_LENGTH = 200
 DESCRIPTION_MAX_LENGTH = 1000

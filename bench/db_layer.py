@@ -17,9 +17,9 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 from sqlmodel import col
 
-from backend.db import create_database, database_url
+from backend.auth.tokens import TokenClaims
 from backend.models import Task
-from backend.security import TokenClaims
+from backend.store.database import create_database, database_url
 from backend.store.tasks import OwnedTasks
 
 ROUNDS = 2000

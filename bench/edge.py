@@ -1,6 +1,6 @@
 """The edge's attacks against candidate servers for the same app: `python -m bench.edge [name ...]`.
 
-Each candidate serves `backend.main:create_app` on a SQLite database; each
+Each candidate serves `backend.app:create_app` on a SQLite database; each
 attack is bounded in time and traffic and sent to loopback only. The figures in
 the README's "The edge" section came from this script (Granian measured from a
 scratch install: `uv pip install granian`; it is not a dependency). Throughput
@@ -26,7 +26,7 @@ from tests.attacks import raw_request, rss_kib, send_large_header, slowloris, st
 
 BIN = Path(sys.executable).parent
 UVICORN = (
-    "import uvicorn; uvicorn.run('backend.main:create_app', factory=True, port={port}, log_level='warning', "
+    "import uvicorn; uvicorn.run('backend.app:create_app', factory=True, port={port}, log_level='warning', "
     "access_log=False, server_header=False, ws='none', {extra})"
 )
 CANDIDATES: dict[str, Callable[[int], list[str]]] = {
@@ -39,7 +39,7 @@ CANDIDATES: dict[str, Callable[[int], list[str]]] = {
     ],
     "uvicorn+httptools+edge": lambda port: [str(BIN / "todo-api"), "serve", "--port", str(port)],
     "granian": lambda port: [
-        str(BIN / "granian"), "--interface", "asgi", "--factory", "backend.main:create_app",
+        str(BIN / "granian"), "--interface", "asgi", "--factory", "backend.app:create_app",
         "--port", str(port), "--workers", "1", "--http", "1", "--no-ws", "--loop", "uvloop",
         "--http1-header-read-timeout", "10000", "--http1-buffer-size", "16384", "--log-level", "warning",
     ],

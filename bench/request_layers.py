@@ -16,9 +16,9 @@ from typing import Any
 
 import uvloop
 
+from backend.app import create_app
+from backend.auth.tokens import TokenClaims, issue_token
 from backend.config import Settings
-from backend.main import create_app
-from backend.security import TokenClaims, issue_token
 from backend.store.tasks import OwnedTasks
 
 SECRET = secrets.token_urlsafe(32)

@@ -31,7 +31,7 @@ import httpx
 import psycopg
 from psycopg import sql
 
-from backend.security import issue_token
+from backend.auth.tokens import issue_token
 from backend.store.tasks import WALK_SHARE, TaskFilters, list_query, total_query
 
 ROOT = Path(__file__).resolve().parent.parent

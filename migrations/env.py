@@ -12,8 +12,8 @@ from sqlalchemy.pool import NullPool
 from sqlmodel.sql.sqltypes import AutoString
 
 from backend.config import DatabaseSettings
-from backend.db import asyncpg_dsn, database_url
 from backend.models import metadata, schema_of
+from backend.store.database import asyncpg_dsn, database_url
 
 config = context.config
 if config.config_file_name is not None:

@@ -32,10 +32,10 @@ from psycopg import sql
 from sqlalchemy import Row, create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
+from backend.app import create_app
+from backend.auth.tokens import issue_token
 from backend.cli import alembic_config
 from backend.config import Settings
-from backend.main import create_app
-from backend.security import issue_token
 
 SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 DEFAULT_TEST_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"

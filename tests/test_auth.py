@@ -12,8 +12,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from httpx import AsyncClient
 
-from backend import security
-from backend.security import InvalidTokenError, TokenVerifier, issue_token
+from backend.auth import tokens as security
+from backend.auth.tokens import InvalidTokenError, TokenVerifier, issue_token
 from tests.conftest import SECRET, Caller, assert_problem, sign_in
 
 pytestmark = pytest.mark.anyio
@@ -176,7 +176,7 @@ async def test_another_users_tasks_never_appear_in_a_list(
 async def test_issuer_and_audience_are_checked_when_configured(database_url: str) -> None:
     from httpx import ASGITransport
 
-    from backend.main import create_app
+    from backend.app import create_app
     from tests.conftest import make_settings
 
     app = create_app(make_settings(database_url, jwt_issuer="https://auth.example", jwt_audience="todo"))

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from backend.db import PoolStatus
+from backend.store.database import PoolStatus
 from tests.conftest import Caller, assert_problem, http_client, make_settings, running_app, sign_in
 
 pytestmark = pytest.mark.anyio

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from backend.cli import main
 from backend.config import Settings, describe_validation_error, get_settings
-from backend.db import database_url
+from backend.store.database import database_url
 from tests.conftest import http_client, make_settings, running_app, sign_in
 
 SECRET = "s" * 40

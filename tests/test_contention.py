@@ -17,14 +17,14 @@ import pytest
 from fastapi import FastAPI
 from sqlalchemy import text
 
-from backend.db import (
+from backend.app import READY
+from backend.store.database import (
     CONFLICT_ATTEMPTS,
     DatabaseUnavailableError,
     Query,
     SecondConnectionError,
     TransientConflictError,
 )
-from backend.main import READY
 from tests.conftest import Caller, assert_problem, http_client, make_settings, running_app, sign_in
 
 pytestmark = pytest.mark.anyio

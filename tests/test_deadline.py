@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from backend.middleware import DeadlineMiddleware
+from backend.edge.middleware import DeadlineMiddleware
 
 pytestmark = pytest.mark.anyio
 

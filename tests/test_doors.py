@@ -1,5 +1,5 @@
 """One rule, one answer, whichever door: the REST routes and the MCP tools go through one
-layer (`backend.shared`, the request models, the store), so the same invalid input is refused
+layer (`backend.api.shared`, the request models, the store), so the same invalid input is refused
 by both with the same detail, and the same conditions hold (If-Match and `expected_version`,
 REQUIRE_IF_MATCH, who the request may act for). Both databases; the tools are called
 in-process exactly as the server calls them (tests/test_mcp.py drives the real server)."""

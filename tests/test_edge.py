@@ -16,7 +16,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from backend.security import issue_token
+from backend.auth.tokens import issue_token
 from tests.attacks import (
     raw_request,
     read_response,

@@ -7,7 +7,7 @@ import pytest
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 
-from backend.main import create_app
+from backend.app import create_app
 from tests.conftest import Caller, assert_problem, make_settings, run_sql, sign_in
 
 pytestmark = pytest.mark.anyio
@@ -33,7 +33,7 @@ async def test_405_allows_every_method_of_the_path(client: AsyncClient) -> None:
 
 
 async def test_a_body_that_is_not_utf8_is_a_400_problem(client: AsyncClient) -> None:
-    from backend.security import issue_token
+    from backend.auth.tokens import issue_token
     from tests.conftest import SECRET
 
     response = await client.post(

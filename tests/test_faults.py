@@ -17,7 +17,7 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from backend.security import issue_token
+from backend.auth.tokens import issue_token
 from tests.conftest import SECRET, fresh_postgres_database, libpq_url, migrate
 from tests.faults import FaultProxy, fault_proxy
 from tests.processes import Server, running_server, server_env

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backend.mcp_tools import TOOLS
-from backend.recurrence import time_zone_names
+from backend.api.mcp.tools import TOOLS
+from backend.domain.recurrence import time_zone_names
 from tests.conftest import IN_CI, Caller
 
 pytestmark = pytest.mark.anyio

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from backend.housekeeping import purge
-from backend.security import issue_token
+from backend.auth.tokens import issue_token
+from backend.store.housekeeping import purge
 from tests.conftest import (
     SECRET,
     Caller,

@@ -15,7 +15,7 @@ from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
 
-from backend.security import issue_token
+from backend.auth.tokens import issue_token
 from tests.conftest import BACKENDS, SECRET, fresh_database
 from tests.processes import Server, blocking, cli, fresh, running_server, server_env, serving
 

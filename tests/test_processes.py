@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
-from backend.security import issue_token
+from backend.auth.tokens import issue_token
 from tests.conftest import SECRET, libpq_url, postgres_admin_url
 from tests.faults import fault_proxy
 from tests.processes import blocking, server_env, serving

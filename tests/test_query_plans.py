@@ -12,8 +12,8 @@ import asyncpg
 import psycopg
 import pytest
 
-from backend.db import Query
 from backend.store.changes import SYNC_QUERIES
+from backend.store.database import Query
 from backend.store.tasks import TaskFilters, list_query
 from tests.conftest import fresh_postgres_database, libpq_url, migrate
 

@@ -12,8 +12,8 @@ import httpx
 import pytest
 import redis
 
+from backend.auth.tokens import issue_token
 from backend.config import Settings
-from backend.security import issue_token
 from tests.conftest import (
     IN_CI,
     SECRET,

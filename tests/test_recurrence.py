@@ -9,7 +9,7 @@ from dateutil.rrule import rrulestr
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from backend.recurrence import (
+from backend.domain.recurrence import (
     RULE_PATTERN,
     InvalidRecurrenceError,
     has_occurrence_after,

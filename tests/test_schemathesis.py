@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from backend.security import issue_token
+from backend.auth.tokens import issue_token
 from tests.conftest import SECRET
 from tests.processes import running_server, server_env
 

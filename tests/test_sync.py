@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
-from backend.cursors import SyncPosition
-from backend.housekeeping import purge
+from backend.domain.cursors import SyncPosition
+from backend.store.housekeeping import purge
 from tests.conftest import Caller, assert_problem, http_client, make_settings, run_sql, running_app, sign_in
 
 pytestmark = pytest.mark.anyio

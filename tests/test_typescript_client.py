@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.main import create_app
+from backend.app import create_app
 from tests.conftest import IN_CI, make_settings
 
 HARNESS = Path(__file__).parent / "interop" / "typescript"

@@ -1,2 +1,3 @@
-"""What the routes (and the MCP tools) read and write, one module per concern, every query
-scoped to the owner: `tasks`, `tags`, and the SQL they share in `sql`."""
+"""What the doors read and write, one module per concern, every statement scoped to the owner:
+`tasks`, `tags`, `changes`, `idempotency`, `housekeeping`; the tables and shared SQL in
+`tables`; the database layer in `database`."""

@@ -28,9 +28,9 @@ from datetime import datetime
 
 from sqlalchemy import DateTime, String, bindparam, delete, select, true
 
-from backend.db import Database, Query, Row
-from backend.security import TokenClaims
-from backend.store.sql import CHANGE_COUNTERS, TASK_COLUMNS, TASKS
+from backend.auth.tokens import TokenClaims
+from backend.store.database import Database, Query, Row
+from backend.store.tables import CHANGE_COUNTERS, TASK_COLUMNS, TASKS
 
 
 def _sync_query(from_scratch: bool) -> Query:

@@ -7,8 +7,8 @@ from typing import Any
 from sqlalchemy import DateTime, bindparam, delete, func, select, true
 from sqlalchemy.dialects import postgresql
 
-from backend.db import Connection, Database, Query, Row
 from backend.models import metadata, utc_now
+from backend.store.database import Connection, Database, Query, Row
 
 KEYS = metadata.tables["idempotency_keys"]
 _NEW_KEY = {

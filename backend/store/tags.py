@@ -15,11 +15,11 @@ from typing import Any
 from sqlalchemy import String, bindparam, delete, exists, false, func, literal_column, select, update
 from sqlalchemy.orm import aliased
 
-from backend.db import Connection, Database, Query, Row
+from backend.auth.tokens import TokenClaims
 from backend.errors import NotFound
 from backend.models import fold
-from backend.security import TokenClaims
-from backend.store.sql import CHANGE_COUNTERS, COUNTER_LOCKED, TAGS, TASK_TAGS, TASKS
+from backend.store.database import Connection, Database, Query, Row
+from backend.store.tables import CHANGE_COUNTERS, COUNTER_LOCKED, TAGS, TASK_TAGS, TASKS
 
 OWNED_TAG = (TAGS.c.id == bindparam("tag_id")) & (TAGS.c.user_id == bindparam("owner_id"))
 

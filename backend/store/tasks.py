@@ -54,9 +54,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 
-from backend import recurrence
-from backend.cursors import Cursor
-from backend.db import CheckViolationError, Connection, Database, Query, Row
+from backend.auth.tokens import TokenClaims
+from backend.domain import recurrence
+from backend.domain.cursors import Cursor
+from backend.domain.recurrence import zone
 from backend.errors import Conflict, NotFound, ProblemError, Unprocessable
 from backend.models import (
     PRIORITY_RANK,
@@ -72,9 +73,8 @@ from backend.models import (
     search_fold,
     utc_now,
 )
-from backend.recurrence import zone
-from backend.security import TokenClaims
-from backend.store.sql import (
+from backend.store.database import CheckViolationError, Connection, Database, Query, Row
+from backend.store.tables import (
     COUNTER_LOCKED,
     OWNED,
     PUBLIC_COLUMNS,

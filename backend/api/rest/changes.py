@@ -5,8 +5,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from backend.cursors import InvalidTokenError, SyncPosition
-from backend.dependencies import OwnedChangesDep
+from backend.api.rest.dependencies import OwnedChangesDep
+from backend.domain.cursors import InvalidTokenError, SyncPosition
 from backend.errors import Gone, Unprocessable, problem_responses
 from backend.models import TaskChanges, utc_now
 

@@ -15,11 +15,11 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from backend.db import Database
 from backend.errors import NotAuthenticated
+from backend.store.database import Database
 
 if TYPE_CHECKING:
-    from backend.security import JwksCache
+    from backend.auth.tokens import JwksCache
 
 # Milliseconds matter here: a task read takes a few.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)

@@ -33,8 +33,10 @@ from mcp.types import Tool as McpTool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backend.conditional import MAX_VERSION
-from backend.db import DatabaseUnavailableError, UserBusyError
+from backend.api.shared import Services, check_owner, expected_version, task_stats
+from backend.api.shared import list_tasks as list_page
+from backend.auth.tokens import InvalidTokenError, KeySetUnavailableError, TokenClaims, TokenVerifier
+from backend.domain.header_grammar import MAX_VERSION
 from backend.errors import (
     PROBLEM_JSON,
     ProblemError,
@@ -60,9 +62,7 @@ from backend.models import (
     TimeZone,
     Title,
 )
-from backend.security import InvalidTokenError, KeySetUnavailableError, TokenClaims, TokenVerifier
-from backend.shared import Services, check_owner, expected_version, task_stats
-from backend.shared import list_tasks as list_page
+from backend.store.database import DatabaseUnavailableError, UserBusyError
 from backend.store.tags import OwnedTags
 from backend.store.tasks import OwnedTasks, PreconditionFailed
 

@@ -10,10 +10,12 @@ sends the same inputs through both doors and expects the same answers.
 
 from dataclasses import dataclass
 
-from backend.conditional import InvalidHeaderError, parse_entity_tags
+from backend.auth.rate_limit import RateLimiter
+from backend.auth.tokens import InvalidTokenError as InvalidJwtError
+from backend.auth.tokens import KeySetUnavailableError, TokenClaims, TokenVerifier
 from backend.config import Settings
-from backend.cursors import Cursor, InvalidTokenError
-from backend.db import Database
+from backend.domain.cursors import Cursor, InvalidTokenError
+from backend.domain.header_grammar import InvalidHeaderError, parse_entity_tags
 from backend.errors import (
     BadRequest,
     Forbidden,
@@ -24,10 +26,8 @@ from backend.errors import (
     Unprocessable,
 )
 from backend.models import PRIORITIES, ListQuery, PriorityCounts, TaskStats
-from backend.rate_limit import RateLimiter
-from backend.security import InvalidTokenError as InvalidJwtError
-from backend.security import KeySetUnavailableError, TokenClaims, TokenVerifier
 from backend.store.changes import OwnedChanges
+from backend.store.database import Database
 from backend.store.tags import OwnedTags
 from backend.store.tasks import OwnedTasks, TaskFilters, TaskPage, Versions, sort_value
 

@@ -4,11 +4,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response, status
 
-from backend.dependencies import OwnedTagsDep
+from backend.api.rest.dependencies import OwnedTagsDep
+from backend.api.rest.idempotency import Answer, IdempotencyKey, answer
 from backend.errors import problem_responses
 from backend.models import DECIMAL_ID, MAX_ID, TagPublic, TagRename
 from backend.store.tags import OwnedTags
-from backend.writes import Answer, IdempotencyKey, answer
 
 router = APIRouter(
     prefix="/api/{user_id}/tags",

@@ -14,11 +14,16 @@ from pydantic import BaseModel
 from pydantic.json_schema import SkipJsonSchema
 from starlette.responses import Response
 
-from backend.conditional import InvalidHeaderError, entity_tag, parse_entity_tags, parse_idempotency_key
-from backend.db import Connection, Database, InTransaction
+from backend.auth.tokens import TokenClaims
+from backend.domain.header_grammar import (
+    InvalidHeaderError,
+    entity_tag,
+    parse_entity_tags,
+    parse_idempotency_key,
+)
 from backend.errors import BadRequest, Conflict, ProblemError, Unprocessable
-from backend.security import TokenClaims
 from backend.store import idempotency
+from backend.store.database import Connection, Database, InTransaction
 
 
 class KeyInUse(Conflict):

@@ -6,10 +6,10 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request
 
+from backend.api.shared import ME, Services, check_owner
+from backend.auth.tokens import TokenClaims
 from backend.errors import NotAuthenticated
 from backend.models import USER_ID_MAX_LENGTH
-from backend.security import TokenClaims
-from backend.shared import ME, Services, check_owner
 from backend.store.changes import OwnedChanges
 from backend.store.tags import OwnedTags
 from backend.store.tasks import OwnedTasks

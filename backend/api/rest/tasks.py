@@ -8,9 +8,18 @@ from pydantic import TypeAdapter
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import QueryParams
 
-from backend.conditional import entity_tag
-from backend.db import Row
-from backend.dependencies import OwnedTasksDep
+from backend.api.rest.dependencies import OwnedTasksDep
+from backend.api.rest.idempotency import (
+    Answer,
+    IdempotencyKey,
+    IfMatch,
+    IfNoneMatch,
+    answer,
+    still_current,
+)
+from backend.api.shared import if_match_versions, task_stats
+from backend.api.shared import list_tasks as list_page
+from backend.domain.header_grammar import entity_tag
 from backend.errors import problem_responses
 from backend.models import (
     DECIMAL_ID,
@@ -25,17 +34,8 @@ from backend.models import (
     TaskStats,
     TaskUpdate,
 )
-from backend.shared import if_match_versions, task_stats
-from backend.shared import list_tasks as list_page
+from backend.store.database import Row
 from backend.store.tasks import OwnedTasks
-from backend.writes import (
-    Answer,
-    IdempotencyKey,
-    IfMatch,
-    IfNoneMatch,
-    answer,
-    still_current,
-)
 
 
 class TaskIdConvertor(Convertor[str]):

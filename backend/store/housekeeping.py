@@ -9,9 +9,9 @@ import logging
 from datetime import timedelta
 
 from backend.config import Settings
-from backend.db import Database, DatabaseUnavailableError
 from backend.models import utc_now
 from backend.store import changes, idempotency
+from backend.store.database import Database, DatabaseUnavailableError
 
 logger = logging.getLogger("backend.housekeeping")
 

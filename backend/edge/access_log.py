@@ -10,7 +10,7 @@ import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
-    from backend.metrics import Metrics
+    from backend.edge.metrics import Metrics
 
 logger = logging.getLogger("backend.access")
 
