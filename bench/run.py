@@ -32,7 +32,7 @@ import psycopg
 from psycopg import sql
 
 from backend.auth.tokens import issue_token
-from backend.store.tasks import WALK_SHARE, TaskFilters, list_query, total_query
+from backend.store.task_filters import WALK_SHARE, TaskFilters, list_query, total_query
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"

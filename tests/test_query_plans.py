@@ -14,7 +14,7 @@ import pytest
 
 from backend.store.changes import SYNC_QUERIES
 from backend.store.database import Query
-from backend.store.tasks import TaskFilters, list_query
+from backend.store.task_filters import TaskFilters, list_query
 from tests.conftest import fresh_postgres_database, libpq_url, migrate
 
 SEED = [

@@ -29,7 +29,8 @@ from backend.models import PRIORITIES, ListQuery, PriorityCounts, TaskStats
 from backend.store.changes import OwnedChanges
 from backend.store.database import Database
 from backend.store.tags import OwnedTags
-from backend.store.tasks import OwnedTasks, TaskFilters, TaskPage, Versions, sort_value
+from backend.store.task_filters import TaskFilters, sort_value
+from backend.store.tasks import OwnedTasks, TaskPage, Versions
 
 # In a path (or an MCP tool's `user_id`), the signed-in user, whatever their id.
 ME = "me"

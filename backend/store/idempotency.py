@@ -1,5 +1,5 @@
 """Request keys: the answer to a keyed write, stored in the same transaction as its effect,
-and read back for a repeat. (The HTTP side, fingerprints and replays, is in `writes`.)"""
+and read back for a repeat. (The HTTP side, fingerprints and replays, is in `api.rest.idempotency`.)"""
 
 from datetime import datetime
 from typing import Any
@@ -61,7 +61,7 @@ async def keep(
     """Store the answer, in the write's transaction; False if the key is taken (by an
     earlier request, or one still running): the caller rolls back and reads it."""
     kept = await connection.fetch_one(
-        _KEEP_LOCKED if db.writes_in_with else _KEEP,
+        _KEEP_LOCKED if db.dialect == "postgresql" else _KEEP,  # an advisory lock: PostgreSQL only
         owner_id=owner_id,
         idempotency_key=key,
         lock_name=f"{owner_id}\x1f{key}",

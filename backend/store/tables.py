@@ -2,7 +2,8 @@
 every write takes first, and the few expressions whose spelling differs between
 PostgreSQL and SQLite."""
 
-from typing import Any
+from datetime import datetime
+from typing import Any, NotRequired, TypedDict
 
 from sqlalchemy import (
     Boolean,
@@ -146,6 +147,32 @@ PUBLIC_COLUMNS = [
     )
 ]
 TASK_COLUMNS = [*PUBLIC_COLUMNS, TASK_TAG_NAMES]
+
+
+class TaskRow(TypedDict):
+    """A task as the statements return it (`TASK_COLUMNS`): a misspelt key is a type error."""
+
+    id: int
+    user_id: str
+    title: str
+    description: str | None
+    completed: bool
+    created_at: datetime
+    updated_at: datetime
+    priority: int  # its rank (`PRIORITY_RANK`); the JSON shows the name
+    due_at: datetime | None
+    remind_at: datetime | None
+    recurrence: str | None
+    time_zone: str
+    completed_at: datetime | None
+    next_occurrence_id: int | None
+    version: int
+    tags: str | None  # the names joined by TAG_SEPARATOR, in order
+    recurrence_anchor: NotRequired[datetime | None]  # returned by updates, never shown
+
+
+# The one place the two lists could drift apart: checked when the module loads.
+assert set(TaskRow.__required_keys__) == {column.name for column in TASK_COLUMNS}, "TaskRow != TASK_COLUMNS"
 
 
 def existing_tag_names(count: int) -> Any:

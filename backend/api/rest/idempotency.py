@@ -1,24 +1,22 @@
-"""How a write is answered: its request key (Idempotency-Key: the answer stored with the
-effect, replayed for a repeat), and the entity tag of the task it returns; and the
-conditional headers as the OpenAPI document shows them. The header grammar is
-`conditional`'s; the conditions themselves, `shared`'s; the storage, `store.idempotency`'s.
+"""Where a write's Idempotency-Key is answered: the answer stored in the same transaction as
+the write's effect, replayed for a repeat (`answer`); and the entity tag of the task it returns.
+The header's grammar is `domain.header_grammar`'s, its declaration `headers`', the storage
+`store.idempotency`'s.
 """
 
 import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated, Protocol, Self, TypeVar
+from typing import Protocol, Self, TypeVar
 
-from fastapi import Header, Request
+from fastapi import Request
 from pydantic import BaseModel
-from pydantic.json_schema import SkipJsonSchema
 from starlette.responses import Response
 
 from backend.auth.tokens import TokenClaims
 from backend.domain.header_grammar import (
     InvalidHeaderError,
     entity_tag,
-    parse_entity_tags,
     parse_idempotency_key,
 )
 from backend.errors import BadRequest, Conflict, ProblemError, Unprocessable
@@ -38,52 +36,6 @@ class KeyReused(Unprocessable):
             f"the request is invalid: {message}",
             errors=[{"loc": ["header", "Idempotency-Key"], "msg": message, "type": "idempotency_key_reused"}],
         )
-
-
-# Documented, not enforced by FastAPI: a header that does not parse is our 400, naming it.
-ENTITY_TAGS_PATTERN = r'^\s*(\*|(W/)?"[\x21\x23-\x7e]*"(\s*,\s*(W/)?"[\x21\x23-\x7e]*")*)\s*$'
-KEY_PATTERN = r"^[\x21-\x7e]([\x20-\x7e]{0,253}[\x21-\x7e])?$"
-
-IfMatch = Annotated[
-    str | SkipJsonSchema[None],
-    Header(
-        alias="If-Match",
-        json_schema_extra={"pattern": ENTITY_TAGS_PATTERN},
-        description='Write only if the task is still at this version: its ETag (`"7"`), a list of them, '
-        "or `*`. Otherwise 412, and nothing changes.",
-        examples=['"7"'],
-    ),
-]
-IfNoneMatch = Annotated[
-    str | SkipJsonSchema[None],
-    Header(
-        alias="If-None-Match",
-        json_schema_extra={"pattern": ENTITY_TAGS_PATTERN},
-        description="The ETag you hold: 304, without a body, while the task is still at that version.",
-        examples=['"7"'],
-    ),
-]
-IdempotencyKey = Annotated[
-    str | SkipJsonSchema[None],
-    Header(
-        alias="Idempotency-Key",
-        json_schema_extra={"pattern": KEY_PATTERN},
-        description="A key of your own (1 to 255 printable ASCII characters, or that in quotes) making the "
-        "write safe to retry: a repeat with the same key, method, path and body gets the first answer again "
-        "(`Idempotent-Replayed: true`) and changes nothing. Kept for IDEMPOTENCY_KEY_HOURS.",
-        examples=["3f1e7c2a-create-buy-milk"],
-    ),
-]
-
-
-def still_current(if_none_match: str | None, version: int) -> bool:
-    """If-None-Match names the version the client holds (weak comparison, RFC 9110 §13.1.2)."""
-    if if_none_match is None:
-        return False
-    try:
-        return parse_entity_tags(if_none_match, "If-None-Match").matches_weakly(version)
-    except InvalidHeaderError as error:
-        raise BadRequest(str(error)) from None
 
 
 @dataclass(frozen=True, slots=True)

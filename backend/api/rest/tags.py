@@ -5,7 +5,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request, Response, status
 
 from backend.api.rest.dependencies import OwnedTagsDep
-from backend.api.rest.idempotency import Answer, IdempotencyKey, answer
+from backend.api.rest.headers import IdempotencyKey
+from backend.api.rest.idempotency import Answer, answer
 from backend.errors import problem_responses
 from backend.models import DECIMAL_ID, MAX_ID, TagPublic, TagRename
 from backend.store.tags import OwnedTags

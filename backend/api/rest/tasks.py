@@ -9,14 +9,8 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import QueryParams
 
 from backend.api.rest.dependencies import OwnedTasksDep
-from backend.api.rest.idempotency import (
-    Answer,
-    IdempotencyKey,
-    IfMatch,
-    IfNoneMatch,
-    answer,
-    still_current,
-)
+from backend.api.rest.headers import IdempotencyKey, IfMatch, IfNoneMatch, still_current
+from backend.api.rest.idempotency import Answer, answer
 from backend.api.shared import if_match_versions, task_stats
 from backend.api.shared import list_tasks as list_page
 from backend.domain.header_grammar import entity_tag
@@ -34,7 +28,7 @@ from backend.models import (
     TaskStats,
     TaskUpdate,
 )
-from backend.store.database import Row
+from backend.store.tables import TaskRow
 from backend.store.tasks import OwnedTasks
 
 
@@ -353,6 +347,6 @@ async def set_task_completion(
     return await answer(request, tasks, idempotency_key, complete)
 
 
-def _task_answer(row: Row) -> Answer:
+def _task_answer(row: TaskRow) -> Answer:
     task = TaskPublic.model_validate(row)
     return Answer(status.HTTP_200_OK, task, version=task.version)

@@ -8,6 +8,7 @@ Import from here: `from backend.store.database import Database, Query`.
 from sqlalchemy.engine import URL
 
 from backend.store.database.common import (
+    CONFLICT_ATTEMPTS,
     CheckViolationError,
     Connection,
     Database,
@@ -27,6 +28,7 @@ from backend.store.database.sqlite import SqliteDatabase
 from backend.store.database.urls import asyncpg_dsn, database_url
 
 __all__ = [
+    "CONFLICT_ATTEMPTS",
     "CheckViolationError",
     "Connection",
     "Database",
