@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
+from backend.app_state import state_of
 from backend.store.database import DatabaseUnavailableError, UserBusyError
 
 logger = logging.getLogger("backend.errors")
@@ -171,7 +172,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 def _allowed_methods(request: Request) -> list[str]:
     path = request.scope["path"]
-    index: list[tuple[re.Pattern[str], set[str]]] = request.app.state.route_methods
+    index = state_of(request).route_methods
     return sorted({method for pattern, methods in index if pattern.match(path) for method in methods})
 
 

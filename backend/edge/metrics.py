@@ -15,6 +15,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from backend.app_state import state_of
 from backend.errors import NotAuthenticated
 from backend.store.database import Database
 
@@ -79,10 +80,11 @@ class _StateCollector(Collector):
 
 async def metrics_endpoint(request: Request) -> Response:
     """Prometheus metrics (enabled by METRICS_ENABLED; guarded by METRICS_TOKEN when set)."""
-    expected: str | None = request.app.state.metrics_token
+    expected = state_of(request).metrics_token
     if expected is not None:
         sent = request.headers.get("authorization", "")
         if not hmac.compare_digest(sent.encode(), f"Bearer {expected}".encode()):
             raise NotAuthenticated("the metrics token is missing or wrong", token_sent=bool(sent))
-    metrics: Metrics = request.app.state.metrics
+    metrics = state_of(request).metrics
+    assert metrics is not None  # the route is served only with METRICS_ENABLED
     return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,9 +1,8 @@
-"""ASGI middleware: security headers, CORS, allowed hosts, a problem+json 500 for a bug,
-a deadline no request may outlive, and the body limit.
+"""ASGI middleware: security headers, allowed hosts, a problem+json 500 for a bug, a deadline
+no request may outlive, and the body limit (CORS is `cors`', the access log `access_log`').
 
-`main` stacks them in that order, the access log outermost, so that every
-answer, the app's or one of these layers' own, goes out through the security
-headers, CORS and the request id.
+`app` stacks them, the access log outermost, so that every answer, the app's or one of
+these layers' own, goes out through the security headers, CORS and the request id.
 """
 
 import asyncio
@@ -13,8 +12,6 @@ from http import HTTPStatus
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
-from starlette.middleware import cors
-from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from backend.errors import ServiceUnavailable, log_unexpected_error, problem_response
@@ -43,42 +40,6 @@ class SecurityHeadersMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
-
-
-class CORSMiddleware(cors.CORSMiddleware):
-    """Starlette's CORS, with a short way through for requests that carry no `Origin`
-    (servers, scripts, curl): CORS has nothing to tell them but `Vary: Origin`,
-    which Starlette adds by searching and rewriting the headers, 3% of a task
-    read's CPU instructions (callgrind)."""
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or any(name == b"origin" for name, _ in scope["headers"]):
-            await super().__call__(scope, receive, send)
-            return
-
-        async def send_with_vary(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"vary", b"Origin")]
-            await send(message)
-
-        await self.app(scope, receive, send_with_vary)
-
-    def preflight_response(self, request_headers: Headers) -> Response:
-        """Starlette's answer, but a refusal is a problem+json naming what was refused."""
-        response = super().preflight_response(request_headers)
-        if response.status_code == HTTPStatus.OK:
-            return response
-        refused = bytes(response.body).decode().removeprefix("Disallowed CORS ")
-        kept = {
-            name: value
-            for name, value in response.headers.items()
-            if name not in ("content-length", "content-type")
-        }
-        return problem_response(
-            HTTPStatus.BAD_REQUEST,
-            f"CORS preflight refused: this {refused} is not allowed (CORS_ORIGINS names the allowed origins)",
-            headers=kept,
-        )
 
 
 class AllowedHostsMiddleware:

@@ -6,6 +6,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from backend.api.rest.dependencies import OwnedChangesDep
+from backend.app_state import state_of
 from backend.domain.cursors import InvalidTokenError, SyncPosition
 from backend.errors import Gone, Unprocessable, problem_responses
 from backend.models import TaskChanges, utc_now
@@ -37,7 +38,7 @@ async def get_task_changes(
     page with `next_since` while `has_more`."""
     read_at = utc_now()
     position = None
-    retention_days = request.app.state.services.settings.sync_retention_days
+    retention_days = state_of(request).settings.sync_retention_days
     if since is not None:
         try:
             position = SyncPosition.decode(since, read_at)

@@ -13,6 +13,7 @@ from backend.api.rest.headers import IdempotencyKey, IfMatch, IfNoneMatch, still
 from backend.api.rest.idempotency import Answer, answer
 from backend.api.shared import if_match_versions, task_stats
 from backend.api.shared import list_tasks as list_page
+from backend.app_state import state_of
 from backend.domain.header_grammar import entity_tag
 from backend.errors import problem_responses
 from backend.models import (
@@ -186,7 +187,7 @@ async def get_task_stats(tasks: OwnedTasksDep, query: Annotated[StatsQuery, Quer
 
 
 def _required(request: Request) -> bool:
-    return request.app.state.services.settings.require_if_match  # type: ignore[no-any-return]
+    return state_of(request).settings.require_if_match
 
 
 @router.post(
