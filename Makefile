@@ -24,12 +24,13 @@ INTEROP_DEPS := $(HARNESS)/node_modules/.installed $(TS_HARNESS)/node_modules/.i
   $(WEB)/node_modules/.installed chromium
 endif
 
-.PHONY: help run demo test lint format typecheck pytest migrate token clean bench chromium
+.PHONY: help run demo test test-fast lint format typecheck pytest migrate token clean bench chromium
 
 help:
 	@echo "make run    set up, migrate the SQLite database, serve on http://$(HOST):$(PORT)"
 	@echo "make demo   the API and the demo web app (sign up, manage tasks) on http://localhost:$(WEB_PORT)"
 	@echo "make test   set up, then ruff, mypy and the whole pytest suite"
+	@echo "make test-fast   ruff, mypy and the in-process tests only (no processes, Node or browser)"
 	@echo "make token USER=alice   print a token for user alice, signed with the .env secret"
 	@echo "make bench  benchmark the API against a hand-written ceiling app (wrk, PostgreSQL)"
 
@@ -105,6 +106,11 @@ typecheck: .venv/.synced
 
 pytest: .venv/.synced $(INTEROP_DEPS)
 	$(RUN) pytest $(PYTEST_ARGS)
+
+# The inner loop: ruff, mypy and the in-process tests (both databases), without the tests
+# that start processes, need Node or a browser. `make test` still runs everything.
+test-fast: lint typecheck .venv/.synced
+	$(RUN) pytest -m "not processes and not node and not browser" $(PYTEST_ARGS)
 
 # Not part of `make test`: the API against bench/ceiling.py under wrk, on a PostgreSQL
 # database of its own (BENCH_ADMIN_URL, default postgresql://postgres@127.0.0.1:5432/postgres).

@@ -6,6 +6,7 @@ Without PostgreSQL those cases skip, saying why; with CI=true they fail.
 """
 
 import gc
+import inspect
 import logging
 import os
 import re
@@ -32,6 +33,7 @@ from psycopg import sql
 from sqlalchemy import Row, create_engine, text
 from sqlalchemy.engine import Engine, make_url
 
+from backend.api.mcp.server import create_mcp
 from backend.app import create_app
 from backend.auth.tokens import issue_token
 from backend.cli import alembic_config
@@ -77,6 +79,30 @@ class _AsyncioWarnings(logging.Handler):
 
 _asyncio_warnings = _AsyncioWarnings()
 logging.getLogger("asyncio").addHandler(_asyncio_warnings)
+
+
+# What a test needs beyond this process, for `-m` (`make test-fast` leaves these out): it
+# starts server or tool processes (by a fixture, or in its body), needs Node (the real
+# Better Auth, the TypeScript compiler), or a browser.
+_STARTS_PROCESSES = re.compile(r"running_server\(|serving\(|subprocess\.|Popen\(|\bcli\(env")
+_PROCESS_FIXTURES = {"server", "setup", "auth_server", "browsers"}
+_NODE_FIXTURES = {"auth_server", "browsers"}
+_NODE_MODULES = {"test_typescript_client"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if not isinstance(item, pytest.Function):
+            continue
+        fixtures = set(item.fixturenames)
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        node = bool(fixtures & _NODE_FIXTURES) or module in _NODE_MODULES
+        if node or fixtures & _PROCESS_FIXTURES or _STARTS_PROCESSES.search(inspect.getsource(item.function)):
+            item.add_marker(pytest.mark.processes)
+        if node:
+            item.add_marker(pytest.mark.node)
+        if "browsers" in fixtures:
+            item.add_marker(pytest.mark.browser)
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
@@ -209,11 +235,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 
 def make_settings(database_url: str, **overrides: Any) -> Settings:
     """Settings for a test app. The per-user rate limit (on by default) is off unless a
-    test asks for it: many tests send a user's hundred requests at once on purpose."""
+    test asks for it: many tests send a user's hundred requests at once on purpose. So is
+    the MCP server, which in-process tests reach through `Caller.tool` alone (it is made
+    then): building it tripled the cost of an app, about 5 ms of each test's set-up."""
     values: dict[str, Any] = {
         "database_url": database_url,
         "better_auth_secret": SECRET,
         "rate_limit_per_second": 0,
+        "mcp_enabled": False,
         **overrides,
     }
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
@@ -289,7 +318,10 @@ class Caller:
         checked the token (its auth context set)."""
         transport = self.client._transport
         assert isinstance(transport, ASGITransport)
-        mcp = transport.app.state.mcp  # type: ignore[attr-defined]
+        state = transport.app.state  # type: ignore[attr-defined]
+        if state.mcp is None:  # made on first use (see make_settings)
+            state.mcp = create_mcp(state.services)
+        mcp = state.mcp
         access = AccessToken(token=self.token, client_id=self.user_id, scopes=[])
         context = auth_context_var.set(AuthenticatedUser(access))
         try:
