@@ -63,7 +63,7 @@ def create_app(settings: Settings | None = None) -> TodoApi:
         version=version("todo-api"),
         lifespan=_lifespan,
         separate_input_output_schemas=False,
-        # `docs` serves both pages from files of its own, not from a CDN.
+        # `api.docs` serves both pages from files of its own, not from a CDN.
         docs_url=None,
         redoc_url=None,
         openapi_url=OPENAPI_URL if settings.docs_enabled else None,

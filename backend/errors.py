@@ -86,7 +86,7 @@ class TooManyRequests(ProblemError):
 
 
 class UserBusy(ProblemError):
-    """Too many of one user's requests at the database at once, for too long (see `db`)."""
+    """Too many of one user's requests at the database at once, for too long (see `store.database`)."""
 
     status = HTTPStatus.TOO_MANY_REQUESTS
 
@@ -227,7 +227,7 @@ async def _user_busy(_request: Request, exc: Exception) -> JSONResponse:
 
 
 def log_unexpected_error(error: BaseException) -> None:
-    """A bug: the traceback goes to the log, never to the client (`middleware.UnexpectedErrorMiddleware`
+    """A bug: the traceback goes to the log, never to the client (`edge.middleware.UnexpectedErrorMiddleware`
     answers the 500)."""
     logger.error("unhandled error", exc_info=error)
 
@@ -275,7 +275,7 @@ _EXAMPLES: dict[int, dict[str, Any]] = {
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for error statuses, each with an example of its own; `main` files them
+    """OpenAPI entries for error statuses, each with an example of its own; `app` files them
     under `application/problem+json`."""
     responses: dict[int | str, dict[str, Any]] = {}
     for status in statuses:

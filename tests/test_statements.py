@@ -1,8 +1,9 @@
-"""At most two SQL statements per request, on every route.
+"""Each route's budget of SQL statements: one or two for most, at most five for a keyed write
+with tags (the budgets are in each test's table).
 
 Counted as they are sent: by SQLAlchemy's cursor events on SQLite, and by the
 connection on PostgreSQL (where statements go to asyncpg directly). Transaction
-control is listed but not counted as work: only create on SQLite opens a transaction.
+control is listed but not counted as work; which writes open a transaction is checked too.
 """
 
 from collections.abc import Iterator

@@ -11,10 +11,9 @@ sends the same inputs through both doors and expects the same answers.
 from dataclasses import dataclass
 
 from backend.auth.rate_limit import RateLimiter
-from backend.auth.tokens import InvalidTokenError as InvalidJwtError
-from backend.auth.tokens import KeySetUnavailableError, TokenClaims, TokenVerifier
+from backend.auth.tokens import InvalidTokenError, KeySetUnavailableError, TokenClaims, TokenVerifier
 from backend.config import Settings
-from backend.domain.cursors import Cursor, InvalidTokenError
+from backend.domain.cursors import Cursor, InvalidCursorError
 from backend.domain.header_grammar import InvalidHeaderError, parse_entity_tags
 from backend.errors import (
     BadRequest,
@@ -38,7 +37,7 @@ ME = "me"
 
 @dataclass(frozen=True, slots=True)
 class Services:
-    """What the doors share, built once per app (`main.create_app`)."""
+    """What the doors share, built once per app (`app.create_app`)."""
 
     settings: Settings
     database: Database
@@ -51,7 +50,7 @@ class Services:
             raise NotAuthenticated("a Bearer token is required", token_sent=False)
         try:
             claims = await self.verifier.verify(token)
-        except InvalidJwtError as error:
+        except InvalidTokenError as error:
             raise NotAuthenticated(str(error), token_sent=True) from None
         except KeySetUnavailableError:
             # Not the client's fault, and not a verdict on the token: retry later.
@@ -134,7 +133,7 @@ async def list_tasks(tasks: OwnedTasks, query: ListQuery) -> Listing:
     if query.cursor is not None:
         try:
             after = Cursor.decode(query.cursor, query.sort, order)
-        except InvalidTokenError as error:
+        except InvalidCursorError as error:
             raise Unprocessable.at(("query", "cursor"), str(error)) from None
     filters = TaskFilters(
         status=query.status,

@@ -22,7 +22,7 @@ _DATES = ("created", "updated", "due")
 CLOCK_SKEW_SECONDS = 60
 
 
-class InvalidTokenError(ValueError):
+class InvalidCursorError(ValueError):
     """A cursor or sync token that cannot be read; the message is safe to show."""
 
 
@@ -34,9 +34,9 @@ def _decode(token: str, name: str) -> dict[str, Any]:
     try:
         data = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
     except (binascii.Error, ValueError, orjson.JSONDecodeError):
-        raise InvalidTokenError(f"{name} is not a token this API issued") from None
+        raise InvalidCursorError(f"{name} is not a token this API issued") from None
     if not isinstance(data, dict):
-        raise InvalidTokenError(f"{name} is not a token this API issued")
+        raise InvalidCursorError(f"{name} is not a token this API issued")
     return data
 
 
@@ -59,19 +59,19 @@ class Cursor:
     def decode(cls, token: str, sort: TaskSort, order: SortOrder) -> "Cursor":
         data = _decode(token, "cursor")
         if data.get("s") != sort or data.get("o") != order:
-            raise InvalidTokenError("cursor was issued for another sort or order; keep them while paging")
+            raise InvalidCursorError("cursor was issued for another sort or order; keep them while paging")
         task_id, value = data.get("i"), data.get("v")
         if not _is_id(task_id):
-            raise InvalidTokenError("cursor is not a token this API issued")
+            raise InvalidCursorError("cursor is not a token this API issued")
         if sort in _DATES and value is not None:
             try:
                 value = datetime.fromisoformat(str(value)).astimezone(UTC)
             except (ValueError, OverflowError):
-                raise InvalidTokenError("cursor is not a token this API issued") from None
+                raise InvalidCursorError("cursor is not a token this API issued") from None
         elif not _fits(sort, value):
-            raise InvalidTokenError("cursor is not a token this API issued")
+            raise InvalidCursorError("cursor is not a token this API issued")
         if value is None and sort != "due":
-            raise InvalidTokenError("cursor is not a token this API issued")
+            raise InvalidCursorError("cursor is not a token this API issued")
         assert isinstance(task_id, int)
         return cls(sort=sort, order=order, value=value, task_id=task_id)
 
@@ -115,5 +115,5 @@ class SyncPosition:
             or isinstance(at, bool)
             or not 0 <= at <= now.timestamp() + CLOCK_SKEW_SECONDS
         ):
-            raise InvalidTokenError("since is not a token this API issued")
+            raise InvalidCursorError("since is not a token this API issued")
         return cls(seq=seq, at=datetime.fromtimestamp(at, UTC))

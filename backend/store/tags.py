@@ -5,7 +5,7 @@ Tags are created and linked by setting a task's tags (`store.tasks`, through the
 its spelling, for when it is used again.
 
 Every tag write takes the owner's change counter first, as every task write does
-(`sql.COUNTER_LOCKED`), so a user's writes to tags and tasks run one at a time and in one
+(`tables.COUNTER_LOCKED`), so a user's writes to tags and tasks run one at a time and in one
 lock order: two renames onto one name merge rather than clash (a unique violation, a
 500, and tasks left without the tag), and a rename racing tagged creates cannot deadlock.
 """

@@ -207,7 +207,7 @@ def list_query(status: TaskStatus, sort: TaskSort, order: SortOrder, shape: List
         page = page.where(_after(sort, order, shape.after))
     if replace(shape, after=None) == ListShape(status=shape.status):
         page = page.add_columns(_counted_total(shape.status).label("total"))
-    # Named `tasks`, as the tags' subquery expects (`sql.TASK_TAG_NAMES`).
+    # Named `tasks`, as the tags' subquery expects (`tables.TASK_TAG_NAMES`).
     chosen = page.limit(bindparam("limit")).offset(bindparam("offset")).subquery("tasks")
     return Query(select(*chosen.c, TASK_TAG_NAMES).order_by(*_ordering(sort, order, chosen)))
 

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Query, Request
 
 from backend.api.rest.dependencies import OwnedChangesDep
 from backend.app_state import state_of
-from backend.domain.cursors import InvalidTokenError, SyncPosition
+from backend.domain.cursors import InvalidCursorError, SyncPosition
 from backend.errors import Gone, Unprocessable, problem_responses
 from backend.models import TaskChanges, utc_now
 
@@ -42,7 +42,7 @@ async def get_task_changes(
     if since is not None:
         try:
             position = SyncPosition.decode(since, read_at)
-        except InvalidTokenError as error:
+        except InvalidCursorError as error:
             raise Unprocessable.at(("query", "since"), str(error)) from None
         if read_at - position.at > timedelta(days=retention_days):
             raise Gone(
