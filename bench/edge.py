@@ -2,7 +2,7 @@
 
 Each candidate serves `backend.app:create_app` on a SQLite database; each
 attack is bounded in time and traffic and sent to loopback only. The figures in
-the README's "The edge" section came from this script (Granian measured from a
+"The edge" in docs/operating.md came from this script (Granian measured from a
 scratch install: `uv pip install granian`; it is not a dependency). Throughput
 came from `make bench`'s GET and CREATE with each candidate serving the API.
 """

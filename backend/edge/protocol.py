@@ -24,8 +24,8 @@ WebSocket upgrades are not performed (the API has none): the request is answered
 as plain HTTP, and the connection closed after it. uvicorn's own line for them,
 which carried the raw path and query, is never written.
 
-Measured against uvicorn with h11 and Granian before choosing: see the README's
-"The edge" section.
+Measured against uvicorn with h11 and Granian before choosing: see "The edge" in
+docs/operating.md.
 """
 
 import asyncio
