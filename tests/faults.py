@@ -1,16 +1,20 @@
 """A fault-injecting TCP proxy for the tests: sits between the server and PostgreSQL on loopback.
 
-It runs its own asyncio loop in a thread, so tests of any kind can cut, stall or
-slow the database connection while the real server process keeps running.
+It runs in a process of its own, so tests of any kind can cut, stall or slow the database
+connection while the real server process keeps running. (In a thread of the test's process,
+its forwarding took the test's interpreter lock often enough that a callback of the test's
+own loop once measured 0.53 s and tripped the slow-callback guard.)
 """
 
 import asyncio
-import threading
+import multiprocessing
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal
+from multiprocessing.connection import Connection
+from typing import Any, Literal
 
 Mode = Literal["pass", "cut", "stall", "slow"]
+_TIMEOUT_SECONDS = 5
 
 
 class FaultProxy:
@@ -20,62 +24,89 @@ class FaultProxy:
     - `stall()`: keeps connections open but forwards nothing, as a hung network does.
     - `slow(seconds)`: delays every chunk by `seconds`.
     - `restore()`: back to forwarding.
+
+    Each call returns once the proxy process has done it.
     """
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
-        self.mode: Mode = "pass"
-        self.delay = 0.0
         self.port = 0
-        self.connections_seen = 0
-        self._loop = asyncio.new_event_loop()
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._resume = asyncio.Event()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="fault-proxy", daemon=True)
+        context = multiprocessing.get_context("spawn")  # no fork of a process running threads
+        self._commands, child = context.Pipe()
+        self._process = context.Process(
+            target=_serve, args=(child, self.target), name="fault-proxy", daemon=True
+        )
 
     def start(self) -> None:
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(self._listen(), self._loop).result(timeout=5)
+        self._process.start()
+        if not self._commands.poll(30):  # a fresh interpreter imports first
+            raise RuntimeError("the fault proxy did not start")
+        self.port = self._commands.recv()
 
     def close(self) -> None:
-        self._call(self._close_all)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(timeout=5)
+        try:
+            self._call("close")
+        finally:
+            self._process.join(timeout=_TIMEOUT_SECONDS)
+            if self._process.is_alive():
+                self._process.kill()
 
     def cut(self) -> None:
-        self._set("cut")
-        self._call(self._close_all)
+        self._call("cut")
 
     def stall(self) -> None:
-        self._set("stall")
+        self._call("stall")
 
     def slow(self, seconds: float) -> None:
-        self.delay = seconds
-        self._set("slow")
+        self._call("slow", seconds)
 
     def restore(self) -> None:
-        self._set("pass")
+        self._call("pass")
 
-    def _set(self, mode: Mode) -> None:
-        def apply() -> None:
-            self.mode = mode
-            if mode == "stall":
+    def _call(self, *command: Any) -> None:
+        self._commands.send(command)
+        if not self._commands.poll(_TIMEOUT_SECONDS):
+            raise RuntimeError(f"the fault proxy did not answer {command[0]!r}")
+        self._commands.recv()
+
+
+def _serve(commands: Connection, target: tuple[str, int]) -> None:
+    """The proxy process: forwards until told to close."""
+    asyncio.run(_Proxy(target).serve(commands))
+
+
+class _Proxy:
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.mode: Mode = "pass"
+        self.delay = 0.0
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._resume = asyncio.Event()
+
+    async def serve(self, commands: Connection) -> None:
+        self._resume.set()
+        server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        commands.send(server.sockets[0].getsockname()[1])
+        loop = asyncio.get_running_loop()
+        received: asyncio.Queue[Any] = asyncio.Queue()
+        loop.add_reader(commands.fileno(), lambda: received.put_nowait(commands.recv()))
+        while True:
+            name, *arguments = await received.get()
+            if name == "close":
+                self._close_all()
+                server.close()
+                commands.send("done")
+                return
+            if name == "slow":
+                self.delay = arguments[0]
+            self.mode = name
+            if name == "stall":
                 self._resume.clear()
             else:
                 self._resume.set()
-
-        self._call(apply)
-
-    def _call(self, function: "object") -> None:
-        async def run() -> None:
-            function()  # type: ignore[operator]
-
-        asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout=5)
-
-    async def _listen(self) -> None:
-        self._resume.set()
-        server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
-        self.port = server.sockets[0].getsockname()[1]
+            if name == "cut":
+                self._close_all()
+            commands.send("done")
 
     def _close_all(self) -> None:
         for writer in list(self._writers):
@@ -83,7 +114,6 @@ class FaultProxy:
         self._writers.clear()
 
     async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        self.connections_seen += 1
         if self.mode == "cut":
             client_writer.transport.abort()
             return

@@ -21,7 +21,11 @@ api=$!
 API_URL=http://127.0.0.1:$api_port HOST=localhost PORT=$web_port BETTER_AUTH_URL=$web_url node web/server.mjs &
 web=$!
 trap 'kill $api $web 2>/dev/null || true; wait' EXIT
-trap 'exit 0' INT TERM
+# Ctrl-C reaches the whole process group: the API is already shutting down gracefully, and
+# a second signal now would make uvicorn skip its shutdown; wait for it first. A TERM to
+# this script alone stops both through the EXIT trap.
+trap 'wait $api 2>/dev/null || true; exit 0' INT
+trap 'exit 0' TERM
 
 # Say where to go once both answer, after their start-up lines.
 for _ in $(seq 100); do

@@ -5,7 +5,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
@@ -56,6 +56,13 @@ def _from_postgres(error: BaseException) -> Exception | None:
     return None
 
 
+def _raise_ours(error: Exception) -> NoReturn:
+    """Raise `error` as ours (`_from_postgres`), or as it is."""
+    if (ours := _from_postgres(error)) is None:
+        raise error
+    raise ours from error
+
+
 class PostgresConnection(Connection):
     def __init__(self, connection: "PoolConnectionProxy[Any]", listeners: list[StatementListener]) -> None:
         super().__init__(listeners)
@@ -66,9 +73,7 @@ class PostgresConnection(Connection):
         try:
             status = await self._connection.execute(query.sql, *query.arguments(params))
         except Exception as error:
-            if (ours := _from_postgres(error)) is None:
-                raise
-            raise ours from error
+            _raise_ours(error)
         # "DELETE 3", "UPDATE 1", "INSERT 0 1": the count is the last word.
         count = status.rsplit(" ", 1)[-1]
         return int(count) if count.isdigit() else 0
@@ -78,9 +83,7 @@ class PostgresConnection(Connection):
         try:
             record = await self._connection.fetchrow(query.sql, *query.arguments(params))
         except Exception as error:
-            if (ours := _from_postgres(error)) is None:
-                raise
-            raise ours from error
+            _raise_ours(error)
         return None if record is None else dict(record)
 
     async def fetch_all(self, query: Query, **params: Any) -> list[Row]:
@@ -88,9 +91,7 @@ class PostgresConnection(Connection):
         try:
             records = await self._connection.fetch(query.sql, *query.arguments(params))
         except Exception as error:
-            if (ours := _from_postgres(error)) is None:
-                raise
-            raise ours from error
+            _raise_ours(error)
         return [dict(record) for record in records]
 
     @asynccontextmanager
@@ -166,14 +167,14 @@ class PostgresDatabase(Database):
             except BaseException:
                 self._claimed -= 1
                 raise
-        except _POSTGRES_UNAVAILABLE as error:
-            raise DatabaseUnavailableError(type(error).__name__) from error
+        except Exception as error:
+            _raise_ours(error)
 
     async def _release(self, pool: asyncpg.Pool, connection: "PoolConnectionProxy[Any]") -> None:
         try:
             await pool.release(connection)
-        except _POSTGRES_UNAVAILABLE as error:
-            raise DatabaseUnavailableError(type(error).__name__) from error
+        except Exception as error:
+            _raise_ours(error)
         finally:
             self._claimed -= 1
 

@@ -4,7 +4,7 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import event
 from sqlalchemy.engine import URL, RowMapping
@@ -43,6 +43,13 @@ def _from_sqlite(error: BaseException) -> Exception | None:
     return None
 
 
+def _raise_ours(error: Exception) -> NoReturn:
+    """Raise `error` as ours (`_from_sqlite`), or as it is."""
+    if (ours := _from_sqlite(error)) is None:
+        raise error
+    raise ours from error
+
+
 class SqliteConnection(Connection):
     def __init__(
         self, connection: AsyncConnection, listeners: list[StatementListener], writing: asyncio.Lock
@@ -70,9 +77,7 @@ class SqliteConnection(Connection):
                     return await self._connection.execute(query.statement, params)
             return await self._connection.execute(query.statement, params)
         except Exception as error:
-            if (ours := _from_sqlite(error)) is None:
-                raise
-            raise ours from error
+            _raise_ours(error)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[None]:
@@ -81,8 +86,8 @@ class SqliteConnection(Connection):
         async with self._writing:
             try:
                 await self._connection.exec_driver_sql("BEGIN IMMEDIATE")
-            except _SQLITE_UNAVAILABLE as error:
-                raise DatabaseUnavailableError(type(error).__name__) from error
+            except Exception as error:
+                _raise_ours(error)
             self._in_transaction = True
             try:
                 yield
@@ -93,8 +98,8 @@ class SqliteConnection(Connection):
                 self._in_transaction = False
             try:
                 await self._connection.exec_driver_sql("COMMIT")
-            except _SQLITE_UNAVAILABLE as error:
-                raise DatabaseUnavailableError(type(error).__name__) from error
+            except Exception as error:
+                _raise_ours(error)
 
 
 def _in_utc(row: RowMapping) -> Row:
@@ -139,8 +144,8 @@ class SqliteDatabase(Database):
             self.waiting += 1
             try:
                 connection = await self.engine.connect()
-            except _SQLITE_UNAVAILABLE as error:
-                raise DatabaseUnavailableError(type(error).__name__) from error
+            except Exception as error:
+                _raise_ours(error)
             finally:
                 self.waiting -= 1
             try:
