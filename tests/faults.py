@@ -8,6 +8,7 @@ own loop once measured 0.53 s and tripped the slow-callback guard.)
 
 import asyncio
 import multiprocessing
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from multiprocessing.connection import Connection
@@ -31,7 +32,10 @@ class FaultProxy:
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
         self.port = 0
-        context = multiprocessing.get_context("spawn")  # no fork of a process running threads
+        # Forked, not spawned: a spawned interpreter takes its imports' time (0.5 s here) to
+        # start, and a test that opens the proxy inside its own loop would hold that loop
+        # meanwhile. The child runs nothing but its own asyncio loop, sockets and the pipe.
+        context = multiprocessing.get_context("fork")
         self._commands, child = context.Pipe()
         self._process = context.Process(
             target=_serve, args=(child, self.target), name="fault-proxy", daemon=True
@@ -39,7 +43,7 @@ class FaultProxy:
 
     def start(self) -> None:
         self._process.start()
-        if not self._commands.poll(30):  # a fresh interpreter imports first
+        if not self._commands.poll(_TIMEOUT_SECONDS):
             raise RuntimeError("the fault proxy did not start")
         self.port = self._commands.recv()
 
@@ -96,7 +100,7 @@ class _Proxy:
                 self._close_all()
                 server.close()
                 commands.send("done")
-                return
+                os._exit(0)  # at once: the connections' tasks need no orderly end
             if name == "slow":
                 self.delay = arguments[0]
             self.mode = name
