@@ -37,7 +37,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, NoReturn, TypeVar
 
 from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.sql import Delete, Insert, Select, Update
@@ -83,6 +83,13 @@ class UserBusyError(Exception):
 class SecondConnectionError(RuntimeError):
     """A bug: a task asked for a pooled connection while holding one. Run the statement on
     the connection it holds (`using`, `atomic`) instead."""
+
+
+def raise_translated(error: Exception, translate: Callable[[BaseException], Exception | None]) -> NoReturn:
+    """Raise `error` as an engine's one translation (`translate`) has it, or as it is (a bug)."""
+    if (ours := translate(error)) is None:
+        raise error
+    raise ours from error
 
 
 # The task holding a pooled connection in this context, if any: see SecondConnectionError.

@@ -25,6 +25,7 @@ from backend.store.database.common import (
     TransientConflictError,
     Work,
     claim_connection,
+    raise_translated,
     release_claim,
 )
 from backend.store.database.urls import asyncpg_dsn
@@ -57,10 +58,7 @@ def _from_postgres(error: BaseException) -> Exception | None:
 
 
 def _raise_ours(error: Exception) -> NoReturn:
-    """Raise `error` as ours (`_from_postgres`), or as it is."""
-    if (ours := _from_postgres(error)) is None:
-        raise error
-    raise ours from error
+    raise_translated(error, _from_postgres)
 
 
 class PostgresConnection(Connection):

@@ -24,6 +24,7 @@ from backend.store.database.common import (
     Row,
     StatementListener,
     claim_connection,
+    raise_translated,
     release_claim,
 )
 
@@ -44,10 +45,7 @@ def _from_sqlite(error: BaseException) -> Exception | None:
 
 
 def _raise_ours(error: Exception) -> NoReturn:
-    """Raise `error` as ours (`_from_sqlite`), or as it is."""
-    if (ours := _from_sqlite(error)) is None:
-        raise error
-    raise ours from error
+    raise_translated(error, _from_sqlite)
 
 
 class SqliteConnection(Connection):
