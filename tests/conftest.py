@@ -37,8 +37,8 @@ from sqlalchemy.engine import Engine, make_url
 from backend.api.mcp.server import create_mcp
 from backend.app import create_app
 from backend.auth.tokens import issue_token
-from backend.cli import alembic_config
 from backend.config import Settings
+from backend.store.schema import alembic_config
 
 SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 DEFAULT_TEST_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"

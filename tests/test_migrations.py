@@ -9,8 +9,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
-from backend.cli import alembic_config
 from backend.models import metadata, schema_of
+from backend.store.schema import alembic_config
 from tests.conftest import BACKENDS, fresh_database, migrate, run_sql, sync_url
 
 

@@ -2,25 +2,24 @@
 
 import asyncio
 import logging.config
+from typing import Literal
 
-import asyncpg
 from alembic import context
+from alembic.autogenerate.api import AutogenContext
 from sqlalchemy import String
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
-from sqlalchemy.pool import NullPool
 from sqlmodel.sql.sqltypes import AutoString
 
 from backend.config import DatabaseSettings
 from backend.models import metadata, schema_of
-from backend.store.database import asyncpg_dsn, database_url
+from backend.store.schema import migration_engine
 
 config = context.config
 if config.config_file_name is not None:
     logging.config.fileConfig(config.config_file_name, disable_existing_loggers=False)
 
 
-def render_item(type_: str, obj: object, autogen_context: object) -> str | bool:
+def render_item(type_: str, obj: object, autogen_context: AutogenContext) -> str | Literal[False]:
     # SQLModel's AutoString is a plain VARCHAR: render it so, and keep
     # migrations free of SQLModel imports.
     if type_ == "type" and isinstance(obj, AutoString):
@@ -43,15 +42,7 @@ def run_migrations(connection: Connection) -> None:
 
 
 async def run_async_migrations(raw_url: str) -> None:
-    url = database_url(raw_url)
-    if url.get_backend_name() == "postgresql":
-        # asyncpg reads the URL itself, as the API's own pool does: `sslmode` and all.
-        dsn = asyncpg_dsn(url)
-        engine = create_async_engine(
-            "postgresql+asyncpg://", poolclass=NullPool, async_creator=lambda: asyncpg.connect(dsn)
-        )
-    else:
-        engine = create_async_engine(url, poolclass=NullPool)
+    engine = migration_engine(raw_url)
     try:
         async with engine.connect() as connection:
             await connection.run_sync(run_migrations)
