@@ -153,3 +153,27 @@ def test_the_wheel_carries_the_migrations_and_migrates_outside_a_checkout(tmp_pa
 def _uv() -> str:
     """uv as the Makefile finds it: on PATH, else its private copy in .tools/."""
     return shutil.which("uv") or str(ROOT / ".tools" / "bin" / "uv")
+
+
+def test_migrations_started_at_once_take_turns(tmp_path: Path) -> None:
+    """A Job retried beside its first attempt, or an init container in every replica: on
+    PostgreSQL each `todo-api migrate` waits for the one before and finds nothing to do."""
+    with fresh_database("postgresql", tmp_path) as url:
+        env = {**os.environ, "DATABASE_URL": url}
+        migrations = [
+            subprocess.Popen(
+                [str(Path(sys.executable).parent / "todo-api"), "migrate"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(4)
+        ]
+        outcomes = [
+            (process.wait(timeout=120), process.stderr.read() if process.stderr else "")
+            for process in migrations
+        ]
+        assert [code for code, _ in outcomes] == [0, 0, 0, 0], outcomes
+        [(revision,)] = run_sql(url, "SELECT version_num FROM alembic_version")
+        assert compare(frozenset({revision})).problem() is None

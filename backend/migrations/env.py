@@ -6,13 +6,16 @@ from typing import Literal
 
 from alembic import context
 from alembic.autogenerate.api import AutogenContext
-from sqlalchemy import String
+from sqlalchemy import String, text
 from sqlalchemy.engine import Connection
 from sqlmodel.sql.sqltypes import AutoString
 
 from backend.config import DatabaseSettings
 from backend.models import metadata, schema_of
 from backend.store.schema import migration_engine
+
+# The advisory lock key that serialises migrations on PostgreSQL (any constant of our own).
+MIGRATION_LOCK = 0x746F646F_6D696772  # "todomigr"
 
 config = context.config
 if config.config_file_name is not None:
@@ -38,6 +41,11 @@ def run_migrations(connection: Connection) -> None:
         include_object=schema_of(connection.dialect.name),
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Two `todo-api migrate` at once (a Job retried, an init container per replica)
+            # take turns: the second waits here, then reads the head the first committed
+            # (Alembic runs every step in this one transaction) and has nothing to do.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         context.run_migrations()
 
 
