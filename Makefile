@@ -24,7 +24,7 @@ INTEROP_DEPS := $(HARNESS)/node_modules/.installed $(TS_HARNESS)/node_modules/.i
   $(WEB)/node_modules/.installed chromium
 endif
 
-.PHONY: help run demo test test-fast lint format typecheck pytest migrate token clean bench chromium
+.PHONY: help run demo test test-fast lint format typecheck pytest migrate token clean bench chromium image-test
 
 help:
 	@echo "make run    set up, migrate the SQLite database, serve on http://$(HOST):$(PORT)"
@@ -33,6 +33,7 @@ help:
 	@echo "make test-fast   ruff, mypy and the in-process tests only (no processes, Node or browser)"
 	@echo "make token USER=alice   print a token for user alice, signed with the .env secret"
 	@echo "make bench  benchmark the API against a hand-written ceiling app (wrk, PostgreSQL)"
+	@echo "make image-test   build the image and run it, compose.yaml and the Kubernetes manifests with podman (root)"
 
 # Set-up steps say what they do on stderr, so `TOKEN=$$(make token USER=alice)` captures the token alone.
 
@@ -117,6 +118,13 @@ test-fast: lint typecheck .venv/.synced
 bench: .venv/.synced
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(RUN) python -m bench.run $(BENCH_ARGS)
+
+# Not part of `make test` (root, podman, a few minutes; CI does not run it): builds the images
+# exactly as the Containerfiles say, then runs the image, compose.yaml and the Kubernetes
+# manifests here against this machine's PostgreSQL (deploy/tests/, README "Deploying").
+image-test: .venv/.synced
+	bash deploy/local/setup.sh
+	$(UV) run --frozen --group deploy pytest deploy/tests -v -s -p no:cacheprovider $(PYTEST_ARGS)
 
 format: .venv/.synced
 	$(RUN) ruff check --fix .
