@@ -145,6 +145,10 @@ class _Proxy:
                 await asyncio.sleep(self.delay)
             writer.write(data)
             await writer.drain()
+        # The end of one direction is passed on, as a real network does: PostgreSQL closes
+        # after a client's Terminate, and asyncpg's close() waits to see that end.
+        if self.mode != "cut" and writer.can_write_eof() and not writer.is_closing():
+            writer.write_eof()
 
 
 @contextmanager

@@ -2,10 +2,12 @@
 a database whose schema is behind it (in one line naming the fix) but starts when the
 database does not answer yet."""
 
+import asyncio
 import os
 import shutil
 import subprocess
 import sys
+import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,11 +15,13 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
 from backend.cli import main
 from backend.config import get_settings
-from backend.store.schema import MIGRATIONS, compare
-from tests.conftest import BACKENDS, SECRET, fresh_database, migrate, run_sql
+from backend.store.schema import MIGRATIONS, check_schema, compare
+from tests.conftest import BACKENDS, SECRET, fresh_database, migrate, postgres_admin_url, run_sql
+from tests.faults import fault_proxy
 from tests.processes import free_port, server_env, wait_until_answering
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -177,3 +181,16 @@ def test_migrations_started_at_once_take_turns(tmp_path: Path) -> None:
         assert [code for code, _ in outcomes] == [0, 0, 0, 0], outcomes
         [(revision,)] = run_sql(url, "SELECT version_num FROM alembic_version")
         assert compare(frozenset({revision})).problem() is None
+
+
+def test_the_schema_check_is_bounded_when_the_database_stalls_or_never_says_goodbye() -> None:
+    """The check runs before the server starts: a database that hangs must not hold it."""
+    admin = make_url(postgres_admin_url())
+    with fault_proxy(admin.host or "127.0.0.1", admin.port or 5432) as proxy:
+        url = admin.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+        started = time.monotonic()
+        assert asyncio.run(check_schema(url, timeout_seconds=1)).current == frozenset()
+        proxy.stall()
+        with pytest.raises(TimeoutError):
+            asyncio.run(check_schema(url, timeout_seconds=1))
+        assert time.monotonic() - started < 5

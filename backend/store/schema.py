@@ -80,14 +80,33 @@ def compare(current: frozenset[str]) -> SchemaCheck:
 async def check_schema(raw_url: str, *, timeout_seconds: float) -> SchemaCheck:
     """Read the database's revisions (raises OSError, TimeoutError or a driver error when it
     does not answer within `timeout_seconds`)."""
+    url = database_url(raw_url)
+    if url.get_backend_name() != "postgresql":
+        return compare(await _sqlite_revisions(raw_url))
+    # asyncpg directly: its close() takes a timeout (a peer that never ends the connection
+    # cannot hold the start), where SQLAlchemy's pool would wait for the end unbounded.
+    async with asyncio.timeout(timeout_seconds):
+        connection = await asyncpg.connect(asyncpg_dsn(url), timeout=timeout_seconds)
+    try:
+        async with asyncio.timeout(timeout_seconds):
+            # Alembic's own table; missing in a database never migrated.
+            exists = await connection.fetchval("SELECT to_regclass('alembic_version') IS NOT NULL")
+            rows = await connection.fetch("SELECT version_num FROM alembic_version") if exists else []
+    finally:
+        try:
+            await connection.close(timeout=timeout_seconds)
+        except (TimeoutError, OSError):
+            connection.terminate()  # what was read stands; only the goodbye failed
+    return compare(frozenset(row["version_num"] for row in rows))
 
+
+async def _sqlite_revisions(raw_url: str) -> frozenset[str]:
     def heads(connection: Connection) -> frozenset[str]:
         return frozenset(MigrationContext.configure(connection).get_current_heads())
 
-    engine = migration_engine(raw_url, timeout_seconds=timeout_seconds)
+    engine = migration_engine(raw_url)
     try:
-        async with asyncio.timeout(timeout_seconds), engine.connect() as connection:
-            current = await connection.run_sync(heads)
+        async with engine.connect() as connection:
+            return await connection.run_sync(heads)
     finally:
         await engine.dispose()
-    return compare(current)
