@@ -183,6 +183,8 @@ class Task(SQLModel, table=True):
     # The due date a recurring series started from (set with its rule, due date or zone,
     # copied to each next occurrence): its times of day and days of month come from here.
     recurrence_anchor: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    # When the reminder at `remind_at` fired (read-only in the task's JSON).
+    reminded_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
 
 
 # Descending due dates, still without-a-date last: PostgreSQL only (SQLite's CREATE
@@ -208,6 +210,20 @@ class ChangeCounter(SQLModel, table=True):
 
     user_id: str = Field(primary_key=True, max_length=USER_ID_MAX_LENGTH)
     seq: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
+
+
+class Event(SQLModel, table=True):
+    """One change of a user's tasks, numbered as sync numbers it: written by trigger in the
+    statement that makes the change (see the migration), purged after SYNC_RETENTION_DAYS."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index(None, "occurred_at"),)
+
+    user_id: str = Field(primary_key=True, max_length=USER_ID_MAX_LENGTH)
+    sequence: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    type: str = Field(max_length=32)
+    task_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    occurred_at: datetime = Field(sa_column=_timestamp_column())
 
 
 class IdempotencyKey(SQLModel, table=True):

@@ -1,5 +1,5 @@
 """What the server purges by itself, so that no cron job needs setting up: request keys
-older than IDEMPOTENCY_KEY_HOURS, and tombstones older than SYNC_RETENTION_DAYS.
+older than IDEMPOTENCY_KEY_HOURS, and tombstones and events older than SYNC_RETENTION_DAYS.
 
 Every worker runs it: the purges are idempotent DELETEs by age, each an index range.
 """
@@ -7,10 +7,11 @@ Every worker runs it: the purges are idempotent DELETEs by age, each an index ra
 import asyncio
 import logging
 from datetime import timedelta
+from typing import NamedTuple
 
 from backend.config import Settings
 from backend.models import utc_now
-from backend.store import changes, idempotency
+from backend.store import changes, events, idempotency
 from backend.store.database import Database, DatabaseUnavailableError
 
 logger = logging.getLogger("backend.housekeeping")
@@ -19,21 +20,32 @@ logger = logging.getLogger("backend.housekeeping")
 EVERY_SECONDS = 600
 
 
-async def purge(database: Database, settings: Settings) -> tuple[int, int]:
-    """One round: (request keys, tombstones) deleted."""
+class Purged(NamedTuple):
+    idempotency_keys: int
+    tombstones: int
+    events: int
+
+
+async def purge(database: Database, settings: Settings) -> Purged:
+    """One round: what was deleted."""
     now = utc_now()
-    keys = await idempotency.purge(database, now - timedelta(hours=settings.idempotency_key_hours))
-    tombstones = await changes.purge_tombstones(database, now - timedelta(days=settings.sync_retention_days))
-    return keys, tombstones
+    retention = now - timedelta(days=settings.sync_retention_days)
+    return Purged(
+        idempotency_keys=await idempotency.purge(
+            database, now - timedelta(hours=settings.idempotency_key_hours)
+        ),
+        tombstones=await changes.purge_tombstones(database, retention),
+        events=await events.purge_events(database, retention),
+    )
 
 
 async def keep_house(database: Database, settings: Settings) -> None:
     """Purge now and every EVERY_SECONDS, until cancelled; a database away is a warning, not a crash."""
     while True:
         try:
-            keys, tombstones = await purge(database, settings)
-            if keys or tombstones:
-                logger.info("purged", extra={"idempotency_keys": keys, "tombstones": tombstones})
+            purged = await purge(database, settings)
+            if any(purged):
+                logger.info("purged", extra=purged._asdict())
         except DatabaseUnavailableError as error:
             logger.warning("purge skipped: the database is unreachable (%s)", error)
         await asyncio.sleep(EVERY_SECONDS)
