@@ -164,12 +164,46 @@ async def test_a_cut_in_the_middle_of_writes_leaves_no_partial_state(setup: Setu
 
     stored = await stored_tasks(setup.database_url)
     assert unacknowledged, "no write was cut: the test did not test anything"
+    await assert_an_event_for_each_committed_change_and_no_other(setup.database_url)
     for title, task in acknowledged.items():
         assert stored[title]["id"] == task["id"]
         assert stored[title]["description"] == f"description of {title}"
     for title in stored:
         assert title in acknowledged or title in unacknowledged
         assert stored[title]["description"] == f"description of {title}"  # complete, never half
+
+
+async def assert_an_event_for_each_committed_change_and_no_other(database_url: str) -> None:
+    """Events exist exactly for the changes that committed: each user's event numbers are
+    their change counter's numbers, 1 to its value, none missing and none extra (a change
+    cut before its commit took no number that stayed); each task's last change and its
+    creation are among its own events."""
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(libpq_url(database_url)) as connection:
+        counters = {
+            user: seq
+            async for user, seq in await connection.execute("SELECT user_id, seq FROM change_counters")
+        }
+        numbered: dict[str, set[int]] = {}
+        created: dict[int, int] = {}
+        of_task: set[tuple[int, int]] = set()
+        async for user, sequence, kind, task_id in await connection.execute(
+            "SELECT user_id, sequence, type, task_id FROM events"
+        ):
+            numbered.setdefault(user, set()).add(sequence)
+            of_task.add((task_id, sequence))
+            if kind == "task.created":
+                created[task_id] = created.get(task_id, 0) + 1
+        tasks = [row async for row in await connection.execute("SELECT id, change_seq FROM tasks")]
+    assert counters, "no write committed: the check checked nothing"
+    for user, seq in counters.items():
+        assert numbered.get(user, set()) == set(range(1, seq + 1)), user
+    assert set(numbered) <= set(counters)
+    for task_id, change_seq in tasks:
+        assert (task_id, change_seq) in of_task
+        assert created.get(task_id) == 1
+    assert set(created) == {task_id for task_id, _ in tasks}
 
 
 @dataclass
@@ -260,3 +294,4 @@ async def test_mixed_load_with_two_cuts_loses_nothing_acknowledged(setup: Setup)
         assert state(stored.get(history.title)) in history.possible, history
     acknowledged_creates = sum(1 for history in histories if history.task_id is not None)
     assert acknowledged_creates > 50  # the load was real
+    await assert_an_event_for_each_committed_change_and_no_other(setup.database_url)
