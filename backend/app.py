@@ -5,6 +5,7 @@ import contextlib
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from importlib.metadata import version
 from typing import Any
 
@@ -35,6 +36,7 @@ from backend.edge.middleware import (
 from backend.errors import index_route_methods, install_error_handlers
 from backend.store.database import create_database
 from backend.store.housekeeping import keep_house
+from backend.store.reminders import Reminders, keep_reminding
 
 __all__ = ["READY", "TodoApi", "create_app"]
 
@@ -116,7 +118,8 @@ def services(settings: Settings) -> AppState:
     state.token_verifier = token_verifier
     state.rate_limiter = rate_limiter
     state.mcp = create_mcp(shared) if settings.mcp_enabled else None
-    state.metrics = Metrics(database, jwks) if settings.metrics_enabled else None
+    state.reminders = Reminders()
+    state.metrics = Metrics(database, jwks, state.reminders) if settings.metrics_enabled else None
     state.metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
     return state
 
@@ -170,13 +173,16 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     gc.freeze()
     gc.set_threshold(10_000, 10, 10)
     housekeeping = asyncio.create_task(keep_house(state.database, state.settings))
+    lateness = timedelta(minutes=state.settings.reminder_max_lateness_minutes)
+    reminding = asyncio.create_task(keep_reminding(state.database, state.reminders, lateness))
     async with contextlib.AsyncExitStack() as stack:
         if state.mcp is not None:
             await stack.enter_async_context(state.mcp.session_manager.run())
         yield
-    housekeeping.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await housekeeping
+    for task in (housekeeping, reminding):
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await state.database.close()
     jwks = state.token_verifier.jwks
     if jwks is not None:

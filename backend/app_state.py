@@ -16,6 +16,7 @@ if TYPE_CHECKING:  # imported for their types only: these modules read the state
     from backend.auth.tokens import TokenVerifier
     from backend.edge.metrics import Metrics
     from backend.store.database import Database
+    from backend.store.reminders import Reminders
 
 
 class AppState(State):
@@ -28,6 +29,7 @@ class AppState(State):
     rate_limiter: "RateLimiter | None"
     mcp: "TasksMcp | None"
     metrics: "Metrics | None"
+    reminders: "Reminders"
     metrics_token: str | None
     # (path pattern, methods) of every route, for a 405's Allow header.
     route_methods: list[tuple[re.Pattern[str], set[str]]]

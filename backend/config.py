@@ -71,6 +71,8 @@ class Settings(DatabaseSettings):
     require_if_match: bool = False
     idempotency_key_hours: float = Field(default=24, gt=0, le=24 * 365)
     sync_retention_days: float = Field(default=30, gt=0, le=3650)
+    # A reminder missed by more than this (the service was down) is skipped, not fired late.
+    reminder_max_lateness_minutes: float = Field(default=60, ge=0, le=7 * 24 * 60)
     # The MCP server at /mcp, for AI agents.
     mcp_enabled: bool = True
     # Host headers /mcp answers (DNS-rebinding protection); `host:*` allows any port.

@@ -35,6 +35,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlmodel import Field, SQLModel
 
@@ -196,6 +197,19 @@ Index(
     _TASKS.c.due_at.desc().nullslast(),
     _TASKS.c.id.desc(),
 ).ddl_if(dialect="postgresql")
+
+# Armed reminders (see `store/reminders.py`): the scheduler's scan across users is a range
+# of this index, however many tasks carry old, fired or completed reminders.
+ARMED_REMINDERS = (
+    "remind_at IS NOT NULL AND NOT completed AND deleted_at IS NULL "
+    "AND (reminded_at IS NULL OR reminded_at < remind_at)"
+)
+Index(
+    "ix_tasks_armed_reminders",
+    _TASKS.c.remind_at,
+    postgresql_where=text(ARMED_REMINDERS),
+    sqlite_where=text(ARMED_REMINDERS),
+)
 
 
 class ChangeCounter(SQLModel, table=True):

@@ -1,4 +1,5 @@
-"""Prometheus metrics: requests and latency by route template, the database pool, JWKS fetches."""
+"""Prometheus metrics: requests and latency by route template, the database pool, JWKS
+fetches, reminders fired and skipped."""
 
 import hmac
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ from backend.store.database import Database
 
 if TYPE_CHECKING:
     from backend.auth.tokens import JwksCache
+    from backend.store.reminders import Reminders
 
 # Milliseconds matter here: a task read takes a few.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -29,7 +31,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 class Metrics:
     """One registry per app, so several apps (tests, workers) never share counters."""
 
-    def __init__(self, database: Database, jwks: "JwksCache | None") -> None:
+    def __init__(self, database: Database, jwks: "JwksCache | None", reminders: "Reminders") -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "todo_api_requests",
@@ -44,7 +46,7 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(_StateCollector(database, jwks))
+        self.registry.register(_StateCollector(database, jwks, reminders))
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).inc()
@@ -54,9 +56,10 @@ class Metrics:
 class _StateCollector(Collector):
     """Read at scrape time from the pool and the JWKS cache themselves."""
 
-    def __init__(self, database: Database, jwks: "JwksCache | None") -> None:
+    def __init__(self, database: Database, jwks: "JwksCache | None", reminders: "Reminders") -> None:
         self.database = database
         self.jwks = jwks
+        self.reminders = reminders
 
     def collect(self) -> Iterator[Metric]:
         pool = self.database.pool_status()
@@ -76,6 +79,16 @@ class _StateCollector(Collector):
             fetches.add_metric(["success"], self.jwks.fetches - self.jwks.failures)
             fetches.add_metric(["failure"], self.jwks.failures)
             yield fetches
+        reminders = CounterMetricFamily(
+            "todo_api_reminders",
+            "Reminders this process handled: fired on time, fired late (after downtime, within "
+            "REMINDER_MAX_LATENESS_MINUTES), or skipped (older).",
+            labels=["outcome"],
+        )
+        reminders.add_metric(["on_time"], self.reminders.fired - self.reminders.late)
+        reminders.add_metric(["late"], self.reminders.late)
+        reminders.add_metric(["skipped"], self.reminders.skipped)
+        yield reminders
 
 
 async def metrics_endpoint(request: Request) -> Response:

@@ -6,7 +6,9 @@
   says what the change did: `task.created`, `task.updated`, `task.completed`,
   `task.reopened`, `task.deleted`, or `reminder.due` (the change that set `reminded_at`).
   Old events are purged by the server after SYNC_RETENTION_DAYS (`occurred_at`'s index).
-- `tasks.reminded_at`: when the task's reminder fired (read-only in its JSON).
+- `tasks.reminded_at`: when the task's reminder fired (read-only in its JSON), and the
+  partial index `ix_tasks_armed_reminders` on `remind_at` over the reminders still to fire,
+  which the scheduler scans across users.
 
 On SQLite the numbering triggers themselves write the event (they alone see the change's
 OLD and NEW rows and its number); on PostgreSQL an AFTER trigger beside the numbering one.
@@ -25,6 +27,12 @@ revision: str = "a7b8c9d0e1f2"
 down_revision: str | None = "f6a7b8c9d0e1"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
+
+# The reminders still to fire (a migration keeps its own copy of the condition).
+_ARMED = (
+    "remind_at IS NOT NULL AND NOT completed AND deleted_at IS NULL "
+    "AND (reminded_at IS NULL OR reminded_at < remind_at)"
+)
 
 # What a change did, from the task before (OLD) and after (NEW) it: the first that holds.
 _UPDATE_TYPE = """CASE
@@ -116,6 +124,14 @@ def _replace_sqlite_triggers(triggers: dict[str, str]) -> None:
 def upgrade() -> None:
     # A plain ALTER TABLE (not a batch rebuild, which would drop the SQLite triggers).
     op.add_column("tasks", sa.Column("reminded_at", sa.DateTime(timezone=True), nullable=True))
+    op.create_index(
+        "ix_tasks_armed_reminders",
+        "tasks",
+        ["remind_at"],
+        unique=False,
+        postgresql_where=sa.text(_ARMED),
+        sqlite_where=sa.text(_ARMED),
+    )
     op.create_table(
         "events",
         sa.Column("user_id", sa.String(length=255), nullable=False),
@@ -141,4 +157,5 @@ def downgrade() -> None:
         _replace_sqlite_triggers(_SQLITE_BEFORE)
     op.drop_index(op.f("ix_events_occurred_at"), table_name="events")
     op.drop_table("events")
+    op.drop_index("ix_tasks_armed_reminders", table_name="tasks")
     op.execute("ALTER TABLE tasks DROP COLUMN reminded_at")
