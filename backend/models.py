@@ -635,6 +635,10 @@ class TaskPublic(BaseModel):
     priority: Annotated[Priority, BeforeValidator(_priority_name)]
     due_at: AwareDatetime | None
     remind_at: AwareDatetime | None
+    reminded_at: AwareDatetime | None = PydanticField(
+        description="When the reminder at `remind_at` fired (read-only): null until it does, and "
+        "again when `remind_at` moves later, which arms it anew."
+    )
     tags: Annotated[
         list[str], BeforeValidator(_tag_list), PydanticField(description="Sorted case-insensitively.")
     ]
@@ -659,6 +663,7 @@ class TaskPublic(BaseModel):
                     "priority": "medium",
                     "due_at": "2026-11-23T17:00:00Z",
                     "remind_at": "2026-11-23T16:30:00Z",
+                    "reminded_at": None,
                     "tags": ["errands"],
                     "recurrence": "FREQ=WEEKLY;BYDAY=MO",
                     "time_zone": "Europe/Berlin",

@@ -30,7 +30,7 @@ from starlette.routing import Route
 SECRET = os.environ["BETTER_AUTH_SECRET"]
 PUBLIC = (
     "id, user_id, title, description, completed, created_at, updated_at, priority, due_at, remind_at, "
-    "recurrence, time_zone, completed_at, next_occurrence_id, version"
+    "reminded_at, recurrence, time_zone, completed_at, next_occurrence_id, version"
 )
 # A task's tags in its row, as the API reads them.
 TAGS = (
@@ -69,6 +69,7 @@ def task(row: asyncpg.Record) -> dict[str, Any]:
         "priority": PRIORITIES[row["priority"]],
         "due_at": stamp(row["due_at"]),
         "remind_at": stamp(row["remind_at"]),
+        "reminded_at": stamp(row["reminded_at"]),
         "tags": sorted(tags.split("\x1f"), key=str.casefold) if tags else [],
         "recurrence": row["recurrence"],
         "time_zone": row["time_zone"],

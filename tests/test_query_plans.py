@@ -5,13 +5,14 @@ ANALYZE for a user with 100,000)."""
 import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import psycopg
 import pytest
 
+from backend.store import reminders
 from backend.store.changes import SYNC_QUERIES
 from backend.store.database import Query
 from backend.store.task_filters import TaskFilters, list_query
@@ -36,6 +37,8 @@ SEED = [
     """INSERT INTO task_tags (task_id, tag_id)
        SELECT tasks.id, tags.id FROM tasks JOIN tags ON tags.user_id = tasks.user_id
        WHERE tasks.user_id = 'u' AND tasks.id % 50 = tags.id % 50""",
+    # Reminders on one task in 40, due from 50 minutes ago to 50 minutes ahead.
+    "UPDATE tasks SET remind_at = now() + (id % 100 - 50) * interval '1 minute' WHERE id % 40 = 0",
     "ANALYZE",
 ]
 
@@ -133,3 +136,27 @@ def test_a_cursors_page_is_a_range_of_the_sorts_index(database: Database, sort: 
     explained = plan(database, TaskFilters(), sort, "asc", after_value=value, after_id=10_000)
     assert "Seq Scan on tasks" not in explained, explained
     assert "Index" in explained, explained
+
+
+@pytest.mark.parametrize(
+    ("statement", "index"),
+    [
+        ("_DUE_OWNERS", "ix_tasks_armed_reminders"),
+        ("_MISSED", "ix_tasks_armed_reminders"),
+        ("_FIRE", "ix_tasks_user_id_remind_at"),  # one owner's due reminders
+    ],
+)
+def test_the_reminder_scans_are_index_ranges(database: Database, statement: str, index: str) -> None:
+    """The scheduler's scans across every user read the partial index that holds only the
+    reminders still to fire; firing one owner's reads that owner's; never a walk of all tasks."""
+    now = datetime.now(UTC)
+    parameters = {
+        "now": now,
+        "oldest": now - timedelta(hours=1),
+        "since": now - timedelta(days=3650),
+        "limit": 100,
+        "owner_id": "u",
+    }
+    explained = explain(database, getattr(reminders, statement), parameters)
+    assert index in explained, explained
+    assert "Seq Scan on tasks" not in explained, explained

@@ -56,6 +56,13 @@ async def test_a_due_reminder_fires_once_however_many_scans_meet_it(app: FastAPI
     assert reminders_of(app, alice.user_id) == [due["id"]]
     assert reminded_at(app, due["id"]) is not None
     assert reminded_at(app, later["id"]) is None
+    # The task's JSON says when; a client cannot say it.
+    shown = (await alice.request("GET", f"/{due['id']}")).json()
+    assert shown["reminded_at"] is not None
+    assert datetime.fromisoformat(shown["reminded_at"]) >= datetime.fromisoformat(shown["remind_at"])
+    assert due["reminded_at"] is None
+    refused = await alice.request("PATCH", f"/{later['id']}", json={"reminded_at": at(HOUR)})
+    assert refused.status_code == 422
 
 
 async def test_completed_deleted_and_reminderless_tasks_do_not_remind(app: FastAPI, alice: Caller) -> None:

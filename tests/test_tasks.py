@@ -24,6 +24,7 @@ TASK_FIELDS = {
     "priority",
     "due_at",
     "remind_at",
+    "reminded_at",
     "tags",
     "recurrence",
     "time_zone",

@@ -139,6 +139,7 @@ PUBLIC_COLUMNS = [
         "priority",
         "due_at",
         "remind_at",
+        "reminded_at",
         "recurrence",
         "time_zone",
         "completed_at",
@@ -162,6 +163,7 @@ class TaskRow(TypedDict):
     priority: int  # its rank (`PRIORITY_RANK`); the JSON shows the name
     due_at: datetime | None
     remind_at: datetime | None
+    reminded_at: datetime | None
     recurrence: str | None
     time_zone: str
     completed_at: datetime | None

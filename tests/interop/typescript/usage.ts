@@ -33,6 +33,7 @@ export function describe(task: Task): string {
   const priority: "none" | "low" | "medium" | "high" = task.priority;
   const due: string | null = task.due_at;
   const remind: string | null = task.remind_at;
+  const reminded: string | null = task.reminded_at;
   const tags: string[] = task.tags;
   const rule: string | null = task.recurrence;
   const zone: string = task.time_zone;
@@ -40,7 +41,7 @@ export function describe(task: Task): string {
   const next: number | null = task.next_occurrence_id;
   const created: string = task.created_at;
   const version: number = task.version;
-  return [id, title, description, completed, priority, due, remind, tags.join(","), rule, zone, done, next, created, version].join(" ");
+  return [id, title, description, completed, priority, due, remind, reminded, tags.join(","), rule, zone, done, next, created, version].join(" ");
 }
 
 // Incremental sync, and the headers of an offline-tolerant write.
