@@ -194,6 +194,12 @@ def test_a_422_shows_the_apis_message(browsers: Browsers) -> None:
     run_browser_test(browsers, "a 201-character title shows the API's own message and adds nothing")
 
 
+def test_the_add_form_clears_when_sent_and_keeps_what_is_typed_meanwhile(browsers: Browsers) -> None:
+    run_browser_test(
+        browsers, "the add form is cleared when a task is sent, so the next title typed meanwhile survives"
+    )
+
+
 def test_make_demo_serves_both_configured_for_each_other_and_ctrl_c_stops_both(tmp_path: Path) -> None:
     require_web_app(browser=False)
     api_port, web_port = free_port(), free_port()

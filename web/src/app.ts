@@ -286,20 +286,38 @@ $("#sign-out").addEventListener("click", () =>
 $<HTMLFormElement>("#add").addEventListener("submit", (event) => {
   event.preventDefault();
   const form = event.target as HTMLFormElement;
-  const { title, priority, due, tags } = formValues(form);
+  const sent = formValues(form);
+  const { title, priority, due, tags } = sent;
+  // Cleared as the task is sent, not when the answer comes: on a slow network the person
+  // is already typing the next one, which the answer must not wipe. A failed create gives
+  // the form back what was sent, unless something new has been typed into it meanwhile.
+  form.reset();
+  const cleared = formValues(form);
   void attempt(async () => {
-    const task = await api!.create({
-      title,
-      priority: priority as Priority,
-      due_at: fromLocalInput(due),
-      tags: tagList(tags),
-      time_zone: timeZone,
-    });
-    form.reset();
+    let task: Task;
+    try {
+      task = await api!.create({
+        title,
+        priority: priority as Priority,
+        due_at: fromLocalInput(due),
+        tags: tagList(tags),
+        time_zone: timeZone,
+      });
+    } catch (error) {
+      if (JSON.stringify(formValues(form)) === JSON.stringify(cleared)) fillForm(form, sent);
+      throw error;
+    }
     announce(`Added “${task.title}”.`);
     await loadTasks();
   });
 });
+
+function fillForm(form: HTMLFormElement, values: Record<string, string>): void {
+  for (const [name, value] of Object.entries(values)) {
+    const field = form.elements.namedItem(name);
+    if (field instanceof HTMLInputElement || field instanceof HTMLSelectElement) field.value = value;
+  }
+}
 
 viewForm.addEventListener("submit", (event) => {
   event.preventDefault();

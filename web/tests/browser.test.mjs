@@ -271,3 +271,21 @@ browserTest("a 201-character title shows the API's own message and adds nothing"
   await page.reload();
   await page.getByText("No tasks to show.").waitFor();
 });
+
+browserTest("the add form is cleared when a task is sent, so the next title typed meanwhile survives", async (newContext) => {
+  const page = await (await newContext()).newPage();
+  await signUp(page, env.WEB_URL, "Grace");
+  // A slow network: each create takes 1.5 s to leave the browser.
+  await page.route((url) => isApi(url.href), async (route) => {
+    if (route.request().method() === "POST") await new Promise((resolve) => setTimeout(resolve, 1500));
+    await route.continue();
+  });
+  const title = page.locator("#add").getByLabel("Title");
+  await title.fill("Buy milk");
+  await page.locator("#add").getByRole("button", { name: "Add task" }).click();
+  assert.equal(await title.inputValue(), "", "the form waited for the answer to clear");
+  await title.fill("Call the plumber");
+  await page.getByRole("status").filter({ hasText: "Added “Buy milk”" }).waitFor();
+  assert.equal(await title.inputValue(), "Call the plumber");
+  assert.deepEqual(await titles(page), ["Buy milk"]);
+});
