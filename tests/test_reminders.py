@@ -15,6 +15,7 @@ import pytest
 from fastapi import FastAPI
 
 from backend.auth.tokens import issue_token
+from backend.store import reminders as reminders_module
 from backend.store.reminders import Reminders, fire_reminders
 from tests.conftest import SECRET, Caller, fresh_postgres_database, migrate, run_sql
 from tests.processes import blocking, server_env, serving
@@ -179,3 +180,35 @@ async def test_three_servers_fire_every_reminder_exactly_once_even_when_one_is_k
             assert lateness[0] >= 0
             assert lateness[-1] < 3, lateness[-5:]
             assert third.process.poll() is None
+
+
+async def test_the_scheduler_outlives_a_failed_scan(
+    app: FastAPI, alice: Caller, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A scan that fails for any reason is logged, and the next one runs: a background task
+    that died would stop every reminder of the process, silently."""
+    due = await alice.create(title="after a failure", remind_at=at(-timedelta(seconds=1)))
+    real = reminders_module.fire_reminders
+    calls = 0
+
+    async def failing_once(*args: Any) -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("a scan that failed")
+        return await real(*args)
+
+    monkeypatch.setattr(reminders_module, "fire_reminders", failing_once)
+    monkeypatch.setattr(reminders_module, "EVERY_SECONDS", 0.05)
+    loop = asyncio.create_task(reminders_module.keep_reminding(app.state.database, Reminders(), HOUR))
+    try:
+        for _ in range(100):
+            if reminders_of(app, alice.user_id):
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        loop.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await loop
+    assert reminders_of(app, alice.user_id) == [due["id"]]
+    assert "a reminder scan failed" in caplog.text

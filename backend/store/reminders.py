@@ -84,15 +84,17 @@ class Reminders:
     counted_before: datetime = field(default_factory=lambda: datetime(1970, 1, 1, tzinfo=UTC))
 
 
-async def fire_reminders(db: Database, reminders: Reminders, max_lateness: timedelta) -> int:
-    """One scan: fire every due reminder of up to OWNERS_PER_SCAN owners; how many owners
-    had reminders due (OWNERS_PER_SCAN: there may be more)."""
+async def fire_reminders(db: Database, reminders: Reminders, max_lateness: timedelta) -> bool:
+    """One scan: fire every due reminder of up to OWNERS_PER_SCAN owners. True when another
+    scan should follow at once: the scan was full and fired something (a full scan of
+    owners all served elsewhere waits for the next second instead of spinning)."""
     now = utc_now()
     oldest = now - max_lateness
     missed = await db.fetch_one(_MISSED, oldest=oldest, since=reminders.counted_before)
     reminders.skipped += int(missed["missed"]) if missed else 0
     reminders.counted_before = oldest
     owners = await db.fetch_all(_DUE_OWNERS, now=now, oldest=oldest, limit=OWNERS_PER_SCAN)
+    fired_any = False
     for owner in owners:
 
         async def fire(connection: Connection, owner_id: str = owner["user_id"]) -> list[datetime]:
@@ -102,18 +104,22 @@ async def fire_reminders(db: Database, reminders: Reminders, max_lateness: timed
             return [row["remind_at"] for row in rows]
 
         fired = await db.atomic(fire)
+        fired_any = fired_any or bool(fired)
         reminders.fired += len(fired)
         reminders.late += sum(1 for remind_at in fired if now - remind_at > LATE_AFTER)
-    return len(owners)
+    return fired_any and len(owners) >= OWNERS_PER_SCAN
 
 
 async def keep_reminding(db: Database, reminders: Reminders, max_lateness: timedelta) -> None:
-    """Scan every EVERY_SECONDS until cancelled (at once again after a full scan); a
-    database away is a warning, not a crash."""
+    """Scan every EVERY_SECONDS until cancelled (at once again after a full scan). Nothing
+    stops it but cancellation: a database away is a warning, anything else is logged with
+    its traceback, and the next scan comes a second later."""
     while True:
         try:
-            if await fire_reminders(db, reminders, max_lateness) >= OWNERS_PER_SCAN:
+            if await fire_reminders(db, reminders, max_lateness):
                 continue
         except DatabaseUnavailableError as error:
             logger.warning("reminders skipped: the database is unreachable (%s)", error)
+        except Exception:
+            logger.exception("a reminder scan failed; the next one runs in %s s", EVERY_SECONDS)
         await asyncio.sleep(EVERY_SECONDS)
