@@ -2,11 +2,13 @@
 the change, numbered as sync numbers it, typed by what it did; a failed write leaves none;
 old events are purged with the tombstones."""
 
+import asyncio
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
 
+from backend.store import housekeeping
 from backend.store.housekeeping import purge
 from tests.conftest import Caller, run_sql
 
@@ -162,3 +164,34 @@ async def test_events_older_than_the_retention_are_purged(app: FastAPI, alice: C
     run_sql(url, f"UPDATE events SET occurred_at = {older} WHERE sequence = 1")
     assert (await purge(app.state.database, app.state.settings)).events == 1
     assert [sequence for sequence, _, _ in events(app, alice.user_id)] == [2]
+
+
+async def test_the_purge_outlives_a_failed_round(
+    app: FastAPI, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A round that fails for any reason is logged and the next one runs: a background task
+    that died would keep every old key, tombstone and event for good, silently."""
+    rounds = 0
+    real = housekeeping.purge
+
+    async def failing_once(*args: Any) -> housekeeping.Purged:
+        nonlocal rounds
+        rounds += 1
+        if rounds == 1:
+            raise RuntimeError("a purge that failed")
+        return await real(*args)
+
+    monkeypatch.setattr(housekeeping, "purge", failing_once)
+    monkeypatch.setattr(housekeeping, "EVERY_SECONDS", 0.05)
+    loop = asyncio.create_task(housekeeping.keep_house(app.state.database, app.state.settings))
+    try:
+        for _ in range(100):
+            if rounds >= 2:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        loop.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await loop
+    assert rounds >= 2
+    assert "a purge failed" in caplog.text

@@ -40,7 +40,9 @@ async def purge(database: Database, settings: Settings) -> Purged:
 
 
 async def keep_house(database: Database, settings: Settings) -> None:
-    """Purge now and every EVERY_SECONDS, until cancelled; a database away is a warning, not a crash."""
+    """Purge now and every EVERY_SECONDS, until cancelled. Nothing stops it but cancellation:
+    a database away is a warning, anything else is logged with its traceback, and the next
+    round comes as planned."""
     while True:
         try:
             purged = await purge(database, settings)
@@ -48,4 +50,6 @@ async def keep_house(database: Database, settings: Settings) -> None:
                 logger.info("purged", extra=purged._asdict())
         except DatabaseUnavailableError as error:
             logger.warning("purge skipped: the database is unreachable (%s)", error)
+        except Exception:
+            logger.exception("a purge failed; the next runs in %s s", EVERY_SECONDS)
         await asyncio.sleep(EVERY_SECONDS)
