@@ -27,7 +27,7 @@ def alembic_config(raw_url: str) -> Config:
     return config
 
 
-def migration_engine(raw_url: str, *, timeout_seconds: float | None = None) -> AsyncEngine:
+def migration_engine(raw_url: str) -> AsyncEngine:
     """A one-connection engine for migrating or inspecting the schema, outside the API's pool."""
     url = database_url(raw_url)
     if url.get_backend_name() == "postgresql":
@@ -36,7 +36,7 @@ def migration_engine(raw_url: str, *, timeout_seconds: float | None = None) -> A
         return create_async_engine(
             "postgresql+asyncpg://",
             poolclass=NullPool,
-            async_creator=lambda: asyncpg.connect(dsn, timeout=timeout_seconds or 60),
+            async_creator=lambda: asyncpg.connect(dsn),
         )
     return create_async_engine(url, poolclass=NullPool)
 
