@@ -6,6 +6,7 @@ Every worker runs it: the purges are idempotent DELETEs by age, each an index ra
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import NamedTuple
 
@@ -40,16 +41,29 @@ async def purge(database: Database, settings: Settings) -> Purged:
 
 
 async def keep_house(database: Database, settings: Settings) -> None:
-    """Purge now and every EVERY_SECONDS, until cancelled. Nothing stops it but cancellation:
-    a database away is a warning, anything else is logged with its traceback, and the next
-    round comes as planned."""
+    """Purge now and every EVERY_SECONDS, until cancelled."""
+
+    async def round_() -> None:
+        purged = await purge(database, settings)
+        if any(purged):
+            logger.info("purged", extra=purged._asdict())
+
+    await repeat(round_, EVERY_SECONDS, "a purge", logger)
+
+
+async def repeat(
+    work: Callable[[], Awaitable[bool | None]], every_seconds: float, what: str, log: logging.Logger
+) -> None:
+    """The server's own rounds (the purge, the reminder scan): `work` now and every
+    `every_seconds`, at once again when it returns True, until cancelled. Nothing else stops
+    it: a database away is a warning, anything else is logged with its traceback, and the
+    next round comes as planned (a background task that died would stop its work silently)."""
     while True:
         try:
-            purged = await purge(database, settings)
-            if any(purged):
-                logger.info("purged", extra=purged._asdict())
+            if await work():
+                continue
         except DatabaseUnavailableError as error:
-            logger.warning("purge skipped: the database is unreachable (%s)", error)
+            log.warning("%s was skipped: the database is unreachable (%s)", what, error)
         except Exception:
-            logger.exception("a purge failed; the next runs in %s s", EVERY_SECONDS)
-        await asyncio.sleep(EVERY_SECONDS)
+            log.exception("%s failed; the next runs in %s s", what, every_seconds)
+        await asyncio.sleep(every_seconds)

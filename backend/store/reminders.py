@@ -20,7 +20,6 @@ start (late: its `reminded_at` is past its `remind_at`); an older one is skipped
 counted, never fired: a reminder of a meeting that ended hours ago is noise.
 """
 
-import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,7 +27,8 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import DateTime, Integer, String, and_, bindparam, false, func, or_, select, update
 
 from backend.models import utc_now
-from backend.store.database import Connection, Database, DatabaseUnavailableError, Query
+from backend.store.database import Connection, Database, Query
+from backend.store.housekeeping import repeat
 from backend.store.tables import CHANGE_COUNTERS, TASKS
 
 logger = logging.getLogger("backend.reminders")
@@ -111,15 +111,7 @@ async def fire_reminders(db: Database, reminders: Reminders, max_lateness: timed
 
 
 async def keep_reminding(db: Database, reminders: Reminders, max_lateness: timedelta) -> None:
-    """Scan every EVERY_SECONDS until cancelled (at once again after a full scan). Nothing
-    stops it but cancellation: a database away is a warning, anything else is logged with
-    its traceback, and the next scan comes a second later."""
-    while True:
-        try:
-            if await fire_reminders(db, reminders, max_lateness):
-                continue
-        except DatabaseUnavailableError as error:
-            logger.warning("reminders skipped: the database is unreachable (%s)", error)
-        except Exception:
-            logger.exception("a reminder scan failed; the next one runs in %s s", EVERY_SECONDS)
-        await asyncio.sleep(EVERY_SECONDS)
+    """Scan every EVERY_SECONDS until cancelled (at once again after a full scan)."""
+    await repeat(
+        lambda: fire_reminders(db, reminders, max_lateness), EVERY_SECONDS, "a reminder scan", logger
+    )
