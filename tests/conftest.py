@@ -37,7 +37,8 @@ from sqlalchemy.engine import Engine, make_url
 from backend.api.mcp.server import create_mcp
 from backend.app import create_app
 from backend.auth.tokens import issue_token
-from backend.config import Settings
+from backend.cli import main
+from backend.config import Settings, get_settings
 from backend.store.schema import alembic_config
 
 SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
@@ -255,6 +256,28 @@ def migrate(url: str, revision: str = "head") -> None:
     # anyio may already be running one in this thread.
     with ThreadPoolExecutor(max_workers=1) as thread:
         thread.submit(command.upgrade, alembic_config(url), revision).result()
+
+
+@pytest.fixture
+def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Any:
+    """Runs `todo-api` in-process, in an empty directory, with only the given settings."""
+
+    def run(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
+        for variable in list(os.environ):
+            if variable.startswith(("BETTER_AUTH_", "JWT_", "JWKS_", "DATABASE_", "LOG_", "CORS_")):
+                monkeypatch.delenv(variable)
+        for variable, value in env.items():
+            monkeypatch.setenv(variable, value)
+        monkeypatch.chdir(tmp_path)
+        get_settings.cache_clear()
+        try:
+            code = main(list(args))
+        finally:
+            get_settings.cache_clear()
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
 
 
 @pytest.fixture

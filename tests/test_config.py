@@ -1,14 +1,12 @@
 """Settings: URLs as users paste them, and start-up errors that name the variable in one line."""
 
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
-from backend.cli import main
-from backend.config import Settings, describe_validation_error, get_settings
+from backend.config import Settings, describe_validation_error
 from backend.store.database import database_url
 from tests.conftest import http_client, make_settings, running_app, sign_in
 
@@ -57,28 +55,6 @@ def test_cors_origins_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("CORS_ORIGINS", "https://app.example, http://localhost:3000 ,")
     settings = Settings(_env_file=None, better_auth_secret=SECRET)  # type: ignore[call-arg]
     assert settings.cors_origins == ["https://app.example", "http://localhost:3000"]
-
-
-@pytest.fixture
-def cli(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Any:
-    """Runs `todo-api` in-process, in an empty directory, with only the given settings."""
-
-    def run(*args: str, env: dict[str, str]) -> tuple[int, str, str]:
-        for variable in list(os.environ):
-            if variable.startswith(("BETTER_AUTH_", "JWT_", "JWKS_", "DATABASE_", "LOG_", "CORS_")):
-                monkeypatch.delenv(variable)
-        for variable, value in env.items():
-            monkeypatch.setenv(variable, value)
-        monkeypatch.chdir(tmp_path)
-        get_settings.cache_clear()
-        try:
-            code = main(list(args))
-        finally:
-            get_settings.cache_clear()
-        captured = capsys.readouterr()
-        return code, captured.out, captured.err
-
-    return run
 
 
 @pytest.mark.parametrize(

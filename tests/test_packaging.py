@@ -17,34 +17,22 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
-from backend.cli import main
-from backend.config import get_settings
 from backend.store.schema import MIGRATIONS, check_schema, compare
 from tests.conftest import BACKENDS, SECRET, fresh_database, migrate, postgres_admin_url, run_sql
 from tests.faults import fault_proxy
-from tests.processes import free_port, server_env, wait_until_answering
+from tests.processes import TODO_API, free_port, server_env, wait_until_answering
 
 ROOT = Path(__file__).resolve().parent.parent
 # The first and the latest revision of the project's own history.
 FIRST = "9a25722cd9f9"
 
 
-@pytest.fixture
-def serve(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Any:
-    """`todo-api serve` in-process against `database_url`: what it prints when it refuses."""
-
-    def run(database_url: str) -> tuple[int, str]:
-        monkeypatch.setenv("DATABASE_URL", database_url)
-        monkeypatch.setenv("BETTER_AUTH_SECRET", SECRET)
-        monkeypatch.chdir(tmp_path)
-        get_settings.cache_clear()
-        try:
-            code = main(["serve", "--port", str(free_port())])
-        finally:
-            get_settings.cache_clear()
-        return code, capsys.readouterr().err
-
-    return run
+def serve(cli: Any, database_url: str) -> tuple[int, str]:
+    """`todo-api serve` in-process against `database_url`: its status and what it printed."""
+    code, _, stderr = cli(
+        "serve", "--port", str(free_port()), env={"DATABASE_URL": database_url, "BETTER_AUTH_SECRET": SECRET}
+    )
+    return code, stderr
 
 
 @pytest.fixture(params=BACKENDS)
@@ -53,17 +41,17 @@ def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[s
         yield url
 
 
-def test_serve_refuses_a_database_without_a_schema(serve: Any, empty_database: str) -> None:
-    code, stderr = serve(empty_database)
+def test_serve_refuses_a_database_without_a_schema(cli: Any, empty_database: str) -> None:
+    code, stderr = serve(cli, empty_database)
     assert code == 1
     assert stderr.strip().splitlines() == [
         "error: the database has no schema yet; run `todo-api migrate` first"
     ]
 
 
-def test_serve_refuses_a_schema_behind_it_naming_both_revisions(serve: Any, empty_database: str) -> None:
+def test_serve_refuses_a_schema_behind_it_naming_both_revisions(cli: Any, empty_database: str) -> None:
     migrate(empty_database, FIRST)
-    code, stderr = serve(empty_database)
+    code, stderr = serve(cli, empty_database)
     assert code == 1
     [line] = stderr.strip().splitlines()
     head = next(iter(compare(frozenset()).expected))
@@ -95,7 +83,7 @@ def test_serve_starts_when_the_database_does_not_answer_and_ready_says_so(tmp_pa
     log_path = tmp_path / "server.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "todo-api"), "serve", "--port", str(port)],
+            [TODO_API, "serve", "--port", str(port)],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -166,7 +154,7 @@ def test_migrations_started_at_once_take_turns(tmp_path: Path) -> None:
         env = {**os.environ, "DATABASE_URL": url}
         migrations = [
             subprocess.Popen(
-                [str(Path(sys.executable).parent / "todo-api"), "migrate"],
+                [TODO_API, "migrate"],
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
