@@ -4,20 +4,19 @@ exactly as the Containerfiles say, and PostgreSQL databases of this run's own on
 import json
 import os
 import shutil
-import socket
 import subprocess
 import time
 import tomllib
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
-from psycopg import sql
+from sqlalchemy.engine import make_url
+
+from tests.conftest import fresh_postgres_database
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 CONTAINERS_CONF = ROOT / "deploy" / "local" / "containers.conf"
@@ -29,7 +28,6 @@ POSTGRES_STANDIN = "localhost/postgres-standin:15"
 # Containers reach the host's loopback (its PostgreSQL) at this address through slirp4netns.
 HOST_NETWORK = "slirp4netns:allow_host_loopback=true"
 HOST_FROM_CONTAINER = "10.0.2.2"
-ADMIN_URL = os.environ.get("IMAGE_TEST_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 SECRET = "image-test-secret-that-is-long-enough-for-hs256"
 
 # What this machine's builds need to reach PyPI, npm and Debian through a TLS-intercepting
@@ -68,13 +66,6 @@ def inspect(image_or_container: str) -> dict[str, object]:
     return found[0]
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def wait_for(url: str, timeout: float = 60, status: int = 200) -> httpx.Response:
     deadline = time.monotonic() + timeout
     last: object = None
@@ -92,35 +83,20 @@ def wait_for(url: str, timeout: float = 60, status: int = 200) -> httpx.Response
 
 @dataclass
 class Database:
-    name: str
+    """A PostgreSQL database of this test's own, as the host and as a container reach it."""
 
-    @property
-    def host_url(self) -> str:
-        return ADMIN_URL.rsplit("/", 1)[0] + f"/{self.name}"
+    host_url: str
 
     @property
     def container_url(self) -> str:
-        return self.host_url.replace("127.0.0.1", HOST_FROM_CONTAINER).replace(
-            "localhost", HOST_FROM_CONTAINER
-        )
-
-
-@contextmanager
-def fresh_database() -> Iterator[Database]:
-    name = f"todo_image_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield Database(name)
-    finally:
-        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        url = make_url(self.host_url)
+        return url.set(host=HOST_FROM_CONTAINER).render_as_string(hide_password=False)
 
 
 @pytest.fixture
 def database() -> Iterator[Database]:
-    with fresh_database() as created:
-        yield created
+    with fresh_postgres_database() as url:
+        yield Database(url)
 
 
 # Planted in the build context beside the checkout's files, as a developer's checkout has

@@ -30,11 +30,11 @@ from deploy.tests.conftest import (
     SECRET,
     VERSION,
     Database,
-    free_port,
     inspect,
     podman,
     wait_for,
 )
+from tests.processes import free_port
 
 MB = 1_000_000
 
