@@ -14,11 +14,13 @@ from fastapi.routing import APIRoute
 from starlette.routing import Route
 
 from backend.api.docs import docs_routes
+from backend.api.event_stream import EventHub, Rendering
 from backend.api.mcp.server import MCP_PATH, McpEndpoint, create_mcp
 from backend.api.openapi import DESCRIPTION, OPENAPI_URL, openapi_schema
-from backend.api.rest import changes, operations, tags, tasks
+from backend.api.rest import changes, events, operations, tags, tasks
 from backend.api.rest.operations import READY
 from backend.api.shared import Services
+from backend.api.webhooks import WebhookSender
 from backend.app_state import AppState
 from backend.auth.rate_limit import create_rate_limiter
 from backend.auth.tokens import JwksCache, TokenVerifier
@@ -34,8 +36,10 @@ from backend.edge.middleware import (
     UnexpectedErrorMiddleware,
 )
 from backend.errors import index_route_methods, install_error_handlers
-from backend.store.database import create_database
+from backend.store.database import Database, create_database
+from backend.store.database.urls import asyncpg_dsn
 from backend.store.housekeeping import keep_house
+from backend.store.notifications import PostgresListener
 from backend.store.reminders import Reminders, keep_reminding
 
 __all__ = ["READY", "TodoApi", "create_app"]
@@ -59,7 +63,13 @@ def create_app(settings: Settings | None = None) -> TodoApi:
         # of its own that each request is matched through twice, 9% of a task
         # read's CPU instructions (callgrind). The router carries its own prefix,
         # tags and responses, so including it would add nothing else.
-        routes=[*tasks.router.routes, *changes.router.routes, *tags.router.routes, *operations.router.routes],
+        routes=[
+            *tasks.router.routes,
+            *changes.router.routes,
+            *tags.router.routes,
+            *events.router.routes,
+            *operations.router.routes,
+        ],
         title="Todo API",
         description=DESCRIPTION,
         version=version("todo-api"),
@@ -119,9 +129,31 @@ def services(settings: Settings) -> AppState:
     state.rate_limiter = rate_limiter
     state.mcp = create_mcp(shared) if settings.mcp_enabled else None
     state.reminders = Reminders()
-    state.metrics = Metrics(database, jwks, state.reminders) if settings.metrics_enabled else None
+    state.event_hub, state.listener = event_hub(settings, database)
+    state.webhooks = (
+        WebhookSender(database, settings, state.event_hub.rendering) if settings.webhook_url else None
+    )
+    state.metrics = Metrics(state) if settings.metrics_enabled else None
     state.metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
     return state
+
+
+def event_hub(settings: Settings, database: Database) -> tuple[EventHub, PostgresListener | None]:
+    """The event streams' hub, and what wakes it: on PostgreSQL a LISTEN connection of its
+    own, opened with the first stream; on SQLite the database itself."""
+    rendering = Rendering(source=settings.public_url, type_prefix=settings.event_type_prefix)
+    hub = EventHub(database, rendering, heartbeat_seconds=settings.stream_heartbeat_seconds)
+    if database.dialect != "postgresql":
+        database.after_user_work = hub.wake
+        return hub, None
+    listener = PostgresListener(
+        asyncpg_dsn(settings.listen_url),
+        wake=hub.wake,
+        wake_all=hub.wake_all,
+        timeout_seconds=settings.database_timeout_seconds,
+    )
+    hub.on_first_stream = listener.start
+    return hub, listener
 
 
 def middleware(app: FastAPI, settings: Settings, state: AppState) -> None:
@@ -175,14 +207,22 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     housekeeping = asyncio.create_task(keep_house(state.database, state.settings))
     lateness = timedelta(minutes=state.settings.reminder_max_lateness_minutes)
     reminding = asyncio.create_task(keep_reminding(state.database, state.reminders, lateness))
+    background = [housekeeping, reminding]
+    if state.webhooks is not None:
+        background.append(asyncio.create_task(state.webhooks.run()))
     async with contextlib.AsyncExitStack() as stack:
         if state.mcp is not None:
             await stack.enter_async_context(state.mcp.session_manager.run())
         yield
-    for task in (housekeeping, reminding):
+    for task in background:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    if state.webhooks is not None:
+        await state.webhooks.aclose()
+    await state.event_hub.aclose()
+    if state.listener is not None:
+        await state.listener.aclose()
     await state.database.close()
     jwks = state.token_verifier.jwks
     if jwks is not None:

@@ -7,11 +7,13 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL
+from standardwebhooks.webhooks import EmptyWebhookSecretError, Webhook
 
 from backend.auth.tokens import HS256, KEY_TYPE_FOR_ALGORITHM
 from backend.store.database import database_url
 
 MIN_SECRET_LENGTH = 32
+MIN_WEBHOOK_KEY_BYTES = 24  # Standard Webhooks' own secrets are 24 to 64 bytes
 
 
 class DatabaseSettings(BaseSettings):
@@ -73,6 +75,24 @@ class Settings(DatabaseSettings):
     sync_retention_days: float = Field(default=30, gt=0, le=3650)
     # A reminder missed by more than this (the service was down) is skipped, not fired late.
     reminder_max_lateness_minutes: float = Field(default=60, ge=0, le=7 * 24 * 60)
+    # A direct (not pooled) PostgreSQL URL for the event stream's LISTEN, which a
+    # transaction-mode pooler (Neon's -pooler host) cannot serve; DATABASE_URL if unset.
+    database_direct_url: str | None = None
+    # What an event's CloudEvents `type` starts with: `todo.task.created`.
+    event_type_prefix: str = Field(default="todo.", max_length=100, pattern=r"^[A-Za-z0-9._-]*$")
+    # Open event streams per user and worker (a tab or device each); one more is a 429.
+    streams_per_user: int = Field(default=10, ge=1, le=100_000)
+    # A comment line on every open stream this often: below a proxy's idle timeout.
+    stream_heartbeat_seconds: float = Field(default=15, ge=1, le=300)
+    # Where every event is POSTed (comma-separated URLs), signed with WEBHOOK_SECRET
+    # (Standard Webhooks' whsec_ form); retried with exponential backoff from
+    # WEBHOOK_RETRY_BASE_SECONDS (x4 each time, at most 10 h apart) for WEBHOOK_MAX_ATTEMPTS
+    # tries (10: about 27 hours), then given up.
+    webhook_url: Annotated[list[str], NoDecode] = []
+    webhook_secret: SecretStr | None = None
+    webhook_timeout_seconds: float = Field(default=5, gt=0, le=60)
+    webhook_retry_base_seconds: float = Field(default=5, gt=0, le=3600)
+    webhook_max_attempts: int = Field(default=10, ge=1, le=50)
     # The MCP server at /mcp, for AI agents.
     mcp_enabled: bool = True
     # Host headers /mcp answers (DNS-rebinding protection); `host:*` allows any port.
@@ -100,7 +120,47 @@ class Settings(DatabaseSettings):
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/") if value else None
 
-    @field_validator("cors_origins", "jwt_algorithms", "allowed_hosts", "mcp_allowed_hosts", mode="before")
+    @field_validator("database_direct_url")
+    @classmethod
+    def _direct_url_is_postgresql(cls, value: str | None) -> str | None:
+        if value is not None and database_url(value).get_backend_name() != "postgresql":
+            raise ValueError("must be a postgresql:// URL (the event stream's LISTEN connection)")
+        return value
+
+    @property
+    def listen_url(self) -> URL:
+        """Where the event stream LISTENs: DATABASE_DIRECT_URL, or DATABASE_URL."""
+        return database_url(self.database_direct_url or self.database_url)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_urls_are_http(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if urlsplit(url).scheme not in {"http", "https"} or not urlsplit(url).netloc:
+                raise ValueError(f"{url!r} is not an http:// or https:// URL")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret_is_standard(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            # The message must not echo the value: it is printed at start-up.
+            try:
+                key = Webhook(value.get_secret_value())._whsecret
+            except (ValueError, EmptyWebhookSecretError):
+                raise ValueError("must be a Standard Webhooks secret: whsec_ and base64") from None
+            if len(key) < MIN_WEBHOOK_KEY_BYTES:
+                raise ValueError(f"must hold at least {MIN_WEBHOOK_KEY_BYTES} bytes (base64 after whsec_)")
+        return value
+
+    @field_validator(
+        "cors_origins",
+        "jwt_algorithms",
+        "allowed_hosts",
+        "mcp_allowed_hosts",
+        "webhook_url",
+        mode="before",
+    )
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
@@ -113,6 +173,8 @@ class Settings(DatabaseSettings):
         "better_auth_jwks_url",
         "jwt_issuer",
         "jwt_audience",
+        "database_direct_url",
+        "webhook_secret",
         mode="before",
     )
     @classmethod
@@ -134,6 +196,16 @@ class Settings(DatabaseSettings):
     @classmethod
     def _lowercase_level(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _webhooks_are_signed(self) -> Self:
+        if self.webhook_url and self.webhook_secret is None:
+            raise ValueError(
+                "WEBHOOK_URL is set but WEBHOOK_SECRET is not: webhooks are always signed "
+                '(make one with: python -c "import base64,os; '
+                "print('whsec_' + base64.b64encode(os.urandom(32)).decode())\")"
+            )
+        return self
 
     @model_validator(mode="after")
     def _derive_token_settings(self) -> Self:

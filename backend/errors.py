@@ -98,6 +98,19 @@ class UserBusy(ProblemError):
         )
 
 
+class TooManyStreams(ProblemError):
+    """One user's open event streams on this server, at STREAMS_PER_USER (`api/rest/events.py`)."""
+
+    status = HTTPStatus.TOO_MANY_REQUESTS
+
+    def __init__(self, cap: int) -> None:
+        super().__init__(
+            f"this user already has {cap} open event streams on this server, the most allowed "
+            "(STREAMS_PER_USER); close one, or retry shortly",
+            headers={"Retry-After": "5"},
+        )
+
+
 class Conflict(ProblemError):
     status = HTTPStatus.CONFLICT
 

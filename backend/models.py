@@ -240,6 +240,36 @@ class Event(SQLModel, table=True):
     occurred_at: datetime = Field(sa_column=_timestamp_column())
 
 
+class WebhookEndpoint(SQLModel, table=True):
+    """A URL of WEBHOOK_URL, as the servers configured with it register it (`store/webhooks.py`).
+    The events trigger queues a delivery of each event to every active endpoint; one no
+    server has named for an hour is made inactive, and its deliveries dropped."""
+
+    __tablename__ = "webhook_endpoints"
+
+    id: int | None = Field(default=None, sa_column=Column(Integer, primary_key=True))
+    url: str = Field(max_length=2048, unique=True)
+    active: bool = Field(default=True)
+    seen_at: datetime = Field(sa_column=_timestamp_column())
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """An event still to be delivered to an endpoint: queued by the events trigger in the
+    change's own transaction, deleted once delivered or given up (`store/webhooks.py`)."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index(None, "endpoint_id", "next_attempt_at"),)
+
+    endpoint_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("webhook_endpoints.id", ondelete="CASCADE"), primary_key=True)
+    )
+    user_id: str = Field(primary_key=True, max_length=USER_ID_MAX_LENGTH)
+    sequence: int = Field(sa_column=Column(BigInteger, primary_key=True))
+    attempts: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    next_attempt_at: datetime = Field(sa_column=_timestamp_column())
+    leased_until: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
 class IdempotencyKey(SQLModel, table=True):
     """A request key and the answer stored with its effect, for replays."""
 

@@ -241,7 +241,17 @@ def run_sql(url: str, statement: str) -> list[Row[Any]]:
 
 # Emptied one by one: the tests' own SQLite connections do not enforce foreign keys, so
 # nothing cascades.
-TABLES = ("task_tags", "tags", "tasks", "events", "idempotency_keys", "change_counters", "users")
+TABLES = (
+    "task_tags",
+    "tags",
+    "tasks",
+    "events",
+    "webhook_deliveries",
+    "webhook_endpoints",
+    "idempotency_keys",
+    "change_counters",
+    "users",
+)
 
 
 def empty_tables(url: str) -> None:

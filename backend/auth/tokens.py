@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -53,6 +53,7 @@ class TokenClaims:
     subject: str
     email: str | None = None
     name: str | None = None
+    expires_at: float | None = None  # `exp`, in seconds since the epoch: when a stream ends
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +220,8 @@ class TokenVerifier:
             raise InvalidTokenError("the token's algorithm is not accepted")
         key = self.secret if algorithm == HS256 else await self._public_key(header, algorithm)
         payload = self._decode(token, key, algorithm)
-        return claims_from_payload(payload), float(payload["exp"])
+        expires_at = float(payload["exp"])
+        return replace(claims_from_payload(payload), expires_at=expires_at), expires_at
 
     async def _public_key(self, header: Mapping[str, Any], algorithm: str) -> Any:
         kid = header.get("kid")

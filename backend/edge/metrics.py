@@ -1,5 +1,5 @@
 """Prometheus metrics: requests and latency by route template, the database pool, JWKS
-fetches, reminders fired and skipped."""
+fetches, reminders fired and skipped, open event streams, webhook deliveries."""
 
 import hmac
 from collections.abc import Iterator
@@ -18,11 +18,9 @@ from prometheus_client.registry import Collector
 
 from backend.app_state import state_of
 from backend.errors import NotAuthenticated
-from backend.store.database import Database
 
 if TYPE_CHECKING:
-    from backend.auth.tokens import JwksCache
-    from backend.store.reminders import Reminders
+    from backend.app_state import AppState
 
 # Milliseconds matter here: a task read takes a few.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -31,7 +29,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2
 class Metrics:
     """One registry per app, so several apps (tests, workers) never share counters."""
 
-    def __init__(self, database: Database, jwks: "JwksCache | None", reminders: "Reminders") -> None:
+    def __init__(self, state: "AppState") -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "todo_api_requests",
@@ -46,7 +44,7 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
-        self.registry.register(_StateCollector(database, jwks, reminders))
+        self.registry.register(_StateCollector(state))
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         self.requests.labels(route, method, str(status)).inc()
@@ -56,13 +54,12 @@ class Metrics:
 class _StateCollector(Collector):
     """Read at scrape time from the pool and the JWKS cache themselves."""
 
-    def __init__(self, database: Database, jwks: "JwksCache | None", reminders: "Reminders") -> None:
-        self.database = database
-        self.jwks = jwks
-        self.reminders = reminders
+    def __init__(self, state: "AppState") -> None:
+        self.state = state
 
     def collect(self) -> Iterator[Metric]:
-        pool = self.database.pool_status()
+        state = self.state
+        pool = state.database.pool_status()
         in_use = GaugeMetricFamily("todo_api_db_pool_in_use", "Database connections checked out.")
         in_use.add_metric([], pool.in_use)
         yield in_use
@@ -72,12 +69,13 @@ class _StateCollector(Collector):
         waiting = GaugeMetricFamily("todo_api_db_pool_waiting", "Requests waiting for a pooled connection.")
         waiting.add_metric([], pool.waiting)
         yield waiting
-        if self.jwks is not None:
+        jwks = state.token_verifier.jwks
+        if jwks is not None:
             fetches = CounterMetricFamily(
                 "todo_api_jwks_fetches", "Fetches of Better Auth's JWKS, by outcome.", labels=["outcome"]
             )
-            fetches.add_metric(["success"], self.jwks.fetches - self.jwks.failures)
-            fetches.add_metric(["failure"], self.jwks.failures)
+            fetches.add_metric(["success"], jwks.fetches - jwks.failures)
+            fetches.add_metric(["failure"], jwks.failures)
             yield fetches
         reminders = CounterMetricFamily(
             "todo_api_reminders",
@@ -85,10 +83,25 @@ class _StateCollector(Collector):
             "REMINDER_MAX_LATENESS_MINUTES), or skipped (older).",
             labels=["outcome"],
         )
-        reminders.add_metric(["on_time"], self.reminders.fired - self.reminders.late)
-        reminders.add_metric(["late"], self.reminders.late)
-        reminders.add_metric(["skipped"], self.reminders.skipped)
+        reminders.add_metric(["on_time"], state.reminders.fired - state.reminders.late)
+        reminders.add_metric(["late"], state.reminders.late)
+        reminders.add_metric(["skipped"], state.reminders.skipped)
         yield reminders
+        streams = GaugeMetricFamily("todo_api_event_streams", "Event streams open on this process.")
+        streams.add_metric([], state.event_hub.streams)
+        yield streams
+        if state.webhooks is not None:
+            counts = state.webhooks.counts
+            deliveries = CounterMetricFamily(
+                "todo_api_webhook_deliveries",
+                "Webhook tries by this process: delivered (a 2xx), failed (tried again later), "
+                "given up (after WEBHOOK_MAX_ATTEMPTS).",
+                labels=["outcome"],
+            )
+            deliveries.add_metric(["delivered"], counts.delivered)
+            deliveries.add_metric(["failed"], counts.failed)
+            deliveries.add_metric(["given_up"], counts.given_up)
+            yield deliveries
 
 
 async def metrics_endpoint(request: Request) -> Response:

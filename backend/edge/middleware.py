@@ -195,6 +195,7 @@ class DeadlineMiddleware:
             request.cancel()
 
         deadline = asyncio.get_running_loop().call_later(self.seconds, on_deadline)
+        scope[_DEADLINE] = deadline
         try:
             await self.app(scope, receive, guarded_send)
         except BaseException as error:
@@ -213,3 +214,14 @@ class DeadlineMiddleware:
 
 async def _nothing() -> None:
     return None
+
+
+_DEADLINE = "todo_api.deadline"
+
+
+def lift_deadline(scope: Scope) -> None:
+    """No deadline for this request from now on: an event stream, which has limits of its
+    own (its token's expiry, the per-user cap), once it has been admitted."""
+    deadline = scope.get(_DEADLINE)
+    if isinstance(deadline, asyncio.TimerHandle):
+        deadline.cancel()

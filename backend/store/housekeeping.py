@@ -1,5 +1,6 @@
 """What the server purges by itself, so that no cron job needs setting up: request keys
-older than IDEMPOTENCY_KEY_HOURS, and tombstones and events older than SYNC_RETENTION_DAYS.
+older than IDEMPOTENCY_KEY_HOURS, tombstones and events older than SYNC_RETENTION_DAYS, and the
+webhook deliveries queued for an endpoint no server names any more (`store/webhooks.py`).
 
 Every worker runs it: the purges are idempotent DELETEs by age, each an index range.
 """
@@ -12,7 +13,7 @@ from typing import NamedTuple
 
 from backend.config import Settings
 from backend.models import utc_now
-from backend.store import changes, events, idempotency
+from backend.store import changes, events, idempotency, webhooks
 from backend.store.database import Database, DatabaseUnavailableError
 
 logger = logging.getLogger("backend.housekeeping")
@@ -25,6 +26,7 @@ class Purged(NamedTuple):
     idempotency_keys: int
     tombstones: int
     events: int
+    webhook_deliveries: int = 0
 
 
 async def purge(database: Database, settings: Settings) -> Purged:
@@ -37,6 +39,7 @@ async def purge(database: Database, settings: Settings) -> Purged:
         ),
         tombstones=await changes.purge_tombstones(database, retention),
         events=await events.purge_events(database, retention),
+        webhook_deliveries=await webhooks.forget_endpoints(database, now),
     )
 
 

@@ -168,6 +168,10 @@ class Database(ABC):
     """Whether a statement may write in its WITH clause (PostgreSQL: yes; SQLite: no)."""
     in_transaction = False
     """Whether every statement joins one transaction already open (see `InTransaction`)."""
+    after_user_work: Callable[[str], None] | None = None
+    """Told the user id after each of a user's statements or transactions has ended, on
+    SQLite: how the event stream learns of a commit there (one process), where PostgreSQL
+    tells every process with NOTIFY (`store/notifications.py`)."""
 
     def __init__(self, timeout_seconds: float, pool_size: int) -> None:
         self.timeout_seconds = timeout_seconds
@@ -178,6 +182,11 @@ class Database(ABC):
         self.waiting = 0  # requests waiting for a connection, for the metrics
         self.conflicts_retried = 0  # deadlocks and serialization failures run again
         self._shares: dict[str, _Share] = {}
+
+    def user_worked(self, user_id: str) -> None:
+        """A user's statement or transaction ended (its writes, if any, committed)."""
+        if self.after_user_work is not None:
+            self.after_user_work(user_id)
 
     @abstractmethod
     def connection(self) -> AbstractAsyncContextManager[Connection]:
@@ -313,16 +322,20 @@ class UserShare(Database):
     async def using(self, work: "Work[T]") -> T:
         await self.inner.take_share(self.user_id)
         try:
-            return await self.inner.using(work)
+            done = await self.inner.using(work)
         finally:
             self.inner.give_share(self.user_id)
+        self.inner.user_worked(self.user_id)
+        return done
 
     async def atomic(self, work: "Work[T]") -> T:
         await self.inner.take_share(self.user_id)
         try:
-            return await self.inner.atomic(work)
+            done = await self.inner.atomic(work)
         finally:
             self.inner.give_share(self.user_id)
+        self.inner.user_worked(self.user_id)
+        return done
 
     def for_user(self, user_id: str) -> Database:
         return self if user_id == self.user_id else self.inner.for_user(user_id)
