@@ -19,6 +19,7 @@ OPERATIONS = {
     ("delete", "/api/{user_id}/tasks"): "deleteCompletedTasks",
     ("get", "/api/{user_id}/tasks/stats"): "getTaskStats",
     ("get", "/api/{user_id}/tasks/changes"): "getTaskChanges",
+    ("get", "/api/{user_id}/events"): "streamEvents",
     ("get", "/api/{user_id}/tags"): "listTags",
     ("patch", "/api/{user_id}/tags/{tag_id}"): "renameTag",
     ("delete", "/api/{user_id}/tags/{tag_id}"): "deleteTag",
