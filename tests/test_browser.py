@@ -264,3 +264,13 @@ def test_the_pages_typescript_type_checks() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_change_in_one_tab_shows_in_another_within_a_second(browsers: Browsers) -> None:
+    run_browser_test(
+        browsers, "a change made in one tab shows in another tab of the same person within a second"
+    )
+
+
+def test_a_due_reminder_shows_in_the_page_and_as_a_notification(browsers: Browsers) -> None:
+    run_browser_test(browsers, "a reminder shows in the page, and as a notification, when it is due")

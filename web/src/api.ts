@@ -1,6 +1,7 @@
 // The task API, as a browser on another origin calls it: a Better Auth token in memory,
 // one fresh token and one retry on a 401, problem+json turned into messages, the headers
 // CORS lets the page read (ETag, X-Total-Count, Link).
+import { fetchEventSource, type EventSourceMessage } from "@microsoft/fetch-event-source";
 import { createAuthClient } from "better-auth/client";
 import { jwtClient } from "better-auth/client/plugins";
 
@@ -16,10 +17,22 @@ export interface Task {
   completed: boolean;
   priority: Priority;
   due_at: string | null;
+  remind_at?: string | null;
+  reminded_at?: string | null;
   tags: string[];
   version: number;
   created_at: string;
   updated_at: string;
+}
+
+/** A CloudEvent of the stream (`data:` of each message; `data.data` is the task). */
+export interface TaskEvent {
+  id: string;
+  type: string;
+  subject: string;
+  sequence: string;
+  late?: boolean;
+  data: Partial<Task> & { id: number; deleted_at?: string };
 }
 
 export interface TaskPage {
@@ -158,6 +171,46 @@ export class TaskApi {
       headers: { "If-Match": `"${version}"` },
     });
     return (await response.json()) as Task;
+  }
+
+  /**
+   * The person's events as they happen, until `signal` aborts: `onEvent` gets each message
+   * (`event` is its type: task.created, task.updated, ..., reminder.due, or reset). A browser's
+   * EventSource cannot send an Authorization header, so this is fetch-based; it comes back
+   * after every end (a token expires; the server restarts) with a fresh token and the last
+   * event's id in Last-Event-ID, so nothing is missed.
+   */
+  async streamEvents(onEvent: (message: EventSourceMessage) => void, signal: AbortSignal): Promise<void> {
+    let lastId: string | null = null;
+    while (!signal.aborted) {
+      try {
+        const token = this.token ?? (await this.freshToken());
+        const headers: Record<string, string> = { Authorization: `Bearer ${token}` };
+        if (lastId) headers["Last-Event-ID"] = lastId;
+        await fetchEventSource(`${this.baseUrl}/api/${encodeURIComponent(this.userId)}/events`, {
+          headers,
+          signal,
+          openWhenHidden: true, // a reminder is due in a background tab too
+          onopen: async (response) => {
+            if (response.status === 401) this.token = null;
+            if (!response.ok) throw new ApiError(response.status, await problemMessage(response));
+          },
+          onmessage: (message) => {
+            if (message.id) lastId = message.id;
+            if (message.event) onEvent(message);
+          },
+          onclose: () => {
+            throw new Error("the stream ended"); // reconnect below, with a fresh token if need be
+          },
+          onerror: (error: unknown) => {
+            throw error; // our loop retries, not the library's (it would reuse the old token)
+          },
+        });
+      } catch {
+        if (signal.aborted) return;
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+      }
+    }
   }
 
   async remove(id: number, version: number): Promise<void> {

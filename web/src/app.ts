@@ -1,6 +1,6 @@
 // The page: Better Auth's client for signing in, the task API for everything else. No UI
 // framework: the DOM, built with a small helper (never innerHTML: titles are user input).
-import { ApiError, authClient, NetworkError, type Priority, type Task, TaskApi } from "./api";
+import { ApiError, authClient, NetworkError, type Priority, type Task, TaskApi, type TaskEvent } from "./api";
 
 const apiUrl = document.querySelector<HTMLMetaElement>('meta[name="todo-api-url"]')!.content;
 const $ = <T extends HTMLElement>(selector: string): T => document.querySelector<T>(selector)!;
@@ -160,7 +160,10 @@ function editForm(task: Task): HTMLFormElement {
     h("button", { type: "submit" }, "Save"),
     h("button", { type: "button", class: "cancel" }, "Cancel"),
   );
-  form.querySelector(".cancel")!.addEventListener("click", () => form.remove());
+  form.querySelector(".cancel")!.addEventListener("click", () => {
+    form.remove();
+    if (staleList) void attempt(loadTasks);
+  });
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const fields = new FormData(form);
@@ -192,6 +195,7 @@ function editForm(task: Task): HTMLFormElement {
 }
 
 async function loadTasks(): Promise<void> {
+  staleList = false;
   const query = viewParams();
   fillViewForm(query);
   const page = await api!.list(query);
@@ -222,7 +226,48 @@ async function loadTasks(): Promise<void> {
   }
 }
 
+// The open event stream: a change made elsewhere (another tab, device, the assistant) shows
+// here without a reload, and a reminder shows when it fires.
+let events: AbortController | null = null;
+let reloading: ReturnType<typeof setTimeout> | null = null;
+let staleList = false;
+
+function listen(): void {
+  events?.abort();
+  events = new AbortController();
+  void api!.streamEvents((message) => {
+    if (message.event === "reminder.due") remind(JSON.parse(message.data) as TaskEvent);
+    // A burst of changes (a tag renamed on fifty tasks) reloads the list once; not under an
+    // open edit form, whose draft would go: then when it closes (a stale save is a 412).
+    if (reloading === null) {
+      reloading = setTimeout(() => {
+        reloading = null;
+        if (!api) return;
+        if (document.querySelector("form.edit")) staleList = true;
+        else void attempt(loadTasks);
+      }, 100);
+    }
+  }, events.signal);
+}
+
+function remind(event: TaskEvent): void {
+  const title = event.data.title ?? "a task";
+  const box = $("#reminder");
+  box.textContent = `Reminder: ${title}${event.late ? " (sent late: the service was away)" : ""}`;
+  box.hidden = false;
+  if ("Notification" in window && Notification.permission === "granted") {
+    new Notification("Reminder", { body: title, tag: event.id });
+  }
+}
+
+$("#notify").addEventListener("click", () => {
+  if ("Notification" in window) void Notification.requestPermission();
+});
+
 async function showSignedOut(): Promise<void> {
+  events?.abort();
+  events = null;
+  $("#reminder").hidden = true;
   api = null;
   // Nothing of the last person's stays in the page (a shared computer).
   $("#tasks").replaceChildren();
@@ -237,6 +282,7 @@ async function showSignedIn(user: { id: string; email: string; name: string }): 
   $("#who").textContent = user.name ? `${user.name} (${user.email})` : user.email;
   $("#signed-out").hidden = true;
   $("#signed-in").hidden = false;
+  listen();
   await loadTasks();
 }
 
@@ -287,7 +333,7 @@ $<HTMLFormElement>("#add").addEventListener("submit", (event) => {
   event.preventDefault();
   const form = event.target as HTMLFormElement;
   const sent = formValues(form);
-  const { title, priority, due, tags } = sent;
+  const { title, priority, due, remind, tags } = sent;
   // Cleared as the task is sent, not when the answer comes: on a slow network the person
   // is already typing the next one, which the answer must not wipe. A failed create gives
   // the form back what was sent, unless something new has been typed into it meanwhile.
@@ -300,6 +346,7 @@ $<HTMLFormElement>("#add").addEventListener("submit", (event) => {
         title,
         priority: priority as Priority,
         due_at: fromLocalInput(due),
+        remind_at: fromLocalInput(remind),
         tags: tagList(tags),
         time_zone: timeZone,
       });
