@@ -118,6 +118,7 @@ test-fast: lint typecheck .venv/.synced
 bench: .venv/.synced
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 	$(RUN) python -m bench.run $(BENCH_ARGS)
+	$(RUN) python -m bench.streams
 
 # Not part of `make test` (root, podman, a few minutes; CI does not run it): builds the images
 # exactly as the Containerfiles say, then runs the image, compose.yaml and the Kubernetes

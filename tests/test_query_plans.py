@@ -12,7 +12,7 @@ import asyncpg
 import psycopg
 import pytest
 
-from backend.store import reminders
+from backend.store import events, reminders, webhooks
 from backend.store.changes import SYNC_QUERIES
 from backend.store.database import Query
 from backend.store.task_filters import TaskFilters, list_query
@@ -39,6 +39,12 @@ SEED = [
        WHERE tasks.user_id = 'u' AND tasks.id % 50 = tags.id % 50""",
     # Reminders on one task in 40, due from 50 minutes ago to 50 minutes ahead.
     "UPDATE tasks SET remind_at = now() + (id % 100 - 50) * interval '1 minute' WHERE id % 40 = 0",
+    # A webhook endpoint with every event still to deliver (the trigger queues only for
+    # endpoints that exist when the event does).
+    "INSERT INTO webhook_endpoints (id, url, active, seen_at) "
+    "VALUES (1, 'http://hooks.example', true, now())",
+    "INSERT INTO webhook_deliveries (endpoint_id, user_id, sequence, next_attempt_at) "
+    "SELECT 1, user_id, sequence, now() - interval '1 second' FROM events",
     "ANALYZE",
 ]
 
@@ -160,3 +166,38 @@ def test_the_reminder_scans_are_index_ranges(database: Database, statement: str,
     explained = explain(database, getattr(reminders, statement), parameters)
     assert index in explained, explained
     assert "Seq Scan on tasks" not in explained, explained
+
+
+@pytest.mark.parametrize(
+    ("statement", "indexes"),
+    [
+        (events._AFTER, ["pk_events", "pk_tasks"]),  # a stream's or a feed's read
+        (events._POSITION, ["pk_change_counters", "pk_events"]),  # where a stream starts
+        (webhooks._CLAIM, ["ix_webhook_deliveries_endpoint_id_next_attempt_at", "pk_webhook_deliveries"]),
+        (webhooks._DELIVERED, ["pk_webhook_deliveries"]),
+        (webhooks._RETRY, ["pk_webhook_deliveries"]),
+    ],
+)
+def test_event_reads_and_webhook_claims_are_index_ranges(
+    database: Database, statement: Query, indexes: list[str]
+) -> None:
+    """Streams read one person's events after a position, the webhook sender claims the heads
+    of each person's queue: with 40,000 events and as many deliveries queued, each is an
+    index range, never a walk of a table."""
+    now = datetime.now(UTC)
+    parameters = {
+        "owner_id": "u",
+        "after": 19_900,
+        "limit": 100,
+        "endpoint": 1,
+        "now": now,
+        "lease_until": now + timedelta(seconds=15),
+        "seq": 5,
+        "retry_at": now,
+    }
+    explained = explain(database, statement, parameters)
+    for index in indexes:
+        assert index in explained, explained
+    # (A task's tags are named from the person's few tags as every task read names them.)
+    for table in ("events", "tasks", "webhook_deliveries", "change_counters"):
+        assert f"Seq Scan on {table}" not in explained, explained

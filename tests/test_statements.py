@@ -6,12 +6,14 @@ connection on PostgreSQL (where statements go to asyncpg directly). Transaction
 control is listed but not counted as work; which writes open a transaction is checked too.
 """
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
 
+from backend.api.event_stream import stream_events
 from tests.conftest import Caller
 
 pytestmark = pytest.mark.anyio
@@ -216,3 +218,32 @@ async def test_conditional_keyed_and_sync_requests_stay_within_the_budget(
             grouped = transactions(statements)
             assert len(grouped) == 1, (method, path, statements)
             assert set(writes) <= set(grouped[0]), (method, path, statements)
+
+
+async def test_a_stream_opens_in_two_statements_and_a_change_reaches_all_streams_in_one(
+    app: FastAPI, alice: Caller, statements: list[str]
+) -> None:
+    """Opening a stream reads where the person's events stand and what follows its position;
+    after that, each change is read once for all of the person's streams on the worker."""
+    await alice.create(title="before the streams")
+    hub = app.state.event_hub
+    streams = [stream_events(hub, alice.user_id, 0, None) for _ in range(3)]
+    try:
+        statements.clear()
+        opened = [await asyncio.wait_for(anext(stream), 5) for stream in streams]
+        assert [event.id for event in opened] == ["1", "1", "1"]
+        assert len(work(statements)) == 2 * len(streams), statements
+        # Each stream, caught up, waits on the feed; the feed's first read finds nothing new.
+        pending = [asyncio.ensure_future(anext(stream)) for stream in streams]
+        await asyncio.sleep(0.2)
+        statements.clear()
+        created = await alice.create(title="seen by all three")
+        done = await asyncio.wait_for(asyncio.gather(*pending), 5)
+        assert {event.id for event in done} == {"2"}
+        assert all(str(created["id"]) in str(event.data) for event in done)
+        create_statements = 1 if app.state.database.writes_in_with else 2
+        assert len(work(statements)) == create_statements + 1, statements
+    finally:
+        for stream in streams:
+            await stream.aclose()
+    assert hub.streams == 0

@@ -119,7 +119,10 @@ class Feed:
             self.wake()  # whatever committed since that stream's last read
 
     async def _pull(self) -> None:
-        events = OwnedEvents(self.hub.database.for_user(self.user_id), self.user_id)
+        # On the shared pool, not the person's share: on SQLite each statement through the
+        # share wakes the person's feed (`Database.after_user_work`), so reading there would wake
+        # the feed again, forever. Each read is one short, index-backed statement.
+        events = OwnedEvents(self.hub.database, self.user_id)
         try:
             while True:
                 self._again = False
@@ -209,7 +212,7 @@ async def stream_events(
     """The user's events after `last_event_id` (or from now), until `expires_at` (the token's
     expiry) or the client leaves. A position the events no longer reach gets one `reset`."""
     feed, subscriber = hub.subscribe(user_id)
-    events = OwnedEvents(hub.database.for_user(user_id), user_id)
+    events = OwnedEvents(hub.database, user_id)  # the shared pool, as the feed's (`Feed._pull`)
     try:
         try:
             position = await events.position()
