@@ -41,48 +41,51 @@ class Received:
 
 @dataclass
 class Receiver:
-    """An HTTP server that records each request and answers as `answer` says: a status, or
-    "hang" (no answer until the sender has given up waiting)."""
+    """An HTTP server that records each request and answers each person's n-th as their
+    script says (200 unless told): a status, or "hang" (no answer until the sender's
+    WEBHOOK_TIMEOUT_SECONDS, 1 here, has passed)."""
 
     port: int
-    answer: Callable[[int], int | str] = lambda _: 200
+    path: str = "/hooks"
+    default: int = 200
+    scripts: dict[str, Callable[[int], int | str]] = field(default_factory=dict)
     received: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks"
+        return f"http://127.0.0.1:{self.port}{self.path}"
 
-    def wait_for(self, count: int, within: float = ARRIVES_WITHIN) -> list[Received]:
+    def of(self, user: str) -> list[Received]:
+        with self.lock:
+            return [r for r in self.received if json.loads(r.body)["userid"] == user]
+
+    def wait_for(self, user: str, count: int, within: float = ARRIVES_WITHIN) -> list[Received]:
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
-            with self.lock:
-                if len(self.received) >= count:
-                    return list(self.received)
+            if len(found := self.of(user)) >= count:
+                return found
             time.sleep(0.05)
-        raise AssertionError(f"{len(self.received)} of {count} webhooks arrived: {self.received}")
+        raise AssertionError(f"{len(self.of(user))} of {count} webhooks of {user} arrived")
 
-    def answered(self) -> list[Received]:
-        """What arrived and was answered 2xx."""
-        with self.lock:
-            return [r for i, r in enumerate(self.received) if self.answer(i) in range(200, 300)]
+    def answer(self, body: bytes) -> int | str:
+        user = json.loads(body)["userid"]
+        script = self.scripts.get(user)
+        return self.default if script is None else script(len(self.of(user)) - 1)
 
 
 @contextmanager
-def receiving(
-    answer: Callable[[int], int | str] = lambda _: 200, port: int | None = None
-) -> Iterator[Receiver]:
-    receiver = Receiver(port or free_port(), answer)
+def receiving(port: int | None = None, path: str = "/hooks", default: int = 200) -> Iterator[Receiver]:
+    receiver = Receiver(port or free_port(), path, default)
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["content-length"]))
             with receiver.lock:
-                index = len(receiver.received)
                 receiver.received.append(Received(self.path, dict(self.headers.items()), body))
-            reply = receiver.answer(index)
+            reply = receiver.answer(body)
             if reply == "hang":
-                time.sleep(2)  # WEBHOOK_TIMEOUT_SECONDS is 1 here
+                time.sleep(2)
                 reply = 200
             assert isinstance(reply, int)
             self.send_response(reply)
@@ -125,26 +128,44 @@ def write(server: Server, user: str, method: str, path: str = "", **body: Any) -
     return response.json() if response.status_code != 204 else {}
 
 
-def queued(url: str) -> int:
-    return int(run_sql(url, "SELECT count(*) FROM webhook_deliveries")[0][0])
+def queued(url: str, user: str | None = None) -> int:
+    where = "" if user is None else f" WHERE user_id = '{user}'"
+    return int(run_sql(url, f"SELECT count(*) FROM webhook_deliveries{where}")[0][0])
 
 
-@pytest.fixture(params=BACKENDS)
-def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    with fresh_database(request.param, tmp_path) as url:
-        migrate(url)
-        yield url
+@dataclass
+class Hooked:
+    """A server whose events go to two URLs: a receiver, and a stand-in Dapr sidecar."""
+
+    server: Server
+    database: str
+    receiver: Receiver
+    sidecar: Receiver
 
 
-def test_every_event_is_posted_as_a_signed_cloud_event(database: str, tmp_path: Path) -> None:
+@pytest.fixture(scope="module", params=BACKENDS)
+def hooked(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hooked]:
+    """One server per database for the module: each test has people of its own."""
+    directory = tmp_path_factory.mktemp("webhooks")
     with (
+        fresh_database(request.param, directory) as url,
         receiving() as receiver,
-        running_server(webhook_env(database, receiver.url), tmp_path / "s.log") as server,
+        receiving(path="/v1.0/publish/pubsub/task-events", default=204) as sidecar,
     ):
-        task = write(server, "hook-ana", "POST", title="Water the plants")
-        write(server, "hook-ana", "PATCH", f"/{task['id']}/complete")
-        write(server, "hook-ana", "DELETE", f"/{task['id']}")
-        posts = receiver.wait_for(3)
+        migrate(url)
+        env = webhook_env(
+            url, f"{receiver.url},{sidecar.url}", WEBHOOK_MAX_ATTEMPTS="3", METRICS_ENABLED="true"
+        )
+        with running_server(env, directory / "server.log") as server:
+            yield Hooked(server, url, receiver, sidecar)
+
+
+def test_every_event_is_posted_as_a_signed_cloud_event(hooked: Hooked) -> None:
+    server, receiver = hooked.server, hooked.receiver
+    task = write(server, "hook-ana", "POST", title="Water the plants")
+    write(server, "hook-ana", "PATCH", f"/{task['id']}/complete")
+    write(server, "hook-ana", "DELETE", f"/{task['id']}")
+    posts = receiver.wait_for("hook-ana", 3)
 
     events = [post.verified() for post in posts]
     assert [e["type"] for e in events] == ["todo.task.created", "todo.task.completed", "todo.task.deleted"]
@@ -166,24 +187,77 @@ def test_every_event_is_posted_as_a_signed_cloud_event(database: str, tmp_path: 
     assert forged.body != posts[0].body
     with pytest.raises(WebhookVerificationError, match="signature"):
         forged.verified()
-    assert queued(database) == 0
+    hooked.sidecar.wait_for("hook-ana", 3)
+    time.sleep(0.3)
+    assert queued(hooked.database, "hook-ana") == 0
 
 
-def test_500s_and_timeouts_are_tried_again_and_a_users_order_is_kept(database: str, tmp_path: Path) -> None:
-    answers: dict[int, int | str] = {0: 500, 1: "hang", 2: 503}
-    with (
-        receiving(lambda index: answers.get(index, 200)) as receiver,
-        running_server(webhook_env(database, receiver.url), tmp_path / "s.log") as server,
-    ):
-        first = write(server, "hook-ben", "POST", title="first")
-        write(server, "hook-ben", "POST", title="second")
-        posts = receiver.wait_for(5, within=20)
+def test_500s_and_timeouts_are_tried_again_and_a_users_order_is_kept(hooked: Hooked) -> None:
+    answers: dict[int, int | str] = {0: 500, 1: "hang"}  # then 200, the last of 3 tries
+    hooked.receiver.scripts["hook-ben"] = lambda index: answers.get(index, 200)
+    first = write(hooked.server, "hook-ben", "POST", title="first")
+    write(hooked.server, "hook-ben", "POST", title="second")
+    posts = hooked.receiver.wait_for("hook-ben", 4, within=20)
     ids = [post.headers["webhook-id"] for post in posts]
-    # The first event four times (500, no answer, 503, 200), the same id each time; the
-    # second only after the first was taken.
-    assert ids == ["hook-ben-1"] * 4 + ["hook-ben-2"]
-    assert all(post.verified()["subject"] == str(first["id"]) for post in posts[:4])
-    assert queued(database) == 0
+    # The first event three times (500, no answer, 200), the same id each time; the second
+    # only after the first was taken.
+    assert ids == ["hook-ben-1"] * 3 + ["hook-ben-2"]
+    assert all(post.verified()["subject"] == str(first["id"]) for post in posts[:3])
+    # The other endpoint took both at once, on its own queue.
+    assert [p.headers["webhook-id"] for p in hooked.sidecar.wait_for("hook-ben", 2)] == [
+        "hook-ben-1",
+        "hook-ben-2",
+    ]
+    time.sleep(0.3)
+    assert queued(hooked.database, "hook-ben") == 0
+
+
+def test_a_delivery_is_given_up_after_webhook_max_attempts(hooked: Hooked) -> None:
+    def given_up() -> float:
+        metrics = httpx.get(f"{hooked.server.base_url}/metrics").text
+        line = next(
+            x
+            for x in metrics.splitlines()
+            if x.startswith('todo_api_webhook_deliveries_total{outcome="given_up"}')
+        )
+        return float(line.split()[-1])
+
+    before = given_up()
+    hooked.receiver.scripts["hook-dee"] = lambda _: 500
+    write(hooked.server, "hook-dee", "POST", title="nobody takes this")
+    hooked.receiver.wait_for("hook-dee", 3)
+    time.sleep(1.5)  # a fourth try would have come by now (0.2 s, then 0.8 s apart, +-25 %)
+    assert len(hooked.receiver.of("hook-dee")) == 3  # WEBHOOK_MAX_ATTEMPTS
+    assert queued(hooked.database, "hook-dee") == 0
+    assert given_up() == before + 1
+    (line,) = [
+        line
+        for line in hooked.server.log_lines()
+        if line.get("message") == "a webhook delivery was given up" and line.get("event") == "hook-dee-1"
+    ]
+    assert (line["attempts"], line["error"], line["url"]) == (3, "status 500", hooked.receiver.url)
+
+
+def test_a_dapr_sidecars_publish_endpoint_takes_the_events_as_they_are(hooked: Hooked) -> None:
+    """Dapr's publish API (POST /v1.0/publish/<pubsub>/<topic>) takes a body of content type
+    application/cloudevents+json as the CloudEvent itself, unwrapped, and answers 204."""
+    write(hooked.server, "hook-eve", "POST", title="to Kafka")
+    (post,) = hooked.sidecar.wait_for("hook-eve", 1)
+    time.sleep(0.5)
+    assert post.path == "/v1.0/publish/pubsub/task-events"
+    assert post.headers["content-type"] == "application/cloudevents+json"
+    event = json.loads(post.body)
+    assert {"specversion", "id", "source", "type", "datacontenttype", "data"} <= set(event)
+    assert event["datacontenttype"] == "application/json"
+    assert event["data"]["title"] == "to Kafka"
+    assert len(hooked.sidecar.of("hook-eve")) == 1  # 204 is a delivery: no retry
+
+
+@pytest.fixture(params=BACKENDS)
+def database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with fresh_database(request.param, tmp_path) as url:
+        migrate(url)
+        yield url
 
 
 def test_a_delivery_outlives_a_server_restart(database: str, tmp_path: Path) -> None:
@@ -195,47 +269,9 @@ def test_a_delivery_outlives_a_server_restart(database: str, tmp_path: Path) -> 
     assert queued(database) == 1
     assert any(line.get("message", "").startswith("a webhook delivery failed") for line in server.log_lines())
     with receiving(port=port) as receiver, running_server(env, tmp_path / "second.log"):
-        (post,) = receiver.wait_for(1)
+        (post,) = receiver.wait_for("hook-cy", 1)
         time.sleep(0.5)
     assert post.verified()["data"]["title"] == "while the receiver is down"
-    assert queued(database) == 0
-
-
-def test_a_delivery_is_given_up_after_webhook_max_attempts(database: str, tmp_path: Path) -> None:
-    env = webhook_env(database, "", WEBHOOK_MAX_ATTEMPTS="3", METRICS_ENABLED="true")
-    with receiving(lambda _: 500) as receiver:
-        env["WEBHOOK_URL"] = receiver.url
-        with running_server(env, tmp_path / "s.log") as server:
-            write(server, "hook-dee", "POST", title="nobody takes this")
-            receiver.wait_for(3)
-            time.sleep(1.5)  # a fourth try would have come by now (0.2 s, then 0.8 s apart)
-            metrics = httpx.get(f"{server.base_url}/metrics").text
-    assert len(receiver.received) == 3
-    assert queued(database) == 0
-    assert 'todo_api_webhook_deliveries_total{outcome="given_up"} 1.0' in metrics
-    assert 'todo_api_webhook_deliveries_total{outcome="failed"} 2.0' in metrics
-    (given_up,) = [
-        line for line in server.log_lines() if line.get("message") == "a webhook delivery was given up"
-    ]
-    assert (given_up["event"], given_up["attempts"], given_up["error"]) == ("hook-dee-1", 3, "status 500")
-
-
-def test_a_dapr_sidecars_publish_endpoint_takes_the_events_as_they_are(database: str, tmp_path: Path) -> None:
-    """Dapr's publish API (POST /v1.0/publish/<pubsub>/<topic>) takes a body of content type
-    application/cloudevents+json as the CloudEvent itself, unwrapped, and answers 204."""
-    with receiving(lambda _: 204) as sidecar:
-        url = f"http://127.0.0.1:{sidecar.port}/v1.0/publish/pubsub/task-events"
-        with running_server(webhook_env(database, url), tmp_path / "s.log") as server:
-            write(server, "hook-eve", "POST", title="to Kafka")
-            (post,) = sidecar.wait_for(1)
-            time.sleep(0.5)
-    assert post.path == "/v1.0/publish/pubsub/task-events"
-    assert post.headers["content-type"] == "application/cloudevents+json"
-    event = json.loads(post.body)
-    assert {"specversion", "id", "source", "type", "datacontenttype", "data"} <= set(event)
-    assert event["datacontenttype"] == "application/json"
-    assert isinstance(event["data"], dict)
-    assert len(sidecar.received) == 1  # 204 is a delivery: no retry
     assert queued(database) == 0
 
 
@@ -252,11 +288,12 @@ def test_two_servers_deliver_each_event_once_in_each_users_order(tmp_path: Path)
                 for round_ in range(5):
                     for index, user in enumerate(users):
                         write(first if (round_ + index) % 2 else second, user, "POST", title=f"{round_}")
-                posts = receiver.wait_for(30)
+                for user in users:
+                    receiver.wait_for(user, 5)
                 time.sleep(1)  # a duplicate would have had time to come
     assert len(receiver.received) == 30
     by_user: dict[str, list[int]] = {}
-    for post in posts:
+    for post in receiver.received:
         event = post.verified()
         by_user.setdefault(event["userid"], []).append(int(event["sequence"]))
     assert by_user == {user: [1, 2, 3, 4, 5] for user in users}

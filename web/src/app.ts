@@ -162,7 +162,7 @@ function editForm(task: Task): HTMLFormElement {
   );
   form.querySelector(".cancel")!.addEventListener("click", () => {
     form.remove();
-    if (staleList) void attempt(loadTasks);
+    if (staleList) void attempt(() => loadTasks({ keepViewForm: true }));
   });
   form.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -194,10 +194,12 @@ function editForm(task: Task): HTMLFormElement {
   return form;
 }
 
-async function loadTasks(): Promise<void> {
+/** The list as the page's URL asks for it; `keepViewForm` for a reload the person did not
+ * ask for (another tab's change), which must not undo choices they have not applied yet. */
+async function loadTasks({ keepViewForm = false } = {}): Promise<void> {
   staleList = false;
   const query = viewParams();
-  fillViewForm(query);
+  if (!keepViewForm) fillViewForm(query);
   const page = await api!.list(query);
   const list = $<HTMLUListElement>("#tasks");
   // Keyboard users keep their place: the control that had focus has it again if still shown.
@@ -244,7 +246,7 @@ function listen(): void {
         reloading = null;
         if (!api) return;
         if (document.querySelector("form.edit")) staleList = true;
-        else void attempt(loadTasks);
+        else void attempt(() => loadTasks({ keepViewForm: true }));
       }, 100);
     }
   }, events.signal);

@@ -17,7 +17,7 @@ MAX_EVENT_ID_DIGITS = 19  # a bigint
 router = APIRouter(
     prefix="/api/{user_id}",
     tags=["events"],
-    responses=problem_responses(400, 401, 403, 429, 431, 500, 503),
+    responses=problem_responses(400, 401, 403, 422, 429, 431, 500, 503),
 )
 
 _STREAM: dict[int | str, dict[str, Any]] = {
@@ -49,7 +49,9 @@ async def stream(
         str | None,
         Header(
             description="The `id` of the last event received: the stream resumes after it. "
-            "Without it, the stream starts with the next change."
+            "Without it (or empty), the stream starts with the next change.",
+            # Documented, and checked below with a 400 naming the header (as If-Match is).
+            json_schema_extra={"pattern": f"^[0-9]{{0,{MAX_EVENT_ID_DIGITS}}}$"},
         ),
     ] = None,
 ) -> EventSourceResponse:
@@ -57,8 +59,8 @@ async def stream(
     the token expires (reconnect with a fresh one and `Last-Event-ID`)."""
     owner = await authorised_owner(request, user_id)
     after = None
-    if last_event_id is not None:
-        text = last_event_id.strip()
+    text = (last_event_id or "").strip()
+    if text:
         if not text.isascii() or not text.isdigit() or len(text) > MAX_EVENT_ID_DIGITS:
             raise BadRequest("Last-Event-ID must be the id of an event of this stream (a whole number)")
         after = int(text)
