@@ -39,7 +39,7 @@ from backend.errors import index_route_methods, install_error_handlers
 from backend.store.database import Database, create_database
 from backend.store.database.urls import asyncpg_dsn
 from backend.store.housekeeping import keep_house
-from backend.store.notifications import PostgresListener
+from backend.store.notifications import ListenerRegistry, PostgresListener
 from backend.store.reminders import Reminders, keep_reminding
 
 __all__ = ["READY", "TodoApi", "create_app"]
@@ -153,6 +153,7 @@ def event_hub(settings: Settings, database: Database) -> tuple[EventHub, Postgre
         timeout_seconds=settings.database_timeout_seconds,
     )
     hub.on_first_stream = listener.start
+    hub.registry = ListenerRegistry(database, hub.wake)
     return hub, listener
 
 

@@ -248,6 +248,8 @@ TABLES = (
     "events",
     "webhook_deliveries",
     "webhook_endpoints",
+    "event_listeners",
+    "event_listener_processes",
     "idempotency_keys",
     "change_counters",
     "users",
@@ -336,6 +338,10 @@ async def running_app(settings: Settings) -> AsyncIterator[FastAPI]:
     try:
         yield application
     finally:
+        # What the lifespan would stop: event streams' heartbeat, registrations and listener.
+        await application.state.event_hub.aclose()
+        if application.state.listener is not None:
+            await application.state.listener.aclose()
         await application.state.database.close()
         # Each test starts from empty tables; in a thread, since the test's loop is watched
         # for callbacks that hold it.

@@ -14,12 +14,28 @@ from pathlib import Path
 from typing import Any
 from unittest.mock import ANY
 
+import asyncpg
 import httpx
 import pytest
 from httpx_sse import ServerSentEvent, aconnect_sse
 
+from backend.api.event_stream import stream_events
 from backend.auth.tokens import issue_token
-from tests.conftest import BACKENDS, SECRET, fresh_database, fresh_postgres_database, migrate, run_sql
+from backend.store.events import CHANNEL
+from backend.store.housekeeping import purge
+from tests.conftest import (
+    BACKENDS,
+    SECRET,
+    fresh_database,
+    fresh_postgres_database,
+    http_client,
+    libpq_url,
+    make_settings,
+    migrate,
+    run_sql,
+    running_app,
+    sign_in,
+)
 from tests.processes import Server, blocking, cli, fresh, running_server, server_env, serving
 
 pytestmark = pytest.mark.anyio
@@ -379,3 +395,49 @@ async def test_stopping_the_server_ends_its_streams_promptly(tmp_path: Path) -> 
             stopped = time.monotonic() - started
     # Well inside the graceful timeout (REQUEST_TIMEOUT_SECONDS + 5 = 20 s): streams do not hold it up.
     assert stopped < 5, stopped
+
+
+async def test_only_the_changes_of_people_with_open_streams_are_notified(postgres_url: str) -> None:
+    """NOTIFY's commit-time lock costs a third of PostgreSQL's write throughput when sent for
+    every change: it is sent for people with an open stream somewhere, and for nobody else."""
+    notified: list[str] = []
+    watcher = await asyncpg.connect(libpq_url(postgres_url))
+    await watcher.add_listener(CHANNEL, lambda *args: notified.append(args[-1]))
+    try:
+        async with running_app(make_settings(postgres_url)) as app, http_client(app) as client:
+            ana, ben = sign_in(client, "notify-ana"), sign_in(client, "notify-ben")
+            await ana.create(title="nobody listens yet")
+            await asyncio.sleep(0.3)
+            assert notified == []
+
+            stream = stream_events(app.state.event_hub, ana.user_id, None, None)
+            pending = asyncio.ensure_future(anext(stream))
+            await asyncio.sleep(0.5)  # registered
+            assert run_sql(postgres_url, "SELECT user_id FROM event_listeners") == [("notify-ana",)]
+            await ana.create(title="ana has a stream")
+            await ben.create(title="ben has none")
+            event = await asyncio.wait_for(pending, ARRIVES_WITHIN)
+            assert event.id == "2"
+            await asyncio.sleep(0.3)
+            assert notified == ["notify-ana"]
+
+            await stream.aclose()
+            await asyncio.sleep(0.3)  # unregistered
+            assert run_sql(postgres_url, "SELECT user_id FROM event_listeners") == []
+            await ana.create(title="the stream has closed")
+            await asyncio.sleep(0.3)
+            assert notified == ["notify-ana"]
+
+            # A process that vanished without a word is forgotten by the housekeeping.
+            run_sql(
+                postgres_url,
+                "INSERT INTO event_listener_processes VALUES ('gone', now() - interval '1 hour')",
+            )
+            run_sql(postgres_url, "INSERT INTO event_listeners VALUES ('notify-ben', 'gone')")
+            purged = await purge(app.state.database, app.state.settings)
+            assert purged.event_listeners == 1
+            assert run_sql(
+                postgres_url, "SELECT count(*) FROM event_listener_processes WHERE process_id = 'gone'"
+            ) == [(0,)]
+    finally:
+        await watcher.close()

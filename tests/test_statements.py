@@ -224,26 +224,34 @@ async def test_a_stream_opens_in_two_statements_and_a_change_reaches_all_streams
     app: FastAPI, alice: Caller, statements: list[str]
 ) -> None:
     """Opening a stream reads where the person's events stand and what follows its position;
-    after that, each change is read once for all of the person's streams on the worker."""
+    after that, each change is read once for all of the person's streams on the worker. (On
+    PostgreSQL the person's first stream on a worker also registers them for NOTIFY, once.)"""
     await alice.create(title="before the streams")
     hub = app.state.event_hub
+    first = stream_events(hub, alice.user_id, 0, None)
     streams = [stream_events(hub, alice.user_id, 0, None) for _ in range(3)]
     try:
+        statements.clear()
+        assert (await asyncio.wait_for(anext(first), 5)).id == "1"
+        await asyncio.sleep(1.3)  # the registration, and its wake-up a second later
+        registered = [sql for sql in statements if "event_listener" in sql]
+        assert len(registered) == (2 if app.state.database.dialect == "postgresql" else 0), statements
+
         statements.clear()
         opened = [await asyncio.wait_for(anext(stream), 5) for stream in streams]
         assert [event.id for event in opened] == ["1", "1", "1"]
         assert len(work(statements)) == 2 * len(streams), statements
         # Each stream, caught up, waits on the feed; the feed's first read finds nothing new.
-        pending = [asyncio.ensure_future(anext(stream)) for stream in streams]
+        pending = [asyncio.ensure_future(anext(stream)) for stream in [first, *streams]]
         await asyncio.sleep(0.2)
         statements.clear()
-        created = await alice.create(title="seen by all three")
+        created = await alice.create(title="seen by all four")
         done = await asyncio.wait_for(asyncio.gather(*pending), 5)
         assert {event.id for event in done} == {"2"}
         assert all(str(created["id"]) in str(event.data) for event in done)
         create_statements = 1 if app.state.database.writes_in_with else 2
         assert len(work(statements)) == create_statements + 1, statements
     finally:
-        for stream in streams:
+        for stream in [first, *streams]:
             await stream.aclose()
     assert hub.streams == 0

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,7 @@ from backend.domain.cloud_events import cloud_event
 from backend.models import DeletedTask, TaskPublic
 from backend.store.database import Database, DatabaseUnavailableError, Row
 from backend.store.events import OwnedEvents
+from backend.store.notifications import ListenerRegistry
 from backend.store.reminders import LATE_AFTER
 
 logger = logging.getLogger("backend.events")
@@ -153,7 +154,10 @@ class EventHub:
         self.heartbeat_seconds = heartbeat_seconds  # a comment on each stream, a read for each feed
         self.feeds: dict[str, Feed] = {}
         self.on_first_stream: Callable[[], None] | None = None  # starts the listener
+        # PostgreSQL's: who this process holds streams of, so that only their changes NOTIFY.
+        self.registry: ListenerRegistry | None = None
         self._heartbeat: asyncio.Task[None] | None = None
+        self._registering: set[asyncio.Task[None]] = set()
 
     @property
     def streams(self) -> int:
@@ -176,14 +180,24 @@ class EventHub:
         feed = self.feeds.get(user_id)
         if feed is None:
             feed = self.feeds[user_id] = Feed(self, user_id)
+            if self.registry is not None:
+                self._register(self.registry.add(user_id, lambda: user_id in self.feeds))
         subscriber = Subscriber()
         feed.subscribers.add(subscriber)
         return feed, subscriber
 
     def unsubscribe(self, feed: Feed, subscriber: Subscriber) -> None:
         feed.subscribers.discard(subscriber)
-        if not feed.subscribers and self.feeds.get(feed.user_id) is feed:
-            del self.feeds[feed.user_id]
+        user_id = feed.user_id
+        if not feed.subscribers and self.feeds.get(user_id) is feed:
+            del self.feeds[user_id]
+            if self.registry is not None:
+                self._register(self.registry.remove(user_id, lambda: user_id not in self.feeds))
+
+    def _register(self, change: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(change)
+        self._registering.add(task)  # held until done: a task nobody holds may be collected
+        task.add_done_callback(self._registering.discard)
 
     def count(self, user_id: str) -> int:
         feed = self.feeds.get(user_id)
@@ -193,6 +207,8 @@ class EventHub:
         while True:
             await asyncio.sleep(self.heartbeat_seconds)
             self.wake_all()
+            if self.registry is not None and self.feeds:
+                await self.registry.alive()
 
     async def aclose(self) -> None:
         if self._heartbeat is not None:
@@ -200,6 +216,11 @@ class EventHub:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._heartbeat
             self._heartbeat = None
+        for task in list(self._registering):
+            task.cancel()
+        if self.registry is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.registry.clear(), self.database.timeout_seconds)
 
 
 def _sse(event: StreamEvent) -> ServerSentEvent:

@@ -1,6 +1,7 @@
 """What the server purges by itself, so that no cron job needs setting up: request keys
 older than IDEMPOTENCY_KEY_HOURS, tombstones and events older than SYNC_RETENTION_DAYS, and the
-webhook deliveries queued for an endpoint no server names any more (`store/webhooks.py`).
+webhook deliveries queued for an endpoint no server names any more (`store/webhooks.py`), and
+the event-stream registrations of processes gone without a word (`store/notifications.py`).
 
 Every worker runs it: the purges are idempotent DELETEs by age, each an index range.
 """
@@ -13,7 +14,7 @@ from typing import NamedTuple
 
 from backend.config import Settings
 from backend.models import utc_now
-from backend.store import changes, events, idempotency, webhooks
+from backend.store import changes, events, idempotency, notifications, webhooks
 from backend.store.database import Database, DatabaseUnavailableError
 
 logger = logging.getLogger("backend.housekeeping")
@@ -27,6 +28,7 @@ class Purged(NamedTuple):
     tombstones: int
     events: int
     webhook_deliveries: int = 0
+    event_listeners: int = 0
 
 
 async def purge(database: Database, settings: Settings) -> Purged:
@@ -40,6 +42,11 @@ async def purge(database: Database, settings: Settings) -> Purged:
         tombstones=await changes.purge_tombstones(database, retention),
         events=await events.purge_events(database, retention),
         webhook_deliveries=await webhooks.forget_endpoints(database, now),
+        event_listeners=(
+            await notifications.forget_gone_listeners(database, now)
+            if database.dialect == "postgresql"
+            else 0
+        ),
     )
 
 

@@ -1,8 +1,10 @@
 """How a process learns that a user's events have committed, whichever process wrote them.
 
 PostgreSQL: the events trigger sends the owner's id with `pg_notify` (delivered at commit,
-once per owner and transaction); each process LISTENs on one connection of its own, outside
-the pool, and calls `wake(user_id)`. LISTEN needs a session that stays with us, which a
+once per owner and transaction), for people with an open stream somewhere
+(`ListenerRegistry`: NOTIFY for every change cost a third of PostgreSQL's write throughput);
+each process LISTENs on one connection of its own, outside the pool, and calls
+`wake(user_id)`. LISTEN needs a session that stays with us, which a
 transaction-mode pooler (Neon's `-pooler` host, PgBouncer) cannot give: the connection uses
 DATABASE_DIRECT_URL when it is set. A lost connection is opened again (1 s, then doubling to
 30 s), and since notifications sent meanwhile are lost, `wake_all()` follows every
@@ -15,11 +17,17 @@ statements or transactions (`Database.after_user_work`).
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
+from sqlalchemy import DateTime, String, Table, bindparam, delete, select
+from sqlalchemy.dialects.postgresql import insert
 
+from backend.models import metadata, utc_now
+from backend.store.database import Connection, Database, DatabaseUnavailableError, Query
 from backend.store.events import CHANNEL
 
 logger = logging.getLogger("backend.notifications")
@@ -93,3 +101,78 @@ class PostgresListener:
             finally:
                 self.connected.clear()
                 connection.terminate()  # no goodbye to a connection that may be stalled
+
+
+LISTENERS: Table = metadata.tables["event_listeners"]
+PROCESSES: Table = metadata.tables["event_listener_processes"]
+# A process not seen for this long is gone (killed): its people are no longer notified.
+GONE_AFTER = timedelta(minutes=5)
+
+_PROCESS = bindparam("process", type_=String)
+_PERSON = bindparam("person", type_=String)
+_NOW = bindparam("now", type_=DateTime(timezone=True))
+_BEFORE = bindparam("before", type_=DateTime(timezone=True))
+# postgresql.insert: this registry is PostgreSQL's alone (SQLite is told in-process).
+_ALIVE = Query(
+    insert(PROCESSES)
+    .values(process_id=_PROCESS, seen_at=_NOW)
+    .on_conflict_do_update(index_elements=["process_id"], set_={"seen_at": _NOW})
+)
+_ADD = Query(insert(LISTENERS).values(user_id=_PERSON, process_id=_PROCESS).on_conflict_do_nothing())
+_REMOVE = Query(delete(LISTENERS).where(LISTENERS.c.user_id == _PERSON, LISTENERS.c.process_id == _PROCESS))
+_REMOVE_ALL = Query(delete(LISTENERS).where(LISTENERS.c.process_id == _PROCESS))
+_GONE = Query(delete(PROCESSES).where(PROCESSES.c.seen_at < _BEFORE))
+_ORPHANS = Query(delete(LISTENERS).where(LISTENERS.c.process_id.not_in(select(PROCESSES.c.process_id))))
+
+
+class ListenerRegistry:
+    """Who this process holds streams of, in the database, so that the events trigger NOTIFYs
+    only their changes. A write that commits while a person's first stream here registers
+    may go unannounced: the registration wakes the feed once more a second later, and every
+    heartbeat does anyway, so such an event is late, never lost."""
+
+    def __init__(self, database: Database, wake: Callable[[str], None]) -> None:
+        self.database = database
+        self.wake = wake
+        self.process_id = uuid.uuid4().hex
+        self._lock = asyncio.Lock()  # one change at a time, in the order they were asked
+
+    async def add(self, user_id: str, still_wanted: Callable[[], bool]) -> None:
+        async with self._lock:
+            if not still_wanted():
+                return
+            try:
+                await self.database.atomic(lambda connection: self._add(connection, user_id))
+            except DatabaseUnavailableError as error:
+                logger.warning("cannot register an event stream (%s); it is woken by its heartbeat", error)
+                return
+        self.wake(user_id)
+        await asyncio.sleep(1)  # a write whose trigger ran just before the registration committed
+        self.wake(user_id)
+
+    async def _add(self, connection: Connection, user_id: str) -> None:
+        await connection.execute(_ALIVE, process=self.process_id, now=utc_now())
+        await connection.execute(_ADD, person=user_id, process=self.process_id)
+
+    async def remove(self, user_id: str, still_unwanted: Callable[[], bool]) -> None:
+        async with self._lock:
+            if still_unwanted():
+                with contextlib.suppress(DatabaseUnavailableError):  # forgotten when this process is
+                    await self.database.execute(_REMOVE, person=user_id, process=self.process_id)
+
+    async def alive(self) -> None:
+        """This process is still here (every heartbeat)."""
+        with contextlib.suppress(DatabaseUnavailableError):
+            await self.database.execute(_ALIVE, process=self.process_id, now=utc_now())
+
+    async def clear(self) -> None:
+        """Nobody is listened for here any more (shutdown)."""
+        with contextlib.suppress(DatabaseUnavailableError):
+            await self.database.execute(_REMOVE_ALL, process=self.process_id)
+
+
+async def forget_gone_listeners(db: Database, now: datetime) -> int:
+    """Processes not seen for GONE_AFTER, and their people, forgotten (housekeeping); how many
+    registrations went."""
+    await db.execute(_GONE, before=now - GONE_AFTER)
+    return await db.execute(_ORPHANS)
