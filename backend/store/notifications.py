@@ -135,12 +135,14 @@ class ListenerRegistry:
         self.database = database
         self.wake = wake
         self.process_id = uuid.uuid4().hex
+        self.registered_any = False  # nothing to clear at shutdown until then
         self._lock = asyncio.Lock()  # one change at a time, in the order they were asked
 
     async def add(self, user_id: str, still_wanted: Callable[[], bool]) -> None:
         async with self._lock:
             if not still_wanted():
                 return
+            self.registered_any = True
             try:
                 await self.database.atomic(lambda connection: self._add(connection, user_id))
             except DatabaseUnavailableError as error:
@@ -167,6 +169,8 @@ class ListenerRegistry:
 
     async def clear(self) -> None:
         """Nobody is listened for here any more (shutdown)."""
+        if not self.registered_any:
+            return
         with contextlib.suppress(DatabaseUnavailableError):
             await self.database.execute(_REMOVE_ALL, process=self.process_id)
 
