@@ -144,7 +144,7 @@ def event_hub(settings: Settings, database: Database) -> tuple[EventHub, Postgre
     rendering = Rendering(source=settings.public_url, type_prefix=settings.event_type_prefix)
     hub = EventHub(database, rendering, heartbeat_seconds=settings.stream_heartbeat_seconds)
     if database.dialect != "postgresql":
-        database.after_user_work = hub.wake
+        database.after_user_write = hub.wake
         return hub, None
     listener = PostgresListener(
         asyncpg_dsn(settings.listen_url),

@@ -244,6 +244,11 @@ async def test_a_stream_opens_in_two_statements_and_a_change_reaches_all_streams
         # Each stream, caught up, waits on the feed; the feed's first read finds nothing new.
         pending = [asyncio.ensure_future(anext(stream)) for stream in [first, *streams]]
         await asyncio.sleep(0.2)
+        # A read of the person's wakes no feed: only a committed write does.
+        statements.clear()
+        assert (await alice.request("GET")).status_code == 200
+        await asyncio.sleep(0.2)
+        assert not [sql for sql in statements if "FROM events" in sql], statements
         statements.clear()
         created = await alice.create(title="seen by all four")
         done = await asyncio.wait_for(asyncio.gather(*pending), 5)

@@ -120,9 +120,8 @@ class Feed:
             self.wake()  # whatever committed since that stream's last read
 
     async def _pull(self) -> None:
-        # On the shared pool, not the person's share: on SQLite each statement through the
-        # share wakes the person's feed (`Database.after_user_work`), so reading there would wake
-        # the feed again, forever. Each read is one short, index-backed statement.
+        # On the shared pool, not the person's share: a feed reads for all of the person's
+        # streams, none of their requests. Each read is one short, index-backed statement.
         events = OwnedEvents(self.hub.database, self.user_id)
         try:
             while True:

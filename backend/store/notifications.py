@@ -10,8 +10,8 @@ DATABASE_DIRECT_URL when it is set. A lost connection is opened again (1 s, then
 30 s), and since notifications sent meanwhile are lost, `wake_all()` follows every
 (re)connection: each woken reader reads by number, so a wake too many costs one query.
 
-SQLite (one process): the database calls `wake(user_id)` itself after each of a user's
-statements or transactions (`Database.after_user_work`).
+SQLite (one process): the database calls `wake(user_id)` itself when a write of the user's
+has committed (`Database.after_user_write`).
 """
 
 import asyncio

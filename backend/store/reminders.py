@@ -105,7 +105,7 @@ async def fire_reminders(db: Database, reminders: Reminders, max_lateness: timed
 
         fired = await db.atomic(fire)
         if fired:
-            db.user_worked(owner["user_id"])  # the owner's streams, on SQLite (PostgreSQL NOTIFYs)
+            db.user_wrote(owner["user_id"])  # the owner's streams, on SQLite (PostgreSQL NOTIFYs)
         fired_any = fired_any or bool(fired)
         reminders.fired += len(fired)
         reminders.late += sum(1 for remind_at in fired if now - remind_at > LATE_AFTER)

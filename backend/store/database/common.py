@@ -112,6 +112,11 @@ def release_claim(token: Any) -> None:
     HOLDER.reset(token)
 
 
+# Whose statements run in this task: set by `UserShare` around a user's work, read by an
+# engine that reports committed writes (`Database.write_committed`).
+WRITER: ContextVar[str | None] = ContextVar("todo_api_writer", default=None)
+
+
 class Query:
     """A Core statement whose values are named `bindparam`s, compiled once per process for asyncpg."""
 
@@ -168,8 +173,8 @@ class Database(ABC):
     """Whether a statement may write in its WITH clause (PostgreSQL: yes; SQLite: no)."""
     in_transaction = False
     """Whether every statement joins one transaction already open (see `InTransaction`)."""
-    after_user_work: Callable[[str], None] | None = None
-    """Told the user id after each of a user's statements or transactions has ended, on
+    after_user_write: Callable[[str], None] | None = None
+    """Told the user id when a write of that user's (through `for_user`) has committed, on
     SQLite: how the event stream learns of a commit there (one process), where PostgreSQL
     tells every process with NOTIFY (`store/notifications.py`)."""
 
@@ -183,10 +188,16 @@ class Database(ABC):
         self.conflicts_retried = 0  # deadlocks and serialization failures run again
         self._shares: dict[str, _Share] = {}
 
-    def user_worked(self, user_id: str) -> None:
-        """A user's statement or transaction ended (its writes, if any, committed)."""
-        if self.after_user_work is not None:
-            self.after_user_work(user_id)
+    def user_wrote(self, user_id: str) -> None:
+        """A write of the user's has committed."""
+        if self.after_user_write is not None:
+            self.after_user_write(user_id)
+
+    def write_committed(self) -> None:
+        """An engine's word that a write has committed: whose, `WRITER` says (None when the
+        statement was not a user's, as the purge's)."""
+        if self.after_user_write is not None and (user_id := WRITER.get()) is not None:
+            self.after_user_write(user_id)
 
     @abstractmethod
     def connection(self) -> AbstractAsyncContextManager[Connection]:
@@ -321,21 +332,21 @@ class UserShare(Database):
 
     async def using(self, work: "Work[T]") -> T:
         await self.inner.take_share(self.user_id)
+        writer = WRITER.set(self.user_id)
         try:
-            done = await self.inner.using(work)
+            return await self.inner.using(work)
         finally:
+            WRITER.reset(writer)
             self.inner.give_share(self.user_id)
-        self.inner.user_worked(self.user_id)
-        return done
 
     async def atomic(self, work: "Work[T]") -> T:
         await self.inner.take_share(self.user_id)
+        writer = WRITER.set(self.user_id)
         try:
-            done = await self.inner.atomic(work)
+            return await self.inner.atomic(work)
         finally:
+            WRITER.reset(writer)
             self.inner.give_share(self.user_id)
-        self.inner.user_worked(self.user_id)
-        return done
 
     def for_user(self, user_id: str) -> Database:
         return self if user_id == self.user_id else self.inner.for_user(user_id)

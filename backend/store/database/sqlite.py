@@ -1,7 +1,7 @@
 """SQLite, the embedded default: SQLAlchemy's engine over aiosqlite, writers queued in-process."""
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, NoReturn
@@ -50,12 +50,18 @@ def _raise_ours(error: Exception) -> NoReturn:
 
 class SqliteConnection(Connection):
     def __init__(
-        self, connection: AsyncConnection, listeners: list[StatementListener], writing: asyncio.Lock
+        self,
+        connection: AsyncConnection,
+        listeners: list[StatementListener],
+        writing: asyncio.Lock,
+        write_committed: Callable[[], None],
     ) -> None:
         super().__init__(listeners)
         self._connection = connection
         self._writing = writing
+        self._write_committed = write_committed
         self._in_transaction = False
+        self._wrote = False  # in the open transaction
 
     async def execute(self, query: Query, **params: Any) -> int:
         result = await self._run(query, params)
@@ -72,7 +78,10 @@ class SqliteConnection(Connection):
         try:
             if query.writes and not self._in_transaction:
                 async with self._writing:
-                    return await self._connection.execute(query.statement, params)
+                    result = await self._connection.execute(query.statement, params)
+                self._write_committed()
+                return result
+            self._wrote = self._wrote or query.writes
             return await self._connection.execute(query.statement, params)
         except Exception as error:
             _raise_ours(error)
@@ -87,6 +96,7 @@ class SqliteConnection(Connection):
             except Exception as error:
                 _raise_ours(error)
             self._in_transaction = True
+            self._wrote = False
             try:
                 yield
             except BaseException:
@@ -98,6 +108,8 @@ class SqliteConnection(Connection):
                 await self._connection.exec_driver_sql("COMMIT")
             except Exception as error:
                 _raise_ours(error)
+        if self._wrote:
+            self._write_committed()
 
 
 def _in_utc(row: RowMapping) -> Row:
@@ -147,7 +159,9 @@ class SqliteDatabase(Database):
             finally:
                 self.waiting -= 1
             try:
-                yield SqliteConnection(connection, self.statement_listeners, self._writing)
+                yield SqliteConnection(
+                    connection, self.statement_listeners, self._writing, self.write_committed
+                )
             finally:
                 await connection.close()
         finally:
