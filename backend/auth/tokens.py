@@ -198,8 +198,9 @@ class TokenVerifier:
             if time.time() < valid_until:
                 return claims
             del self._verified[token]
-        claims, expires_at = await self._verify(token)
-        self._remember(token, claims, expires_at)
+        claims = await self._verify(token)
+        assert claims.expires_at is not None  # set by `_verify`
+        self._remember(token, claims, claims.expires_at)
         return claims
 
     def _remember(self, token: str, claims: TokenClaims, expires_at: float) -> None:
@@ -210,7 +211,7 @@ class TokenVerifier:
             del self._verified[next(iter(self._verified))]  # the oldest
         self._verified[token] = (claims, valid_until)
 
-    async def _verify(self, token: str) -> tuple[TokenClaims, float]:
+    async def _verify(self, token: str) -> TokenClaims:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -220,8 +221,8 @@ class TokenVerifier:
             raise InvalidTokenError("the token's algorithm is not accepted")
         key = self.secret if algorithm == HS256 else await self._public_key(header, algorithm)
         payload = self._decode(token, key, algorithm)
-        expires_at = float(payload["exp"])
-        return replace(claims_from_payload(payload), expires_at=expires_at), expires_at
+        # `exp` is required, and a number (or numeric text) once PyJWT has checked it.
+        return replace(claims_from_payload(payload), expires_at=float(payload["exp"]))
 
     async def _public_key(self, header: Mapping[str, Any], algorithm: str) -> Any:
         kid = header.get("kid")
