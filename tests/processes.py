@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,6 +19,7 @@ import anyio
 import httpx
 import pytest
 
+from backend.auth.tokens import issue_token
 from tests.conftest import SECRET, fresh_database, slow_callbacks
 
 # The entry point installed beside this interpreter, as `make` installs it.
@@ -105,6 +107,21 @@ def running_server(env: dict[str, str], log_path: Path, *args: str) -> Iterator[
         server.stop()
     slow = slow_callbacks([line["message"] for line in server.log_lines() if line.get("logger") == "asyncio"])
     assert not slow, f"a callback held the server's event loop: {slow}"
+
+
+@contextmanager
+def fresh_server(backend: str, directory: Path, **settings: str) -> Iterator[Server]:
+    """`todo-api serve` on a database of its own, migrated with `todo-api migrate`."""
+    with fresh_database(backend, directory) as database_url:
+        env = server_env(database_url, **settings)
+        cli(env, "migrate")
+        with running_server(env, directory / "server.log") as server:
+            yield server
+
+
+def bearer(user: str, lifetime: timedelta = timedelta(minutes=15)) -> dict[str, str]:
+    """The Authorization header of a token for `user` (HS256, the tests' SECRET)."""
+    return {"Authorization": f"Bearer {issue_token(SECRET, user, lifetime=lifetime)}"}
 
 
 T = TypeVar("T")

@@ -6,17 +6,14 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import BACKENDS, SECRET, fresh_database
-from tests.processes import Server, cli, running_server, server_env
+from tests.conftest import BACKENDS, SECRET
+from tests.processes import Server, fresh_server
 
 
 @pytest.fixture(params=BACKENDS)
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
-    with fresh_database(request.param, tmp_path) as database_url:
-        env = server_env(database_url)
-        cli(env, "migrate")
-        with running_server(env, tmp_path / "server.log") as server:
-            yield server
+    with fresh_server(request.param, tmp_path) as server:
+        yield server
 
 
 def test_a_full_flow_against_the_real_server(server: Server) -> None:

@@ -20,13 +20,10 @@ import pytest
 from httpx_sse import ServerSentEvent, aconnect_sse
 
 from backend.api.event_stream import stream_events
-from backend.auth.tokens import issue_token
 from backend.store.events import CHANNEL
 from backend.store.housekeeping import purge
 from tests.conftest import (
     BACKENDS,
-    SECRET,
-    fresh_database,
     fresh_postgres_database,
     http_client,
     libpq_url,
@@ -36,7 +33,16 @@ from tests.conftest import (
     running_app,
     sign_in,
 )
-from tests.processes import Server, blocking, cli, fresh, running_server, server_env, serving
+from tests.processes import (
+    Server,
+    bearer,
+    blocking,
+    cli,
+    fresh,
+    fresh_server,
+    server_env,
+    serving,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -48,15 +54,10 @@ ARRIVES_WITHIN = 5.0
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One server per database for the module: each test has users of its own."""
     directory = tmp_path_factory.mktemp("events")
-    with fresh_database(request.param, directory) as database_url:
-        env = server_env(database_url, STREAMS_PER_USER="3", STREAM_HEARTBEAT_SECONDS="1")
-        cli(env, "migrate")
-        with running_server(env, directory / "server.log") as running:
-            yield running
-
-
-def bearer(user: str, lifetime: timedelta = timedelta(minutes=5)) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(SECRET, user, lifetime=lifetime)}"}
+    with fresh_server(
+        request.param, directory, STREAMS_PER_USER="3", STREAM_HEARTBEAT_SECONDS="1"
+    ) as running:
+        yield running
 
 
 class Stream:

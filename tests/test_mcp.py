@@ -16,8 +16,18 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.types import CallToolResult
 
 from backend.auth.tokens import issue_token
-from tests.conftest import BACKENDS, SECRET, fresh_database
-from tests.processes import Server, blocking, cli, fresh, running_server, server_env, serving
+from tests.conftest import BACKENDS, fresh_database
+from tests.processes import (
+    Server,
+    bearer,
+    blocking,
+    cli,
+    fresh,
+    fresh_server,
+    running_server,
+    server_env,
+    serving,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -37,15 +47,8 @@ TOOLS = {
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One server per database for the module: each test signs in users of its own."""
     directory = tmp_path_factory.mktemp("mcp")
-    with fresh_database(request.param, directory) as database_url:
-        env = server_env(database_url)
-        cli(env, "migrate")
-        with running_server(env, directory / "server.log") as running:
-            yield running
-
-
-def bearer(user: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {issue_token(SECRET, user)}"}
+    with fresh_server(request.param, directory) as running:
+        yield running
 
 
 @asynccontextmanager
