@@ -17,7 +17,7 @@ from backend.api.docs import docs_routes
 from backend.api.event_stream import EventHub, Rendering
 from backend.api.mcp.server import MCP_PATH, McpEndpoint, create_mcp
 from backend.api.openapi import DESCRIPTION, OPENAPI_URL, openapi_schema
-from backend.api.rest import changes, events, operations, tags, tasks
+from backend.api.rest import changes, chat, events, operations, tags, tasks
 from backend.api.rest.operations import READY
 from backend.api.shared import Services
 from backend.api.webhooks import WebhookSender
@@ -68,6 +68,7 @@ def create_app(settings: Settings | None = None) -> TodoApi:
             *changes.router.routes,
             *tags.router.routes,
             *events.router.routes,
+            *chat.router.routes,
             *operations.router.routes,
         ],
         title="Todo API",
@@ -133,6 +134,11 @@ def services(settings: Settings) -> AppState:
     state.webhooks = (
         WebhookSender(database, settings, state.event_hub.rendering) if settings.webhook_url else None
     )
+    state.chat = None
+    if settings.chat_model is not None:
+        from backend.api.chat.agent import create_chat  # the Agents SDK: 1.3 s of a start
+
+        state.chat = create_chat(shared)
     state.metrics = Metrics(state) if settings.metrics_enabled else None
     state.metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
     return state
@@ -215,6 +221,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         if state.mcp is not None:
             await stack.enter_async_context(state.mcp.session_manager.run())
         yield
+    if state.chat is not None:
+        await state.chat.aclose()  # the turns still running record that they stopped
     for task in background:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -10,6 +10,7 @@ from starlette.requests import HTTPConnection
 from backend.config import Settings
 
 if TYPE_CHECKING:  # imported for their types only: these modules read the state themselves
+    from backend.api.chat.agent import ChatAgent
     from backend.api.event_stream import EventHub
     from backend.api.mcp.server import TasksMcp
     from backend.api.shared import Services
@@ -36,6 +37,7 @@ class AppState(State):
     event_hub: "EventHub"
     listener: "PostgresListener | None"
     webhooks: "WebhookSender | None"
+    chat: "ChatAgent | None"
     metrics_token: str | None
     # (path pattern, methods) of every route, for a 405's Allow header.
     route_methods: list[tuple[re.Pattern[str], set[str]]]

@@ -14,6 +14,8 @@ from backend.store.database import database_url
 
 MIN_SECRET_LENGTH = 32
 MIN_WEBHOOK_KEY_BYTES = 24  # Standard Webhooks' own secrets are 24 to 64 bytes
+# The most CHAT_MESSAGE_MAX_LENGTH may be, as the OpenAPI document states it.
+CHAT_MESSAGE_HARD_LIMIT = 32_000
 
 
 class DatabaseSettings(BaseSettings):
@@ -100,6 +102,25 @@ class Settings(DatabaseSettings):
     # Where clients reach this API: the MCP resource's identifier and its metadata's URLs.
     public_url: str = "http://localhost:8000"
     redis_url: str | None = None
+    # The chat agent (POST /api/{user_id}/chat): any OpenAI-compatible model. Without
+    # CHAT_MODEL the chat route answers 503; OPENAI_BASE_URL unset is OpenAI itself.
+    chat_model: str | None = Field(default=None, max_length=200)
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    # A whole turn (every model call and tool call of one message); past it, a 504.
+    chat_timeout_seconds: float = Field(default=60, gt=0, le=600)
+    chat_message_max_length: int = Field(default=4000, ge=1, le=CHAT_MESSAGE_HARD_LIMIT)
+    # What of a conversation the model is sent: its newest messages, at most this many...
+    chat_history_messages: int = Field(default=40, ge=0, le=1000)
+    # ...and within this many tokens (estimated at four characters a token).
+    chat_history_tokens: int = Field(default=8000, ge=0, le=1_000_000)
+    # Model calls per message (each answer to a round of tool calls is one more).
+    chat_max_turns: int = Field(default=10, ge=1, le=100)
+    # Messages per person per minute, on top of RATE_LIMIT_PER_SECOND (a model call costs
+    # money); in Redis with REDIS_URL. 0 turns it off.
+    chat_requests_per_minute: float = Field(default=10, ge=0)
+    # The Agents SDK sends traces to OpenAI unless told not to: only if this is on.
+    chat_tracing: bool = False
     metrics_enabled: bool = False
     metrics_token: SecretStr | None = None
 
@@ -111,7 +132,7 @@ class Settings(DatabaseSettings):
             raise ValueError(f"must be at least {MIN_SECRET_LENGTH} characters")
         return value
 
-    @field_validator("better_auth_url", "better_auth_jwks_url", "public_url")
+    @field_validator("better_auth_url", "better_auth_jwks_url", "public_url", "openai_base_url")
     @classmethod
     def _is_http_url(cls, value: str | None) -> str | None:
         if value is not None and (
@@ -175,6 +196,9 @@ class Settings(DatabaseSettings):
         "jwt_audience",
         "database_direct_url",
         "webhook_secret",
+        "chat_model",
+        "openai_api_key",
+        "openai_base_url",
         mode="before",
     )
     @classmethod

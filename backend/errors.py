@@ -111,6 +111,20 @@ class TooManyStreams(ProblemError):
         )
 
 
+class ChatRateLimited(ProblemError):
+    """One person's chat messages, at CHAT_REQUESTS_PER_MINUTE (`api/chat`)."""
+
+    status = HTTPStatus.TOO_MANY_REQUESTS
+
+    def __init__(self, retry_after_seconds: float, per_minute: float) -> None:
+        seconds = max(1, math.ceil(retry_after_seconds))
+        super().__init__(
+            f"this user has sent {per_minute:g} chat messages in the last minute, the most allowed "
+            f"(CHAT_REQUESTS_PER_MINUTE); retry in {seconds} s",
+            headers={"Retry-After": str(seconds)},
+        )
+
+
 class Conflict(ProblemError):
     status = HTTPStatus.CONFLICT
 
@@ -144,6 +158,10 @@ class PreconditionRequired(ProblemError):
 class ServiceUnavailable(ProblemError):
     status = HTTPStatus.SERVICE_UNAVAILABLE
     headers = MappingProxyType({"Retry-After": str(RETRY_AFTER_SECONDS)})
+
+
+class GatewayTimeout(ProblemError):
+    status = HTTPStatus.GATEWAY_TIMEOUT
 
 
 def problem_response(
@@ -284,6 +302,7 @@ _EXAMPLES: dict[int, dict[str, Any]] = {
     431: {"detail": "the request line and headers are larger than 16384 bytes"},
     500: {"detail": "an unexpected error occurred"},
     503: {"detail": "the database is unreachable; retry shortly"},
+    504: {"detail": "the model did not finish answering within CHAT_TIMEOUT_SECONDS (60 s)"},
 }
 
 

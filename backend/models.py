@@ -51,6 +51,7 @@ TAGS_PER_TASK = 20
 # Names sent for one task's tags before duplicates collapse (each is folded and compared).
 TAG_NAMES_SENT = 10 * TAGS_PER_TASK
 TIME_ZONE_MAX_LENGTH = 64
+CONVERSATION_TITLE_LENGTH = 100
 # Ids are PostgreSQL bigints.
 MAX_ID = 2**63 - 1
 
@@ -305,6 +306,54 @@ class IdempotencyKey(SQLModel, table=True):
     etag: str | None = Field(default=None, max_length=32)
     body: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(default_factory=utc_now, sa_column=_timestamp_column())
+
+
+class Conversation(SQLModel, table=True):
+    """A person's conversation with the chat agent (`api/chat`). `answering` is the message
+    being answered, until `answering_until` (the turn's lease): a second message meanwhile is
+    a 409, and a lease run out (its server stopped) is taken over by the next message."""
+
+    __tablename__ = "conversations"
+    # The person's conversations, most recently active first.
+    __table_args__ = (Index(None, "user_id", "updated_at", "id"),)
+
+    id: int | None = Field(default=None, sa_column=Column(_bigint_id(), primary_key=True))
+    # The token's subject, with or without a `users` row (only a first task writes one).
+    user_id: str = Field(max_length=USER_ID_MAX_LENGTH)
+    title: str = Field(max_length=CONVERSATION_TITLE_LENGTH)
+    created_at: datetime = Field(sa_column=_timestamp_column())
+    updated_at: datetime = Field(sa_column=_timestamp_column())
+    answering: int | None = Field(default=None, sa_column=Column(BigInteger))
+    answering_until: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
+class Message(SQLModel, table=True):
+    """A message of a conversation: the person's (`user`, with its Idempotency-Key), or the
+    agent's answer to one (`assistant`, `reply_to` it, with its tool calls, or the problem
+    that ended the turn)."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        Index(None, "conversation_id", "id"),
+        UniqueConstraint("user_id", "idempotency_key"),
+        UniqueConstraint("reply_to"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(_bigint_id(), primary_key=True))
+    conversation_id: int = Field(
+        sa_column=Column(_bigint_id(), ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False)
+    )
+    user_id: str = Field(max_length=USER_ID_MAX_LENGTH)
+    role: str = Field(max_length=16)
+    content: str = Field(sa_column=Column(Text, nullable=False))
+    # JSON: [{"tool", "arguments", "result"}] for an answer.
+    tool_calls: str | None = Field(default=None, sa_column=Column(Text))
+    # JSON: the problem (status, detail) that ended an unanswered turn.
+    error: str | None = Field(default=None, sa_column=Column(Text))
+    reply_to: int | None = Field(default=None, sa_column=Column(BigInteger))
+    idempotency_key: str | None = Field(default=None, max_length=255)
+    fingerprint: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(sa_column=_timestamp_column())
 
 
 class Tag(SQLModel, table=True):

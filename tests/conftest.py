@@ -242,6 +242,8 @@ def run_sql(url: str, statement: str) -> list[Row[Any]]:
 # Emptied one by one: the tests' own SQLite connections do not enforce foreign keys, so
 # nothing cascades.
 TABLES = (
+    "messages",
+    "conversations",
     "task_tags",
     "tags",
     "tasks",

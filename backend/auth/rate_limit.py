@@ -109,11 +109,14 @@ class RedisRateLimiter:
 BURST_SECONDS = 3
 
 
-def create_rate_limiter(rate: float, burst: int | None, redis_url: str | None) -> RateLimiter | None:
-    """A bucket of `burst` tokens refilled at `rate` a second, per user; None when `rate` is 0."""
+def create_rate_limiter(
+    rate: float, burst: int | None, redis_url: str | None, prefix: str = "todo-api:rate-limit:"
+) -> RateLimiter | None:
+    """A bucket of `burst` tokens refilled at `rate` a second, per user (its Redis keys start
+    with `prefix`); None when `rate` is 0."""
     if rate <= 0:
         return None
     capacity = burst or max(1, math.ceil(rate * BURST_SECONDS))
     if redis_url:
-        return RedisRateLimiter(url=redis_url, rate=rate, burst=capacity)
+        return RedisRateLimiter(url=redis_url, rate=rate, burst=capacity, prefix=prefix)
     return LocalRateLimiter(rate=rate, burst=capacity)

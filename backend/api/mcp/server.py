@@ -23,21 +23,12 @@ from mcp.server.fastmcp.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp.types import ContentBlock
 from mcp.types import Tool as McpTool
-from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from backend.api.mcp.tools import TOOLS, ToolContext, invalid_arguments, refusal, tool_definitions
-from backend.api.shared import Services, check_owner
+from backend.api.mcp.tools import ToolContext, ToolRefused, call_tool, refusal, tool_definitions
+from backend.api.shared import Services
 from backend.auth.tokens import InvalidTokenError, KeySetUnavailableError, TokenVerifier
-from backend.errors import (
-    PROBLEM_JSON,
-    ProblemError,
-    ServiceUnavailable,
-    UserBusy,
-    problem_response,
-)
-from backend.store.database import DatabaseUnavailableError, UserBusyError
-from backend.store.tasks import PreconditionFailed
+from backend.errors import PROBLEM_JSON, ProblemError, ServiceUnavailable, problem_response
 
 logger = logging.getLogger("backend.mcp")
 
@@ -79,44 +70,19 @@ class TasksMcp(FastMCP):
     ) -> Sequence[ContentBlock] | dict[str, Any]:
         """One call: admitted, validated, run; its access line; a refusal as a tool error
         with the detail REST's problem would carry."""
-        spec = TOOLS.get(name)
-        if spec is None:
-            raise ToolError(f"Unknown tool: {name}")
         started = time.perf_counter()
         outcome = "ok"
         try:
             access = get_access_token()
             # The SDK's middleware lets no unauthenticated call this far; a missing token is a 401.
             owner = await self.services.admit(None if access is None else access.token)
-            args = spec.arguments.model_validate(arguments)
-            if args.user_id is not None:
-                check_owner(args.user_id, owner, "user_id")
-            result = await spec.run(ToolContext(self.services, owner), args)
-            # The structured result; the SDK adds it as text for clients that read only that.
-            structured: dict[str, Any] = orjson.loads(result.model_dump_json())
-            return structured
-        except PreconditionFailed as error:
-            outcome = f"error {error.status.value}"
-            raise ToolError(
-                f"expected_version does not match: the task is at version {error.current_version} now; "
-                "read it again, then retry"
-            ) from None
-        except ProblemError as error:
+            return await call_tool(ToolContext(self.services, owner), name, arguments)
+        except ToolRefused as error:
+            outcome = f"error {error.status}"
+            raise ToolError(error.message) from None
+        except ProblemError as error:  # admission's
             outcome = f"error {error.status.value}"
             raise ToolError(refusal(error)) from None
-        except ValidationError as error:
-            outcome = "error 422"
-            raise ToolError(invalid_arguments(error)) from None
-        except UserBusyError as error:
-            busy = UserBusy(error.share)
-            outcome = f"error {busy.status.value}"
-            raise ToolError(busy.detail) from None
-        except DatabaseUnavailableError:
-            outcome = "error 503"
-            raise ToolError("the database is unreachable; retry shortly") from None
-        except ToolError:
-            outcome = "error"
-            raise
         except Exception as error:
             outcome = "error 500"
             logger.error("unhandled error in a tool", exc_info=error)

@@ -13,18 +13,17 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Annotated, Any, Literal
 
+import orjson
 from mcp.server.fastmcp.exceptions import ToolError
 from mcp.types import Tool as McpTool
 from mcp.types import ToolAnnotations
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
-from backend.api.shared import Services, expected_version, task_stats
+from backend.api.shared import Services, check_owner, expected_version, task_stats
 from backend.api.shared import list_tasks as list_page
 from backend.auth.tokens import TokenClaims
 from backend.domain.header_grammar import MAX_VERSION
-from backend.errors import (
-    ProblemError,
-)
+from backend.errors import ProblemError, UserBusy
 from backend.models import (
     HIDE_NULL,
     USER_ID_MAX_LENGTH,
@@ -43,8 +42,9 @@ from backend.models import (
     TimeZone,
     Title,
 )
+from backend.store.database import DatabaseUnavailableError, UserBusyError
 from backend.store.tags import OwnedTags
-from backend.store.tasks import OwnedTasks
+from backend.store.tasks import OwnedTasks, PreconditionFailed
 
 
 class ToolArguments(BaseModel):
@@ -282,7 +282,7 @@ class ToolSpec:
         return McpTool(
             name=self.name,
             description=(self.run.__doc__ or "").strip(),
-            inputSchema=_compact(self.arguments.model_json_schema()),
+            inputSchema=compact_schema(self.arguments.model_json_schema()),
             outputSchema=self.result.model_json_schema(mode="serialization"),
             annotations=self.annotations,
         )
@@ -319,16 +319,60 @@ def tool_definitions() -> list[McpTool]:
 _LONGEST_ENUM = 50
 
 
-def _compact(schema: Any) -> Any:
+def compact_schema(schema: Any) -> Any:
     if isinstance(schema, dict):
         return {
-            key: _compact(value)
+            key: compact_schema(value)
             for key, value in schema.items()
             if not (key == "enum" and isinstance(value, list) and len(value) > _LONGEST_ENUM)
         }
     if isinstance(schema, list):
-        return [_compact(item) for item in schema]
+        return [compact_schema(item) for item in schema]
     return schema
+
+
+class ToolRefused(Exception):
+    """A call refused, as a tool error says it: what REST's problem would say (`status`)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+async def call_tool(context: ToolContext, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    """One call of a tool by an agent (the MCP server's, or the chat's own), for an admitted
+    person: its arguments validated, its `user_id` checked, run through the shared layer; the
+    structured result, or `ToolRefused` with the detail REST's problem would carry. Any
+    other exception is a bug, for the door to log."""
+    spec = TOOLS.get(name)
+    if spec is None:
+        raise ToolRefused(f"Unknown tool: {name}", 404)
+    try:
+        args = spec.arguments.model_validate(arguments)
+        if args.user_id is not None:
+            check_owner(args.user_id, context.owner, "user_id")
+        result = await spec.run(context, args)
+    except PreconditionFailed as error:
+        raise ToolRefused(
+            f"expected_version does not match: the task is at version {error.current_version} now; "
+            "read it again, then retry",
+            error.status.value,
+        ) from None
+    except ProblemError as error:
+        raise ToolRefused(refusal(error), error.status.value) from None
+    except ValidationError as error:
+        raise ToolRefused(invalid_arguments(error), 422) from None
+    except UserBusyError as error:
+        busy = UserBusy(error.share)
+        raise ToolRefused(busy.detail, busy.status.value) from None
+    except DatabaseUnavailableError:
+        raise ToolRefused("the database is unreachable; retry shortly", 503) from None
+    except ToolError as error:
+        raise ToolRefused(str(error), 400) from None
+    # The structured result; the SDK adds it as text for clients that read only that.
+    structured: dict[str, Any] = orjson.loads(result.model_dump_json())
+    return structured
 
 
 def refusal(error: ProblemError) -> str:

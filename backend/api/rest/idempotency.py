@@ -96,7 +96,7 @@ async def answer(
         raise BadRequest(str(error)) from None
     owner_id = owned.owner.subject
     body_bytes = await request.body()
-    fingerprints = _fingerprints(request, owner_id, body_bytes)
+    sent = fingerprints(request, owner_id, body_bytes)
 
     async def keyed(connection: Connection) -> tuple[Answer, str | None, str | None]:
         done = await effect(owned.within(InTransaction(owned.db, connection)))
@@ -107,7 +107,7 @@ async def answer(
             connection,
             owner_id=owner_id,
             key=key,
-            fingerprint=fingerprints[0],
+            fingerprint=sent[0],
             status=done.status,
             location=done.location,
             etag=etag,
@@ -120,11 +120,11 @@ async def answer(
     try:
         done, body, etag = await owned.db.atomic(keyed)
     except _Repeat:
-        return await _replay(owned.db, owner_id, key, fingerprints, KeyInUse())
+        return await _replay(owned.db, owner_id, key, sent, KeyInUse())
     except ProblemError as error:
         # A repeat can fail where its first succeeded (the task it deleted is gone, the
         # version it matched has moved on): what the key stored is the answer.
-        return await _replay(owned.db, owner_id, key, fingerprints, error)
+        return await _replay(owned.db, owner_id, key, sent, error)
     return _response(done.status, body, done.location, etag)
 
 
@@ -146,7 +146,7 @@ class _Repeat(Exception):
     """The key was taken: roll the write back."""
 
 
-def _fingerprints(request: Request, owner_id: str, body: bytes) -> tuple[str, str]:
+def fingerprints(request: Request, owner_id: str, body: bytes) -> tuple[str, str]:
     """The request's fingerprint, and the one stored before keys named the resource.
 
     The path is the resource's, whatever its spelling: `/api/me/tasks` and
