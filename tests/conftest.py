@@ -322,6 +322,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "database_url": database_url,
         "better_auth_secret": SECRET,
         "rate_limit_per_second": 0,
+        "chat_requests_per_minute": 0,
         "mcp_enabled": False,
         **overrides,
     }
@@ -340,7 +341,10 @@ async def running_app(settings: Settings) -> AsyncIterator[FastAPI]:
     try:
         yield application
     finally:
-        # What the lifespan would stop: event streams' heartbeat, registrations and listener.
+        # What the lifespan would stop: chat turns, event streams' heartbeat, registrations
+        # and listener.
+        if application.state.chat is not None:
+            await application.state.chat.aclose()
         await application.state.event_hub.aclose()
         if application.state.listener is not None:
             await application.state.listener.aclose()

@@ -42,6 +42,7 @@ def server_env(database_url: str, **settings: str) -> dict[str, str]:
         "DATABASE_URL": database_url,
         "BETTER_AUTH_SECRET": SECRET,
         "RATE_LIMIT_PER_SECOND": "0",
+        "CHAT_REQUESTS_PER_MINUTE": "0",
         # asyncio's debug mode: every callback holding the loop over 0.1 s is logged, and one
         # over SLOW_CALLBACK_SECONDS fails the test (`running_server`).
         "PYTHONASYNCIODEBUG": "1",

@@ -250,7 +250,8 @@ class OwnedConversations:
                     if aware(held["answering_until"]) > now:
                         raise ConversationBusy()
                     abandoned = held["answering"]
-                    await _reply(connection, ids, abandoned, content="", tool_calls=None, error=ABANDONED)
+                    where = {key: ids[key] for key in ("owner_id", "conversation_id", "now")}
+                    await _reply(connection, where, abandoned, content="", tool_calls=None, error=ABANDONED)
             added = await connection.fetch_one(_ADD_MESSAGE, **ids)
             if added is None:
                 raise KeyTaken

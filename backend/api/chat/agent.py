@@ -107,6 +107,8 @@ class ChatAgent:
             tracing_disabled=not settings.chat_tracing,
             trace_include_sensitive_data=False,
             workflow_name="todo-api chat",
+            # A model that names a tool it does not have is told so, and may try again.
+            tool_not_found_behavior="return_error_to_model",
         )
         self.turns: set[asyncio.Task[Any]] = set()
 

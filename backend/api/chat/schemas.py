@@ -7,7 +7,7 @@ import orjson
 from pydantic import BaseModel, Field, StringConstraints
 
 from backend.config import CHAT_MESSAGE_HARD_LIMIT
-from backend.models import HIDE_NULL, TITLE_PATTERN, Id, RequestBody, TimeZone
+from backend.models import HIDE_NULL, MAX_ID, TITLE_PATTERN, RequestBody, TimeZone
 from backend.store.database import Row
 
 MAX_MESSAGES_PAGE = 1000
@@ -15,9 +15,9 @@ MAX_MESSAGES_PAGE = 1000
 
 class ChatRequest(RequestBody):
     conversation_id: Annotated[
-        Id | None,
+        int | None,
         HIDE_NULL,
-        Field(description="The conversation to continue; without it, a new one is started."),
+        Field(ge=1, le=MAX_ID, description="The conversation to continue; without it, a new one is started."),
     ] = None
     message: Annotated[
         str,
