@@ -6,6 +6,7 @@ from pathlib import Path
 
 from backend.auth.tokens import issue_token
 from tests.conftest import SECRET
+from tests.openai_stub import model_stub
 from tests.processes import running_server, server_env
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
@@ -20,7 +21,13 @@ def test_every_operation_survives_schemathesis(postgres_url: str, tmp_path: Path
     The validation tests cover rejection of invalid bodies and parameters.
     """
     token = issue_token(SECRET, "fuzz-user")
-    with running_server(server_env(postgres_url), tmp_path / "server.log") as server:
+    # The chat route on a local OpenAI-compatible model, which answers every message "ok".
+    with (
+        model_stub() as (_model, model_url),
+        running_server(
+            server_env(postgres_url, CHAT_MODEL="stub", OPENAI_BASE_URL=model_url), tmp_path / "server.log"
+        ) as server,
+    ):
         result = subprocess.run(
             [
                 SCHEMATHESIS,
@@ -48,3 +55,5 @@ def test_every_operation_survives_schemathesis(postgres_url: str, tmp_path: Path
     assert " passed" in result.stdout
     assert access, "the server logged no requests"
     assert [line for line in access if line["status"] >= 500] == []
+    # The chat route was reached past its validation, and answered by the model.
+    assert any(line["route"] == "/api/{user_id}/chat" and line["status"] == 200 for line in access)

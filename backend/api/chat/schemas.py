@@ -66,14 +66,10 @@ class MessagePublic(BaseModel):
     tool_calls: list[ToolCall] = Field(
         description="An answer's tool calls (empty for the person's messages)."
     )
-    error: Annotated[
-        TurnProblem | None,
-        HIDE_NULL,
-        Field(description="On an answer that did not come (a timeout, the model unavailable): why."),
-    ] = None
-    reply_to: Annotated[int | None, HIDE_NULL, Field(description="An answer's: the message it answers.")] = (
-        None
+    error: TurnProblem | None = Field(
+        description="On an answer that did not come (a timeout, the model unavailable): why; else null."
     )
+    reply_to: int | None = Field(description="An answer's: the message it answers; null for the person's.")
     created_at: datetime
 
     @classmethod
