@@ -23,6 +23,10 @@ OPERATIONS = {
     ("get", "/api/{user_id}/tags"): "listTags",
     ("patch", "/api/{user_id}/tags/{tag_id}"): "renameTag",
     ("delete", "/api/{user_id}/tags/{tag_id}"): "deleteTag",
+    ("post", "/api/{user_id}/chat"): "sendChatMessage",
+    ("get", "/api/{user_id}/conversations"): "listConversations",
+    ("get", "/api/{user_id}/conversations/{conversation_id}"): "getConversation",
+    ("delete", "/api/{user_id}/conversations/{conversation_id}"): "deleteConversation",
 }
 
 

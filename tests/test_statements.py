@@ -11,8 +11,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from agents.testing import ScriptedModel, assistant_message
 from fastapi import FastAPI
 
+from backend.api.chat.agent import ChatAgent
 from backend.api.event_stream import stream_events
 from tests.conftest import Caller
 
@@ -260,3 +262,41 @@ async def test_a_stream_opens_in_two_statements_and_a_change_reaches_all_streams
         for stream in [first, *streams]:
             await stream.aclose()
     assert hub.streams == 0
+
+
+async def test_the_chat_routes_stay_within_the_budget(
+    app: FastAPI, alice: Caller, statements: list[str]
+) -> None:
+    """A message is two transactions around the model's work, none held while it thinks: the
+    message stored with the lease taken (and, in a conversation, the history read), then the
+    answer stored with the lease given back. A tool call costs what its route costs."""
+    model = ScriptedModel([[assistant_message(text)] for text in ("one", "two", "three")])
+    app.state.chat = ChatAgent(app.state.services, model)
+    started = None
+    calls: list[tuple[str, str, Any, dict[str, str], int, int]] = [
+        # method, path, body, headers, most work statements, transactions
+        ("POST", "/chat", {"message": "new"}, {}, 5, 2),
+        ("POST", "/chat", {"message": "again"}, {"conversation_id": "?"}, 6, 2),
+        ("POST", "/chat", {"message": "keyed"}, {"Idempotency-Key": "k1"}, 6, 2),
+        ("POST", "/chat", {"message": "keyed"}, {"Idempotency-Key": "k1"}, 2, 0),  # the replay
+        ("GET", "/conversations", None, {}, 1, 0),
+        ("GET", "/conversations?limit=1", None, {}, 2, 0),  # a full page: and the count
+        ("GET", "/conversations/?", None, {}, 2, 0),
+        ("DELETE", "/conversations/?", None, {}, 1, 0),
+    ]
+    for method, path, body, headers, most, opened in calls:
+        if started is not None:
+            path = path.replace("?", str(started)) if path.endswith("?") else path
+            if headers.get("conversation_id"):
+                body = {**body, "conversation_id": started}
+        headers = {key: value for key, value in headers.items() if key != "conversation_id"}
+        statements.clear()
+        response = await alice.client.request(
+            method, f"/api/{alice.user_id}{path}", json=body, headers={**alice.headers, **headers}
+        )
+        assert response.status_code < 300, (method, path, response.text)
+        if started is None:
+            started = response.json()["conversation_id"]
+        done = work(statements)
+        assert 1 <= len(done) <= most, (method, path, statements)
+        assert len(transactions(statements)) == opened, (method, path, statements)

@@ -66,6 +66,7 @@ def test_a_generated_client_type_checks_a_frontends_usage(tmp_path: Path) -> Non
         'export const untitled: NewTask = { priority: "high" };',  # the title is required
         'export const wrong: NewTask = { title: "t", priority: "urgent" };',
         "export function late(task: Task): string { return task.due_at; }",  # it may be null
+        "export const mute: ChatBody = { conversation_id: 7 };",  # the message is required
     ],
 )
 def test_the_check_can_fail(tmp_path: Path, mistake: str) -> None:

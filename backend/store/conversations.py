@@ -80,8 +80,8 @@ class Started:
 
     conversation_id: int
     message_id: int
-    # The turn before, if it was left unanswered by a server that stopped.
-    abandoned: int | None = None
+    # The conversation's newest messages before this one, newest first (the model's window).
+    history: list[Row]
 
 
 _LOCK = Query(
@@ -219,13 +219,15 @@ class OwnedConversations:
         content: str,
         *,
         lease_until: datetime,
+        history: int = 0,
         idempotency_key: str | None = None,
         fingerprint: str | None = None,
     ) -> Started:
-        """Store the person's message (in a new conversation without an id) and take the
-        conversation's lease, in one transaction. `ConversationNotFound` for a conversation
-        that is not theirs, `ConversationBusy` while another message is answered, `KeyTaken`
-        (nothing stored) for a key used before."""
+        """Store the person's message (in a new conversation without an id), take the
+        conversation's lease and read its `history` newest messages before, in one
+        transaction. `ConversationNotFound` for a conversation that is not theirs,
+        `ConversationBusy` while another message is answered, `KeyTaken` (nothing stored)
+        for a key used before."""
         now = utc_now()
         base: dict[str, Any] = {
             "owner_id": self.owner.subject,
@@ -236,7 +238,6 @@ class OwnedConversations:
         }
 
         async def start(connection: Connection) -> Started:
-            abandoned = None
             if conversation_id is None:
                 created = await connection.fetch_one(_CREATE, **base, title=title_of(content))
                 assert created is not None
@@ -249,14 +250,19 @@ class OwnedConversations:
                 if held["answering"] is not None:
                     if aware(held["answering_until"]) > now:
                         raise ConversationBusy()
-                    abandoned = held["answering"]
+                    # Its server stopped mid-turn: that message is recorded as unanswered.
                     where = {key: ids[key] for key in ("owner_id", "conversation_id", "now")}
-                    await _reply(connection, where, abandoned, content="", tool_calls=None, error=ABANDONED)
+                    await _reply(connection, where, held["answering"], "", None, ABANDONED)
             added = await connection.fetch_one(_ADD_MESSAGE, **ids)
             if added is None:
                 raise KeyTaken
             await connection.execute(_TAKE_LEASE, **ids, message_id=added["id"], until=lease_until)
-            return Started(ids["conversation_id"], added["id"], abandoned)
+            window = []
+            if conversation_id is not None and history > 0:
+                window = await connection.fetch_all(
+                    _HISTORY, conversation_id=conversation_id, before=added["id"], limit=history
+                )
+            return Started(ids["conversation_id"], added["id"], window)
 
         return await self.db.atomic(start)
 
@@ -289,10 +295,6 @@ class OwnedConversations:
         if message is None:
             return None
         return message, await self.db.fetch_one(_REPLY_TO, message_id=message["id"])
-
-    async def history(self, conversation_id: int, before: int, limit: int) -> list[Row]:
-        """The conversation's `limit` newest messages before the message `before`, newest first."""
-        return await self.db.fetch_all(_HISTORY, conversation_id=conversation_id, before=before, limit=limit)
 
     async def page(self, limit: int, offset: int) -> tuple[list[Row], int]:
         """The person's conversations, most recently active first, and how many they have."""

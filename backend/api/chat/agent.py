@@ -23,11 +23,13 @@ from agents.models.openai_chatcompletions import OpenAIChatCompletionsModel
 from agents.tool_context import ToolContext as SdkToolContext
 from openai import AsyncOpenAI
 
+from backend.api.chat.turns import Turn
 from backend.api.mcp.tools import TOOLS, ToolSpec, compact_schema
 from backend.api.shared import Services
 from backend.auth.rate_limit import RateLimiter, create_rate_limiter
 from backend.auth.tokens import TokenClaims
 from backend.errors import ChatRateLimited
+from backend.store.conversations import OwnedConversations, Started
 
 logger = logging.getLogger("backend.chat")
 
@@ -127,9 +129,20 @@ class ChatAgent:
         if self.limiter is not None and (wait := await self.limiter.wait_seconds(owner.subject)) > 0:
             raise ChatRateLimited(wait, self.settings.chat_requests_per_minute)
 
-    def keep(self, task: asyncio.Task[Any]) -> None:
-        self.turns.add(task)
-        task.add_done_callback(self.turns.discard)
+    def begin(
+        self,
+        owner: TokenClaims,
+        conversations: OwnedConversations,
+        started: Started,
+        message: str,
+        time_zone: str,
+    ) -> Turn:
+        """The turn answering a stored message, running in a task of its own."""
+        turn = Turn(self, owner, conversations, started, message, time_zone)
+        turn.task = asyncio.create_task(turn.run())
+        self.turns.add(turn.task)
+        turn.task.add_done_callback(self.turns.discard)
+        return turn
 
     async def aclose(self) -> None:
         """Stop the turns still running (each records that it stopped), then the clients."""

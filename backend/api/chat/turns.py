@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import openai
 import orjson
@@ -29,13 +29,15 @@ from agents.items import TResponseInputItem
 from agents.stream_events import RawResponsesStreamEvent
 from openai.types.responses import ResponseTextDeltaEvent
 
-from backend.api.chat.agent import ChatAgent
 from backend.api.chat.schemas import ChatAnswer, ToolCall
 from backend.api.mcp.tools import ToolContext, ToolRefused, call_tool
 from backend.auth.tokens import TokenClaims
 from backend.errors import GatewayTimeout, ProblemError, ServiceUnavailable, TooManyRequests, Unprocessable
 from backend.store.conversations import OwnedConversations, Started
 from backend.store.database import Row
+
+if TYPE_CHECKING:
+    from backend.api.chat.agent import ChatAgent
 
 logger = logging.getLogger("backend.chat")
 
@@ -153,7 +155,7 @@ def _model_problem(error: BaseException) -> ProblemError | None:
 class Turn:
     """One message being answered: the run's context (what its tools act for, and record)."""
 
-    chat: ChatAgent
+    chat: "ChatAgent"
     owner: TokenClaims
     conversations: OwnedConversations
     started: Started
@@ -162,6 +164,7 @@ class Turn:
     events: asyncio.Queue[ChatEvent | None] = field(default_factory=asyncio.Queue)
     calls: list[ToolCall] = field(default_factory=list)
     in_flight: set[asyncio.Task[str]] = field(default_factory=set)
+    task: "asyncio.Task[ChatAnswer] | None" = None  # the turn's own, once begun
 
     # --- tools ------------------------------------------------------------------------
 
@@ -205,6 +208,14 @@ class Turn:
 
     # --- the turn ---------------------------------------------------------------------
 
+    async def stream(self) -> AsyncIterator[dict[str, str]]:
+        """The turn's events as server-sent events, until `done` or `error`."""
+        while (event := await self.events.get()) is not None:
+            yield {"event": event.kind, "data": orjson.dumps(event.data).decode()}
+        if self.task is not None:
+            with contextlib.suppress(Exception):
+                await self.task  # its problem was sent as `error`
+
     async def run(self) -> ChatAnswer:
         """Answer, store, and say so on `events`; the answer, or the problem raised."""
         self.events.put_nowait(ChatEvent("conversation", {"conversation_id": self.started.conversation_id}))
@@ -238,10 +249,7 @@ class Turn:
 
     async def _answer(self) -> str:
         settings = self.chat.settings
-        newest_first = await self.conversations.history(
-            self.started.conversation_id, self.started.message_id, settings.chat_history_messages
-        )
-        window = history_window(newest_first, settings.chat_history_tokens)
+        window = history_window(self.started.history, settings.chat_history_tokens)
         agent = self.chat.agent(self.time_zone, datetime.now(UTC))
         result = Runner.run_streamed(
             agent,
@@ -292,11 +300,3 @@ def _problem_body(problem: ProblemError) -> dict[str, Any]:
         "status": problem.status.value,
         "detail": problem.detail,
     }
-
-
-async def stream(turn_task: "asyncio.Task[ChatAnswer]", turn: Turn) -> AsyncIterator[dict[str, str]]:
-    """The turn's events as server-sent events, until `done` or `error`."""
-    while (event := await turn.events.get()) is not None:
-        yield {"event": event.kind, "data": orjson.dumps(event.data).decode()}
-    with contextlib.suppress(Exception):
-        await turn_task  # its problem was sent as `error`

@@ -99,7 +99,7 @@ def _wants_stream(accept: str | None) -> bool:
     return accept is not None and "text/event-stream" in accept.lower()
 
 
-@router.post("/chat", operation_id="chat", response_model=ChatAnswer, responses=_STREAMED)
+@router.post("/chat", operation_id="sendChatMessage", response_model=ChatAnswer, responses=_STREAMED)
 async def chat(
     request: Request,
     user_id: UserIdPath,
@@ -127,15 +127,13 @@ async def chat(
         if (replay := await _replay(conversations, key, sent, streaming)) is not None:
             return replay
     await agent.admit(owner)
-
-    from backend.api.chat.turns import Turn, stream  # with the SDK, which only a model needs
-
     lease = agent.settings.chat_timeout_seconds + 30  # and the answer's own write
     try:
         started = await conversations.start_turn(
             body.conversation_id,
             body.message,
             lease_until=datetime.fromtimestamp(datetime.now(UTC).timestamp() + lease, UTC),
+            history=agent.settings.chat_history_messages,
             idempotency_key=key,
             fingerprint=None if sent is None else sent[0],
         )
@@ -148,13 +146,12 @@ async def chat(
         raise KeyInUse() from None
     # A turn has limits of its own (CHAT_TIMEOUT_SECONDS), longer than a request's.
     lift_deadline(request.scope)
-    turn = Turn(agent, owner, conversations, started, body.message, body.time_zone)
-    task = asyncio.create_task(turn.run())
-    agent.keep(task)
+    turn = agent.begin(owner, conversations, started, body.message, body.time_zone)
+    assert turn.task is not None
     if streaming:
-        return EventSourceResponse(stream(task, turn), headers={"Cache-Control": "no-store"})
+        return EventSourceResponse(turn.stream(), headers={"Cache-Control": "no-store"})
     # Shielded: a client that goes away leaves the turn to finish (and be stored).
-    answer = await asyncio.shield(task)
+    answer = await asyncio.shield(turn.task)
     return Response(answer.model_dump_json(), media_type="application/json")
 
 

@@ -72,3 +72,20 @@ export function counts(tag: Tag, stats: Stats): number {
 export function explain(problem: Problem): string {
   return `${problem.status} ${problem.title}: ${problem.detail}`;
 }
+
+// The chat: a message (continuing a conversation, in the person's zone), its answer with
+// the tools it called, and the saved conversations.
+type ChatBody = paths["/api/{user_id}/chat"]["post"]["requestBody"]["content"]["application/json"];
+type ChatAnswer = components["schemas"]["ChatAnswer"];
+type Conversation = components["schemas"]["ConversationDetail"];
+export const ask: ChatBody = { message: "add milk to my list for tomorrow" };
+export const followUp: ChatBody = { conversation_id: 7, message: "and eggs", time_zone: "Europe/Berlin" };
+export function show(answer: ChatAnswer, conversation: Conversation): string {
+  const calls = answer.tool_calls.map((call) => `${call.tool}(${JSON.stringify(call.arguments)})`);
+  const lines = conversation.messages.map((message) => {
+    const role: "user" | "assistant" = message.role;
+    const failed: number | undefined = message.error?.status;
+    return `${role}: ${message.content}${failed ? ` (${failed})` : ""}`;
+  });
+  return [answer.conversation_id, answer.response, ...calls, ...lines].join("\n");
+}
