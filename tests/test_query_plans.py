@@ -12,7 +12,7 @@ import asyncpg
 import psycopg
 import pytest
 
-from backend.store import events, reminders, webhooks
+from backend.store import conversations, events, reminders, webhooks
 from backend.store.changes import SYNC_QUERIES
 from backend.store.database import Query
 from backend.store.task_filters import TaskFilters, list_query
@@ -45,6 +45,18 @@ SEED = [
     "VALUES (1, 'http://hooks.example', true, now())",
     "INSERT INTO webhook_deliveries (endpoint_id, user_id, sequence, next_attempt_at) "
     "SELECT 1, user_id, sequence, now() - interval '1 second' FROM events",
+    # 2,000 conversations of 20 messages each (every other one answering the one before),
+    # 200 of them ours.
+    """INSERT INTO conversations (id, user_id, title, created_at, updated_at)
+       SELECT c, CASE WHEN c % 10 = 0 THEN 'u' ELSE 'user' || (c % 10) END, 'chat ' || c,
+              now(), now() - c * interval '1 minute'
+       FROM generate_series(1, 2000) c""",
+    """INSERT INTO messages (id, conversation_id, user_id, role, content, reply_to, idempotency_key,
+                             created_at)
+       SELECT m, conversations.id, conversations.user_id,
+              CASE WHEN m % 2 = 1 THEN 'user' ELSE 'assistant' END, 'message ' || m,
+              CASE WHEN m % 2 = 0 THEN m - 1 END, CASE WHEN m % 2 = 1 THEN 'key' || m END, now()
+       FROM generate_series(1, 40000) m JOIN conversations ON conversations.id = (m - 1) / 20 + 1""",
     "ANALYZE",
 ]
 
@@ -200,4 +212,41 @@ def test_event_reads_and_webhook_claims_are_index_ranges(
         assert index in explained, explained
     # (A task's tags are named from the person's few tags as every task read names them.)
     for table in ("events", "tasks", "webhook_deliveries", "change_counters"):
+        assert f"Seq Scan on {table}" not in explained, explained
+
+
+@pytest.mark.parametrize(
+    ("statement", "index"),
+    [
+        (conversations._LOCK, "pk_conversations"),  # a turn takes the conversation's lease
+        (conversations._TAKE_LEASE, "pk_conversations"),
+        (conversations._GIVE_LEASE, "pk_conversations"),
+        (conversations._HISTORY, "ix_messages_conversation_id_id"),  # the model's window
+        (conversations._BY_KEY, "uq_messages_user_id_idempotency_key"),  # a retry's message
+        (conversations._REPLY_TO, "uq_messages_reply_to"),  # and its answer
+        (conversations._LIST, "ix_conversations_user_id_updated_at_id"),
+        (conversations._COUNT, "ix_conversations_user_id_updated_at_id"),
+        (conversations._GET, "pk_conversations"),
+        (conversations._MESSAGES, "ix_messages_conversation_id_id"),
+        (conversations._DELETE, "pk_conversations"),
+    ],
+)
+def test_the_chat_statements_are_index_lookups(database: Database, statement: Query, index: str) -> None:
+    """With 2,000 conversations and 40,000 messages, a turn's statements and the conversation
+    routes read by index, never a walk of either table."""
+    parameters = {
+        "owner_id": "u",
+        "conversation_id": 1990,
+        "message_id": 39_781,
+        "before": 39_781,
+        "after": 0,
+        "limit": 40,
+        "offset": 0,
+        "idempotency_key": "key39781",
+        "until": datetime.now(UTC),
+        "now": datetime.now(UTC),
+    }
+    explained = explain(database, statement, parameters)
+    assert index in explained, explained
+    for table in ("conversations", "messages"):
         assert f"Seq Scan on {table}" not in explained, explained
