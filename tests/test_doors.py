@@ -1,13 +1,16 @@
-"""One rule, one answer, whichever door: the REST routes and the MCP tools go through one
-layer (`backend.api.shared`, the request models, the store), so the same invalid input is refused
-by both with the same detail, and the same conditions hold (If-Match and `expected_version`,
+"""One rule, one answer, whichever door: the REST routes, the MCP tools and the chat agent's
+tools go through one layer (`backend.api.shared`, the request models, the store), so the same
+invalid input is refused by each with the same detail, and the same conditions hold (If-Match and `expected_version`,
 REQUIRE_IF_MATCH, who the request may act for). Both databases; the tools are called
 in-process exactly as the server calls them (tests/test_mcp.py drives the real server)."""
 
 from typing import Any
 
 import pytest
+from agents.testing import ScriptedModel, assistant_message, function_call
+from fastapi import FastAPI
 
+from backend.api.chat.agent import ChatAgent
 from tests.conftest import Caller, assert_problem, http_client, make_settings, running_app, sign_in
 
 pytestmark = pytest.mark.anyio
@@ -109,6 +112,20 @@ async def test_the_same_invalid_input_is_refused_alike_by_both_doors(
     refused = (await alice.tool(*tool)).refused
     assert rest_issues(problem) == tool_issues(refused), (problem, refused)
     assert (await alice.request("GET")).json() == []  # nothing was stored by either
+
+
+@pytest.mark.parametrize(("rest", "tool"), SAME_INPUTS[:8], ids=lambda value: str(value)[:60])
+async def test_the_chat_agents_tools_refuse_alike(
+    app: FastAPI, alice: Caller, rest: tuple[str, str, Any, Any], tool: tuple[str, dict[str, Any]]
+) -> None:
+    """The agent's tool calls are the MCP tools' calls: the same refusal, word for word."""
+    name, arguments = tool
+    model = ScriptedModel([[function_call(name, arguments, call_id="c1")], [assistant_message("ok")]])
+    app.state.chat = ChatAgent(app.state.services, model)
+    answer = await alice.client.post("/api/me/chat", json={"message": "do it"}, headers=alice.headers)
+    (call,) = answer.json()["tool_calls"]
+    assert call["result"] == {"error": (await alice.tool(*tool)).refused}
+    assert (await alice.request("GET")).json() == []
 
 
 async def test_a_tools_expected_version_is_if_match(alice: Caller) -> None:
