@@ -1,8 +1,9 @@
 """One rule, one answer, whichever door: the REST routes, the MCP tools and the chat agent's
 tools go through one layer (`backend.api.shared`, the request models, the store), so the same
-invalid input is refused by each with the same detail, and the same conditions hold (If-Match and `expected_version`,
-REQUIRE_IF_MATCH, who the request may act for). Both databases; the tools are called
-in-process exactly as the server calls them (tests/test_mcp.py drives the real server)."""
+invalid input is refused by each with the same detail, and the same conditions hold (If-Match
+and `expected_version`, REQUIRE_IF_MATCH, who the request may act for). Both databases; the
+tools are called in-process exactly as the server calls them (tests/test_mcp.py drives the real
+server)."""
 
 from typing import Any
 
