@@ -232,6 +232,15 @@ class Settings(DatabaseSettings):
         return self
 
     @model_validator(mode="after")
+    def _chat_model_can_be_reached(self) -> Self:
+        if self.chat_model and self.openai_base_url is None and self.openai_api_key is None:
+            raise ValueError(
+                "CHAT_MODEL is set for OpenAI (OPENAI_BASE_URL is not set) but OPENAI_API_KEY is not: "
+                "set the key, or OPENAI_BASE_URL to a local OpenAI-compatible server (Ollama, vLLM)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _derive_token_settings(self) -> Self:
         if self.better_auth_jwks_url is None and self.better_auth_url is not None:
             self.better_auth_jwks_url = f"{self.better_auth_url}/api/auth/jwks"

@@ -15,6 +15,8 @@ import openai
 import orjson
 import pytest
 from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
+from agents.tracing import get_trace_provider
+from agents.tracing.traces import NoOpTrace
 from fastapi import FastAPI
 from httpx import AsyncClient, Response
 from hypothesis import HealthCheck, given, settings
@@ -678,3 +680,20 @@ async def test_any_message_is_answered_or_refused_never_5xx(
         assert response.json()["response"] == "ok"
     else:
         assert model.calls == ()
+
+
+async def test_a_configured_model_sends_no_traces_unless_told(database_url: str) -> None:
+    settings = make_settings(database_url, chat_model="llama3.2", openai_base_url="http://127.0.0.1:9/v1")
+    async with running_app(settings) as app:
+        assert app.state.chat is not None
+        assert app.state.chat.run_config.tracing_disabled is True
+        assert isinstance(get_trace_provider().create_trace("probe"), NoOpTrace)
+    traced = make_settings(
+        database_url, chat_model="m", openai_base_url="http://127.0.0.1:9/v1", chat_tracing=True
+    )
+    async with running_app(traced) as app:
+        assert app.state.chat is not None
+        assert app.state.chat.run_config.tracing_disabled is False
+        assert not isinstance(get_trace_provider().create_trace("probe"), NoOpTrace)
+    async with running_app(settings):
+        assert isinstance(get_trace_provider().create_trace("probe"), NoOpTrace)

@@ -41,8 +41,21 @@ def test_unsupported_database_urls_are_refused(url: str) -> None:
     assert "DATABASE_URL" in describe_validation_error(raised.value)
 
 
+def test_a_local_model_needs_no_key() -> None:
+    settings = Settings(  # type: ignore[call-arg]
+        _env_file=None,
+        better_auth_secret=SECRET,
+        chat_model="llama3.2",
+        openai_base_url="http://127.0.0.1:11434/v1/",
+    )
+    assert settings.openai_base_url == "http://127.0.0.1:11434/v1"
+    assert settings.openai_api_key is None
+
+
 def test_defaults() -> None:
     settings = Settings(_env_file=None, better_auth_secret=SECRET)  # type: ignore[call-arg]
+    assert settings.chat_model is None
+    assert settings.chat_tracing is False
     assert settings.database_url == "sqlite:///./todo.db"
     assert settings.cors_origins == ["http://localhost:3000"]
     assert settings.jwt_leeway_seconds == 30
@@ -73,6 +86,22 @@ def test_cors_origins_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> No
             "needs BETTER_AUTH_SECRET",
         ),
         ({"BETTER_AUTH_SECRET": SECRET, "JWT_ALGORITHMS": "EdDSA"}, "JWT_ALGORITHMS", "need BETTER_AUTH_URL"),
+        ({"BETTER_AUTH_SECRET": SECRET, "CHAT_MODEL": "gpt-4o-mini"}, "OPENAI_API_KEY", "OPENAI_BASE_URL"),
+        (
+            {"BETTER_AUTH_SECRET": SECRET, "CHAT_MODEL": "m", "OPENAI_BASE_URL": "localhost:11434"},
+            "OPENAI_BASE_URL",
+            "http:// or https://",
+        ),
+        (
+            {"BETTER_AUTH_SECRET": SECRET, "CHAT_TIMEOUT_SECONDS": "0"},
+            "CHAT_TIMEOUT_SECONDS",
+            "greater than 0",
+        ),
+        (
+            {"BETTER_AUTH_SECRET": SECRET, "CHAT_MESSAGE_MAX_LENGTH": "40000"},
+            "CHAT_MESSAGE_MAX_LENGTH",
+            "less than or equal to 32000",
+        ),
     ],
 )
 def test_a_bad_setting_stops_start_up_with_one_line(

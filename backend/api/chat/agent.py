@@ -93,6 +93,8 @@ class ChatAgent:
         client: AsyncOpenAI | None = None,
     ) -> None:
         settings = services.settings
+        # The SDK exports traces to OpenAI by default: only when the operator says so.
+        set_tracing_disabled(not settings.chat_tracing)
         self.services = services
         self.settings = settings
         self.model = model
@@ -163,8 +165,6 @@ def create_chat(services: Services) -> ChatAgent | None:
     settings = services.settings
     if settings.chat_model is None:
         return None
-    # The SDK exports traces to OpenAI by default: only when the operator says so.
-    set_tracing_disabled(not settings.chat_tracing)
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
     client = AsyncOpenAI(
         # A local server (Ollama) wants no key, but the client wants one to send.
