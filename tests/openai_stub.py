@@ -32,6 +32,7 @@ class Answer:
     text: str = ""
     tool_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     delay: float = 0
+    chunk_delay: float = 0  # between the text's chunks
     status: int = 200  # an error status answers {"error": ...} instead
 
 
@@ -108,7 +109,7 @@ async def _chunks(answer: Answer, model: str, usage: bool) -> AsyncIterator[byte
     # The text in pieces of a few characters, as a model writes it.
     for start in range(0, len(answer.text), 4):
         yield chunk({"content": answer.text[start : start + 4]})
-        await asyncio.sleep(0)
+        await asyncio.sleep(answer.chunk_delay)
     for index, call in enumerate(_tool_calls(answer)):
         arguments = call["function"]["arguments"]
         half = len(arguments) // 2

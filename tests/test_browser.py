@@ -19,12 +19,15 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 
 from tests.conftest import IN_CI
+from tests.openai_stub import Answer, ModelStub, calls, model_stub, text
 from tests.processes import TODO_API, free_port, running_server, server_env, wait_until_answering
 
 WEB = Path(__file__).parent.parent / "web"
@@ -78,7 +81,9 @@ def web_service(node: str, port: int, api_url: str, directory: Path, **settings:
 
 
 @contextmanager
-def stack(node: str, directory: Path, token_lifetime: str, leeway: str) -> Iterator[tuple[str, str, int]]:
+def stack(
+    node: str, directory: Path, token_lifetime: str, leeway: str, **api_settings: str
+) -> Iterator[tuple[str, str, int]]:
     """The API and the web service, configured for each other as `make demo` does."""
     directory.mkdir()
     web_port = free_port()
@@ -90,6 +95,7 @@ def stack(node: str, directory: Path, token_lifetime: str, leeway: str) -> Itera
         JWT_LEEWAY_SECONDS=leeway,
         # On, as a deployment has it: a person clicking is far below it.
         RATE_LIMIT_PER_SECOND="20",
+        **api_settings,
     )
     with (
         running_server(env, directory / "api.log", "--migrate") as api,
@@ -111,6 +117,7 @@ def stack(node: str, directory: Path, token_lifetime: str, leeway: str) -> Itera
 class Browsers:
     node: str
     env: dict[str, str]
+    model: ModelStub  # the demo stack's chat model
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +125,10 @@ def browsers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browsers]:
     node, chromium = require_web_app()
     directory = tmp_path_factory.mktemp("browser")
     with ExitStack() as stacks:
-        web_url, api_url, web_port = stacks.enter_context(stack(node, directory / "demo", "15m", "30"))
+        model, model_url = stacks.enter_context(model_stub())
+        web_url, api_url, web_port = stacks.enter_context(
+            stack(node, directory / "demo", "15m", "30", CHAT_MODEL="stub", OPENAI_BASE_URL=model_url)
+        )
         expiring_web_url, expiring_api_url, _ = stacks.enter_context(
             stack(node, directory / "expiring", f"{TOKEN_SECONDS}s", "0")
         )
@@ -135,6 +145,7 @@ def browsers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Browsers]:
                 "CHROMIUM": chromium,
                 "ARTIFACTS": str(ARTIFACTS),
             },
+            model,
         )
 
 
@@ -274,3 +285,24 @@ def test_a_change_in_one_tab_shows_in_another_within_a_second(browsers: Browsers
 
 def test_a_due_reminder_shows_in_the_page_and_as_a_notification(browsers: Browsers) -> None:
     run_browser_test(browsers, "a reminder shows in the page, and as a notification, when it is due")
+
+
+def test_the_assistant_adds_a_task_and_answers_what_is_overdue(browsers: Browsers) -> None:
+    """The chat panel against the model stub: the answer streams in, the task list shows
+    what the assistant added, and the second question continues the conversation."""
+    tomorrow_nine = (datetime.now(ZoneInfo("Europe/Berlin")) + timedelta(days=1)).replace(
+        hour=9, minute=0, second=0, microsecond=0
+    )
+    browsers.model.script(
+        calls(("add_task", {"title": "Milk", "due_at": tomorrow_nine.isoformat()})),
+        # Streamed slowly enough that the page shows it as it is written.
+        Answer(text="I added “Milk” to your list for tomorrow at 9:00.", chunk_delay=0.05),
+        calls(("list_tasks", {"overdue": True})),
+        text("Nothing is overdue."),
+    )
+    asked = len(browsers.model.requests)
+    run_browser_test(browsers, "the assistant adds a task from the chat panel and says what is overdue")
+    first, _, second, _ = browsers.model.requests[asked:]
+    assert "Europe/Berlin" in first["messages"][0]["content"]  # the page sent its time zone
+    said = [message.get("content") for message in second["messages"]]
+    assert "add milk to my list for tomorrow" in said  # the same conversation, from the database

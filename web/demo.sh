@@ -32,6 +32,10 @@ for _ in $(seq 100); do
   if python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$api_port/ready'); u.urlopen('http://127.0.0.1:$web_port/app.js')" 2>/dev/null; then
     echo
     echo "==> Open $web_url and create an account. Ctrl-C stops both."
+    if [ -z "${CHAT_MODEL:-}" ]; then
+      echo "    (The chat panel needs a model: CHAT_MODEL=gpt-4o-mini OPENAI_API_KEY=sk-... make demo,"
+      echo "    or a local one: CHAT_MODEL=llama3.2 OPENAI_BASE_URL=http://127.0.0.1:11434/v1 make demo)"
+    fi
     echo
     break
   fi

@@ -35,6 +35,26 @@ export interface TaskEvent {
   data: Partial<Task> & { id: number; deleted_at?: string };
 }
 
+/** What the assistant did while answering: a tool, what it was given, what it returned. */
+export interface ToolCall {
+  tool: string;
+  arguments: Record<string, unknown>;
+  result: Record<string, unknown>;
+}
+
+export interface ChatAnswer {
+  conversation_id: number;
+  response: string;
+  tool_calls: ToolCall[];
+}
+
+/** What a streamed answer tells as it comes. */
+export interface ChatHandlers {
+  onConversation?: (conversationId: number) => void;
+  onDelta?: (text: string) => void;
+  onToolCall?: (call: ToolCall) => void;
+}
+
 export interface TaskPage {
   tasks: Task[];
   total: number;
@@ -210,6 +230,67 @@ export class TaskApi {
         if (signal.aborted) return;
         await new Promise((resolve) => setTimeout(resolve, 1000));
       }
+    }
+  }
+
+  /**
+   * A message to the assistant, its answer streamed (server-sent events over a POST, so
+   * fetch-based as the event stream is). Sent with an Idempotency-Key: if the connection
+   * drops, sending it again with the same key gets the stored answer, never a second run.
+   */
+  async chat(
+    message: string,
+    conversationId: number | null,
+    timeZone: string,
+    handlers: ChatHandlers,
+    idempotencyKey: string = crypto.randomUUID(),
+  ): Promise<ChatAnswer> {
+    const body = JSON.stringify({
+      message,
+      time_zone: timeZone,
+      ...(conversationId === null ? {} : { conversation_id: conversationId }),
+    });
+    for (let attempt = 0; ; attempt++) {
+      const token = this.token ?? (await this.freshToken());
+      let answer: ChatAnswer | null = null;
+      let refused: ApiError | null = null;
+      try {
+        await fetchEventSource(`${this.baseUrl}/api/${encodeURIComponent(this.userId)}/chat`, {
+          method: "POST",
+          headers: {
+            Authorization: `Bearer ${token}`,
+            "Content-Type": "application/json",
+            "Idempotency-Key": idempotencyKey,
+          },
+          body,
+          openWhenHidden: true,
+          onopen: async (response) => {
+            if (!response.ok) throw new ApiError(response.status, await problemMessage(response));
+          },
+          onmessage: (event) => {
+            const data = JSON.parse(event.data) as Record<string, unknown>;
+            if (event.event === "conversation") handlers.onConversation?.(data.conversation_id as number);
+            else if (event.event === "delta") handlers.onDelta?.(data.text as string);
+            else if (event.event === "tool_call") handlers.onToolCall?.(data as unknown as ToolCall);
+            else if (event.event === "done") answer = data as unknown as ChatAnswer;
+            else if (event.event === "error") refused = new ApiError(data.status as number, data.detail as string);
+          },
+          onclose: () => {},
+          onerror: (error: unknown) => {
+            throw error; // no retry by the library: a retry is ours to decide
+          },
+        });
+      } catch (error) {
+        if (error instanceof ApiError && error.status === 401 && attempt === 0) {
+          this.token = null;
+          continue;
+        }
+        if (error instanceof ApiError) throw error;
+        throw new NetworkError(`Could not reach the assistant at ${this.baseUrl}: ${String(error)}`);
+      }
+      if (refused) throw refused;
+      if (!answer) throw new NetworkError("The assistant's answer was cut off; send the message again.");
+      return answer;
     }
   }
 

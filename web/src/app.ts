@@ -266,9 +266,77 @@ $("#notify").addEventListener("click", () => {
   if ("Notification" in window) void Notification.requestPermission();
 });
 
+// The assistant: each message's answer streams into the log as it is written, the tools it
+// used listed under it; what it changed reaches the list through the event stream.
+let conversationId: number | null = null;
+
+function chatEntry(role: "user" | "assistant", text: string): HTMLLIElement {
+  const entry = h("li", { class: role }, h("span", { class: "text" }, text));
+  $("#chat-log").append(entry);
+  entry.scrollIntoView({ block: "nearest" });
+  return entry;
+}
+
+const TOOL_WORDS: Record<string, string> = {
+  add_task: "added a task",
+  list_tasks: "looked at your tasks",
+  get_task: "read a task",
+  update_task: "changed a task",
+  complete_task: "marked a task",
+  delete_task: "deleted a task",
+  list_tags: "looked at your tags",
+  get_stats: "counted your tasks",
+};
+
+$<HTMLFormElement>("#chat-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const form = event.target as HTMLFormElement;
+  const message = formValues(form).message.trim();
+  if (!message) return;
+  form.reset();
+  chatEntry("user", message);
+  const entry = chatEntry("assistant", "…");
+  const text = entry.querySelector<HTMLSpanElement>(".text")!;
+  const tools = h("span", { class: "tools" });
+  entry.append(tools);
+  let written = "";
+  const send = form.querySelector<HTMLButtonElement>('button[type="submit"]')!;
+  send.disabled = true; // one message at a time: the conversation answers them in turn
+  void attempt(async () => {
+    try {
+      const answer = await api!.chat(message, conversationId, timeZone, {
+        onConversation: (id) => (conversationId = id),
+        onDelta: (delta) => {
+          written += delta;
+          text.textContent = written;
+        },
+        onToolCall: (call) => {
+          const failed = "error" in call.result;
+          tools.append(h("span", {}, `${failed ? "could not do: " : "✓ "}${TOOL_WORDS[call.tool] ?? call.tool}`), " ");
+        },
+      });
+      text.textContent = answer.response;
+      if (answer.tool_calls.length) await loadTasks({ keepViewForm: true });
+    } catch (error) {
+      text.textContent = "(no answer)";
+      throw error;
+    } finally {
+      send.disabled = false;
+    }
+  });
+});
+
+$("#chat-new").addEventListener("click", () => {
+  conversationId = null;
+  $("#chat-log").replaceChildren();
+  announce("A new conversation: the assistant starts afresh.");
+});
+
 async function showSignedOut(): Promise<void> {
   events?.abort();
   events = null;
+  conversationId = null;
+  $("#chat-log").replaceChildren();
   $("#reminder").hidden = true;
   api = null;
   // Nothing of the last person's stays in the page (a shared computer).

@@ -347,3 +347,37 @@ browserTest("a reminder shows in the page, and as a notification, when it is due
     { title: "Reminder", body: "Stand up and stretch" },
   ]);
 });
+
+browserTest("the assistant adds a task from the chat panel and says what is overdue", async (newContext) => {
+  const context = await newContext();
+  // Every text the answer shows, in order: it streams in, so some are the start of the last.
+  await context.addInitScript(() => {
+    window.answerTexts = [];
+    new MutationObserver(() => {
+      const shown = document.querySelectorAll("#chat-log .assistant .text");
+      if (shown.length) window.answerTexts.push(shown[shown.length - 1].textContent);
+    }).observe(document, { subtree: true, childList: true, characterData: true });
+  });
+  const page = await context.newPage();
+  await signUp(page, env.WEB_URL, "Grace");
+  const chat = page.locator("#chat-form");
+  await chat.getByLabel("Message").fill("add milk to my list for tomorrow");
+  await chat.getByRole("button", { name: "Send" }).click();
+  const answer = "I added “Milk” to your list for tomorrow at 9:00.";
+  await page.locator("#chat-log .assistant").filter({ hasText: answer }).waitFor();
+  await page.locator("#chat-log .assistant").filter({ hasText: "✓ added a task" }).waitFor();
+  const texts = await page.evaluate(() => window.answerTexts);
+  assert.ok(
+    texts.some((shown) => shown && shown !== answer && answer.startsWith(shown)),
+    `the answer did not stream in: ${JSON.stringify(texts)}`,
+  );
+  // The list shows the task the assistant added, due tomorrow at 9 in the person's zone.
+  await page.locator("#tasks li").filter({ hasText: "Milk" }).filter({ hasText: "09:00" }).waitFor();
+
+  await chat.getByLabel("Message").fill("what is overdue?");
+  await chat.getByRole("button", { name: "Send" }).click();
+  await page.locator("#chat-log .assistant").filter({ hasText: "Nothing is overdue." }).waitFor();
+  assert.equal(await page.locator("#chat-log .user").count(), 2);
+  assert.ok(await alertOf(page).isHidden());
+  await page.screenshot({ path: join(artifacts, "chat.png"), fullPage: true });
+});
