@@ -17,6 +17,7 @@ import pytest
 from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
 from agents.tracing import get_trace_provider
 from agents.tracing.traces import NoOpTrace
+from agents.usage import Usage
 from fastapi import FastAPI
 from httpx import AsyncClient, Response
 from hypothesis import HealthCheck, given, settings
@@ -697,3 +698,31 @@ async def test_a_configured_model_sends_no_traces_unless_told(database_url: str)
         assert not isinstance(get_trace_provider().create_trace("probe"), NoOpTrace)
     async with running_app(settings):
         assert isinstance(get_trace_provider().create_trace("probe"), NoOpTrace)
+
+
+async def test_metrics_count_turns_tool_calls_and_tokens(database_url: str) -> None:
+    async with (
+        running_app(make_settings(database_url, metrics_enabled=True)) as app,
+        http_client(app) as http,
+    ):
+        alice = sign_in(http, "alice")
+        model = ScriptedModel(
+            [
+                tool("add_task", {"title": "Counted"}),
+                say("Added."),
+                openai.APIConnectionError(request=_REQUEST),
+            ],
+            default_usage=Usage(requests=1, input_tokens=100, output_tokens=20, total_tokens=120),
+        )
+        app.state.chat = ChatAgent(app.state.services, model)
+        assert (await send(alice, "add one")).status_code == 200
+        assert (await send(alice, "again")).status_code == 503
+        text = (await http.get("/metrics")).text
+        assert 'todo_api_chat_turns_total{outcome="answered"} 1.0' in text
+        assert 'todo_api_chat_turns_total{outcome="503"} 1.0' in text
+        assert "todo_api_chat_tool_calls_total 1.0" in text
+        assert 'todo_api_chat_tokens_total{kind="input"} 200.0' in text
+        assert 'todo_api_chat_tokens_total{kind="output"} 40.0' in text
+
+
+_REQUEST = httpx.Request("POST", "http://model")

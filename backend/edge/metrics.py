@@ -1,5 +1,6 @@
 """Prometheus metrics: requests and latency by route template, the database pool, JWKS
-fetches, reminders fired and skipped, open event streams, webhook deliveries."""
+fetches, reminders fired and skipped, open event streams, webhook deliveries, chat turns,
+their tool calls and the model's tokens."""
 
 import hmac
 from collections.abc import Iterator
@@ -102,6 +103,27 @@ class _StateCollector(Collector):
             deliveries.add_metric(["failed"], counts.failed)
             deliveries.add_metric(["given_up"], counts.given_up)
             yield deliveries
+        if state.chat is not None:
+            chat = state.chat.counts
+            turns = CounterMetricFamily(
+                "todo_api_chat_turns",
+                "Chat messages this process answered (`answered`) or could not (the problem's status).",
+                labels=["outcome"],
+            )
+            for outcome, count in sorted(chat.turns.items()):
+                turns.add_metric([outcome], count)
+            yield turns
+            calls = CounterMetricFamily("todo_api_chat_tool_calls", "Tool calls the chat agent made.")
+            calls.add_metric([], chat.tool_calls)
+            yield calls
+            tokens = CounterMetricFamily(
+                "todo_api_chat_tokens",
+                "Tokens the chat model read (input) and wrote (output).",
+                labels=["kind"],
+            )
+            tokens.add_metric(["input"], chat.input_tokens)
+            tokens.add_metric(["output"], chat.output_tokens)
+            yield tokens
 
 
 async def metrics_endpoint(request: Request) -> Response:

@@ -13,7 +13,9 @@ import asyncio
 import contextlib
 import logging
 import math
+from collections import Counter
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -80,6 +82,17 @@ def _function_tool(spec: ToolSpec) -> FunctionTool:
     )
 
 
+@dataclass
+class ChatCounts:
+    """What this process's turns came to, for /metrics: turns by outcome (`answered`, or the
+    status of the problem that ended them), tool calls, and the model's tokens (what it costs)."""
+
+    turns: Counter[str] = field(default_factory=Counter)
+    tool_calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
 class ChatAgent:
     """The agent's parts, built once per app: the model, the tools, the per-minute limit; and
     the turns running now, which outlive their requests (a client that goes away does not
@@ -115,6 +128,7 @@ class ChatAgent:
             tool_not_found_behavior="return_error_to_model",
         )
         self.turns: set[asyncio.Task[Any]] = set()
+        self.counts = ChatCounts()
 
     def agent(self, time_zone: str, now: datetime) -> Agent[Any]:
         return Agent(

@@ -187,6 +187,7 @@ class Turn:
             result = await self._run_tool(name, arguments)
         call = ToolCall(tool=name, arguments=arguments, result=result)
         self.calls.append(call)
+        self.chat.counts.tool_calls += 1
         self.events.put_nowait(ChatEvent("tool_call", call.model_dump()))
         return orjson.dumps(result).decode()
 
@@ -267,6 +268,9 @@ class Turn:
         finally:
             if not result.is_complete:
                 result.cancel()
+            usage = result.context_wrapper.usage
+            self.chat.counts.input_tokens += usage.input_tokens
+            self.chat.counts.output_tokens += usage.output_tokens
         return str(result.final_output or "")
 
     async def _store(self, response: str, problem: ProblemError | None) -> None:
@@ -276,6 +280,7 @@ class Turn:
             await asyncio.gather(*self.in_flight, return_exceptions=True)
         tool_calls = orjson.dumps([call.model_dump() for call in self.calls]).decode() if self.calls else None
         error = None if problem is None else {"status": problem.status.value, "detail": problem.detail}
+        self.chat.counts.turns["answered" if problem is None else str(problem.status.value)] += 1
         store = asyncio.ensure_future(
             self.conversations.finish_turn(self.started, content=response, tool_calls=tool_calls, error=error)
         )
