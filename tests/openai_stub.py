@@ -145,7 +145,10 @@ def model_stub() -> Iterator[tuple[ModelStub, str]]:
     """The stub, served on a free port in a thread of this process; its base URL (…/v1)."""
     stub = ModelStub()
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(stub.app, host="127.0.0.1", port=port, log_level="warning"))
+    config = uvicorn.Config(
+        stub.app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1
+    )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

@@ -3,7 +3,10 @@ local OpenAI-compatible server (`openai_stub`), through the Agents SDK's real Op
 streamed chunks and tool calls, conversations that outlive a server and span two, the
 timeout, and a model that cannot be reached."""
 
+import contextlib
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -189,3 +192,34 @@ def test_a_model_that_fails_or_cannot_be_reached_is_503(tmp_path: Path, stub: tu
             detail = assert_problem(send(server, "hello?"), 503)["detail"]
             assert detail.startswith("the chat model is unavailable (it could not be reached)")
             assert httpx.get(f"{server.base_url}/health").status_code == 200
+
+
+def test_a_turn_cut_by_the_server_stopping_is_recorded_as_stopped(
+    tmp_path: Path, stub: tuple[ModelStub, str]
+) -> None:
+    model, base_url = stub
+    model.script(Answer(text="never sent", delay=60), text("After the restart."))
+    with fresh_database("postgresql", tmp_path) as url:
+        migrate(url)
+        # A short graceful shutdown (REQUEST_TIMEOUT_SECONDS + 5 s) that the turn outlives.
+        env = chat_env(url, base_url, REQUEST_TIMEOUT_SECONDS="1")
+        with running_server(env, tmp_path / "a.log") as server, ThreadPoolExecutor(1) as thread:
+            pending = thread.submit(send, server, "a long question")
+            while not model.requests:
+                time.sleep(0.05)
+            assert server.stop(), "the server did not shut down cleanly"
+            with contextlib.suppress(httpx.HTTPError):
+                pending.result()
+        with running_server(env, tmp_path / "b.log") as server:
+            listed = httpx.get(f"{server.base_url}/api/me/conversations", headers=bearer(ALICE)).json()
+            conversation_id = listed[0]["id"]
+            stored = httpx.get(
+                f"{server.base_url}/api/me/conversations/{conversation_id}", headers=bearer(ALICE)
+            ).json()
+            person, answer = stored["messages"]
+            assert person["content"] == "a long question"
+            assert answer["error"]["status"] == 503
+            assert "stopped" in answer["error"]["detail"]
+            # The conversation is free again: the next message is answered.
+            goes_on = send(server, "are you back?", conversation_id=conversation_id)
+            assert goes_on.json()["response"] == "After the restart."

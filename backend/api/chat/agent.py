@@ -157,8 +157,15 @@ class ChatAgent:
         turn = Turn(self, owner, conversations, started, message, time_zone)
         turn.task = asyncio.create_task(turn.run())
         self.turns.add(turn.task)
-        turn.task.add_done_callback(self.turns.discard)
+        turn.task.add_done_callback(self._ended)
         return turn
+
+    def _ended(self, task: "asyncio.Task[Any]") -> None:
+        self.turns.discard(task)
+        # Its problem was answered (or streamed as `error`) and stored; a streamed turn whose
+        # client left has nobody to read it, which asyncio would log as never retrieved.
+        if not task.cancelled():
+            task.exception()
 
     async def aclose(self) -> None:
         """Stop the turns still running (each records that it stopped), then the clients."""
