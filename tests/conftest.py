@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import orjson
 import psycopg
 import pytest
 from alembic import command
@@ -453,6 +454,16 @@ def bob(client: AsyncClient) -> Caller:
 @pytest.fixture
 async def alice_task(alice: Caller) -> dict[str, Any]:
     return await alice.create(title="Buy milk", description="2 litres, oat")
+
+
+def sse_events(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """A server-sent event stream's (event, JSON data) pairs, in order (comments left out)."""
+    found = []
+    for block in text.replace("\r\n", "\n").split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "event" in fields:
+            found.append((fields["event"], orjson.loads(fields["data"])))
+    return found
 
 
 def assert_problem(response: Response, status: int) -> dict[str, Any]:

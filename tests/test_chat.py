@@ -26,7 +26,16 @@ from hypothesis import strategies as st
 from backend.api.chat.agent import ChatAgent
 from backend.auth.tokens import TokenClaims
 from backend.store.conversations import OwnedConversations
-from tests.conftest import Caller, assert_problem, http_client, make_settings, run_sql, running_app, sign_in
+from tests.conftest import (
+    Caller,
+    assert_problem,
+    http_client,
+    make_settings,
+    run_sql,
+    running_app,
+    sign_in,
+    sse_events,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -55,13 +64,7 @@ async def send(caller: Caller, message: str, **body: Any) -> Response:
 
 
 def events(response: Response) -> list[tuple[str, dict[str, Any]]]:
-    """A server-sent event stream's (event, data) pairs, in order."""
-    found = []
-    for block in response.text.replace("\r\n", "\n").split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
-        if "event" in fields:
-            found.append((fields["event"], orjson.loads(fields["data"])))
-    return found
+    return sse_events(response.text)
 
 
 async def conversation(caller: Caller, conversation_id: int) -> dict[str, Any]:

@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import orjson
 import pytest
 
-from tests.conftest import assert_problem, fresh_database, migrate
+from tests.conftest import assert_problem, fresh_database, migrate, sse_events
 from tests.openai_stub import Answer, ModelStub, calls, model_stub, text
 from tests.processes import Server, bearer, cli, free_port, running_server, server_env
 
@@ -44,13 +43,12 @@ def send(server: Server, message: str, *, stream: bool = False, **body: Any) -> 
     )
 
 
-def sse(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
-    found = []
-    for block in response.text.replace("\r\n", "\n").split("\n\n"):
-        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
-        if "event" in fields:
-            found.append((fields["event"], orjson.loads(fields["data"])))
-    return found
+def latest_conversation(server: Server) -> dict[str, Any]:
+    """The person's most recently active conversation, as the list shows it."""
+    listed: list[dict[str, Any]] = httpx.get(
+        f"{server.base_url}/api/me/conversations", headers=bearer(ALICE)
+    ).json()
+    return listed[0]
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -65,7 +63,7 @@ def test_a_streamed_conversation_through_an_openai_compatible_server(
         with running_server(chat_env(url, base_url), tmp_path / "server.log") as server:
             response = send(server, "add milk for tuesday at 9", stream=True, time_zone="Europe/Berlin")
             assert response.status_code == 200, response.text
-            events = sse(response)
+            events = sse_events(response.text)
             kinds = [kind for kind, _ in events]
             assert kinds[0] == "conversation"
             assert kinds[-1] == "done"
@@ -166,9 +164,7 @@ def test_a_slow_model_is_504_after_the_chat_timeout_and_the_conversation_goes_on
         with running_server(env, tmp_path / "server.log") as server:
             timed_out = send(server, "think slowly")
             assert "CHAT_TIMEOUT_SECONDS" in assert_problem(timed_out, 504)["detail"]
-            conversation_id = httpx.get(
-                f"{server.base_url}/api/me/conversations", headers=bearer(ALICE)
-            ).json()[0]["id"]
+            conversation_id = latest_conversation(server)["id"]
             goes_on = send(server, "now quickly", conversation_id=conversation_id)
             assert goes_on.status_code == 200, goes_on.text
             assert goes_on.json()["response"] == "On time."
@@ -183,10 +179,7 @@ def test_a_model_that_fails_or_cannot_be_reached_is_503(tmp_path: Path, stub: tu
         with running_server(env, tmp_path / "a.log") as server:
             failed = assert_problem(send(server, "hello"), 503)
             assert failed["detail"].startswith("the chat model is unavailable (it answered 500)")
-            assert (
-                httpx.get(f"{server.base_url}/api/me/conversations", headers=bearer(ALICE)).json()[0]["title"]
-                == "hello"
-            )
+            assert latest_conversation(server)["title"] == "hello"
         unreachable = chat_env(url, f"http://127.0.0.1:{free_port()}/v1")
         with running_server(unreachable, tmp_path / "b.log") as server:
             detail = assert_problem(send(server, "hello?"), 503)["detail"]
@@ -211,8 +204,7 @@ def test_a_turn_cut_by_the_server_stopping_is_recorded_as_stopped(
             with contextlib.suppress(httpx.HTTPError):
                 pending.result()
         with running_server(env, tmp_path / "b.log") as server:
-            listed = httpx.get(f"{server.base_url}/api/me/conversations", headers=bearer(ALICE)).json()
-            conversation_id = listed[0]["id"]
+            conversation_id = latest_conversation(server)["id"]
             stored = httpx.get(
                 f"{server.base_url}/api/me/conversations/{conversation_id}", headers=bearer(ALICE)
             ).json()
