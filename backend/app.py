@@ -17,7 +17,7 @@ from backend.api.docs import docs_routes
 from backend.api.event_stream import EventHub, Rendering
 from backend.api.mcp.server import MCP_PATH, McpEndpoint, create_mcp
 from backend.api.openapi import DESCRIPTION, OPENAPI_URL, openapi_schema
-from backend.api.rest import changes, chat, events, operations, tags, tasks
+from backend.api.rest import changes, chat, events, lists, operations, tags, tasks
 from backend.api.rest.operations import READY
 from backend.api.shared import Services
 from backend.api.webhooks import WebhookSender
@@ -67,6 +67,7 @@ def create_app(settings: Settings | None = None) -> TodoApi:
             *tasks.router.routes,
             *changes.router.routes,
             *tags.router.routes,
+            *lists.router.routes,
             *events.router.routes,
             *chat.router.routes,
             *operations.router.routes,

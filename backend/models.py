@@ -24,6 +24,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -52,6 +53,9 @@ TAGS_PER_TASK = 20
 TAG_NAMES_SENT = 10 * TAGS_PER_TASK
 TIME_ZONE_MAX_LENGTH = 64
 CONVERSATION_TITLE_LENGTH = 100
+LIST_NAME_MAX_LENGTH = 100
+INBOX = "Inbox"  # every person's first list, which cannot be deleted
+POSITION_MAX_LENGTH = 64  # a fractional-indexing key: grows only with many moves between two neighbours
 # Ids are PostgreSQL bigints.
 MAX_ID = 2**63 - 1
 
@@ -99,6 +103,58 @@ def _bigint_id() -> Any:
     return BigInteger().with_variant(Integer, "sqlite")
 
 
+class TaskList(SQLModel, table=True):
+    """A person's list of tasks. Every person has one Inbox (`inbox`, created with their
+    first write, never deleted); a deleted list is a tombstone (`deleted_at`) while its
+    deleted tasks are, for sync, then purged with them."""
+
+    __tablename__ = "task_lists"
+    __table_args__ = (
+        # Unique per person case-insensitively, as tags are, among the lists not deleted.
+        Index(
+            "uq_task_lists_user_id_name_folded",
+            "user_id",
+            "name_folded",
+            unique=True,
+            postgresql_where=text("deleted_at IS NULL"),
+            sqlite_where=text("deleted_at IS NULL"),
+        ),
+        Index(
+            "uq_task_lists_user_id_inbox",
+            "user_id",
+            unique=True,
+            postgresql_where=text("inbox"),
+            sqlite_where=text("inbox"),
+        ),
+        # The person's lists in their order.
+        Index(None, "user_id", "position", "id"),
+        Index(None, "deleted_at"),
+        {"sqlite_autoincrement": True},
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(_bigint_id(), primary_key=True))
+    # The token's subject, with or without a `users` row (only a first task writes one).
+    user_id: str = Field(max_length=USER_ID_MAX_LENGTH)
+    name: str = Field(max_length=LIST_NAME_MAX_LENGTH)
+    name_folded: str = Field(max_length=4 * LIST_NAME_MAX_LENGTH)
+    # A fractional-indexing key (base 62): ordered bytewise, hence the C collation.
+    position: str = Field(
+        sa_column=Column(
+            String(POSITION_MAX_LENGTH).with_variant(
+                String(POSITION_MAX_LENGTH, collation="C"), "postgresql"
+            ),
+            nullable=False,
+        )
+    )
+    inbox: bool = Field(
+        default=False, sa_column=Column(Boolean, nullable=False, server_default=text("false"))
+    )
+    created_at: datetime = Field(sa_column=_timestamp_column())
+    updated_at: datetime = Field(sa_column=_timestamp_column())
+    version: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default="1"))
+    deleted_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+
+
 class Task(SQLModel, table=True):
     __tablename__ = "tasks"
     # One index per sort key the list offers, each led by the owner and ending
@@ -134,6 +190,8 @@ class Task(SQLModel, table=True):
         Index(None, "user_id", "change_seq"),
         # Tombstones past SYNC_RETENTION_DAYS are purged by age.
         Index(None, "deleted_at"),
+        # A list's tasks (its filter, its counts, its deletion).
+        Index(None, "list_id", "created_at", "id"),
         # Ids are never reused, on SQLite too (a sync client may hold a deleted one).
         {"sqlite_autoincrement": True},
     )
@@ -187,6 +245,11 @@ class Task(SQLModel, table=True):
     recurrence_anchor: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
     # When the reminder at `remind_at` fired (read-only in the task's JSON).
     reminded_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    # Its list (the owner's Inbox unless given). Set on every task the API writes; nullable
+    # only because SQLite cannot add a NOT NULL column to a table with triggers in place.
+    list_id: int | None = Field(
+        default=None, sa_column=Column(_bigint_id(), ForeignKey("task_lists.id", ondelete="CASCADE"))
+    )
 
 
 # Descending due dates, still without-a-date last: PostgreSQL only (SQLite's CREATE
@@ -392,10 +455,20 @@ def schema_of(dialect: str) -> Callable[[Any, str | None, str, bool, Any], bool]
     PostgreSQL-only indexes are not SQLite's), so that comparing finds nothing missing."""
 
     def include(item: Any, _name: str | None, kind: str, reflected: bool, _compare_to: Any) -> bool:
+        if kind == "foreign_key_constraint" and dialect == "sqlite" and _is_list_link(item):
+            # Added by ALTER TABLE (a rebuild of `tasks` would drop its triggers) as a column's
+            # REFERENCES clause, which SQLAlchemy reflects without its name or ON DELETE.
+            return False
         only = getattr(item, "_ddl_if", None) if kind == "index" and not reflected else None
         return only is None or only.dialect in (None, dialect)
 
     return include
+
+
+def _is_list_link(constraint: Any) -> bool:
+    return bool(
+        constraint.table.name == "tasks" and [column.name for column in constraint.columns] == ["list_id"]
+    )
 
 
 def fold(text: str) -> str:
@@ -608,6 +681,12 @@ class TaskCreate(RequestBody):
     tags: Tags = []
     recurrence: Recurrence | None = None
     time_zone: TimeZone = "UTC"
+    list_id: Annotated[
+        int | None,
+        PydanticField(
+            ge=1, le=MAX_ID, description="The owner's list it goes in; their Inbox if omitted or null."
+        ),
+    ] = None
 
     model_config = ConfigDict(
         json_schema_extra=request_schema(
@@ -691,6 +770,39 @@ class TaskUpdate(RequestBody):
         return self
 
 
+ListName = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=LIST_NAME_MAX_LENGTH, pattern=TITLE_PATTERN
+    ),
+    PydanticField(description="1 to 100 characters; unique per person, case-insensitively."),
+]
+
+
+class ListCreate(RequestBody):
+    name: ListName
+
+    model_config = ConfigDict(json_schema_extra=request_schema({"name": "Groceries"}))
+
+
+class ListUpdate(RequestBody):
+    name: ListName
+
+    model_config = ConfigDict(json_schema_extra=request_schema({"name": "Shopping"}))
+
+
+class ListPublic(BaseModel):
+    id: int
+    name: str
+    position: str = PydanticField(description="Its place among the person's lists: ordered bytewise.")
+    inbox: bool = PydanticField(description="The person's Inbox: where tasks go by default; not deletable.")
+    created_at: AwareDatetime
+    updated_at: AwareDatetime
+    version: int = PydanticField(description='1 on creation, +1 on every change; the ETag is `"<version>"`.')
+    task_count: int = PydanticField(description="Its tasks.")
+    pending_count: int = PydanticField(description="Its tasks not completed.")
+
+
 class TaskCompletion(RequestBody):
     completed: bool
 
@@ -746,6 +858,7 @@ class TaskPublic(BaseModel):
     completed_at: AwareDatetime | None
     next_occurrence_id: int | None
     version: int = PydanticField(description='1 on creation, +1 on every change; the ETag is `"<version>"`.')
+    list_id: int = PydanticField(description="The list it is in (the owner's Inbox unless put elsewhere).")
 
     model_config = ConfigDict(
         from_attributes=True,
@@ -769,6 +882,7 @@ class TaskPublic(BaseModel):
                     "completed_at": None,
                     "next_occurrence_id": None,
                     "version": 3,
+                    "list_id": 7,
                 }
             ]
         },
@@ -918,6 +1032,9 @@ class ListQuery(BaseModel):
     ] = PydanticField(None, description="Default: `desc` for dates and priority, `asc` for title and due.")
     limit: int = PydanticField(100, ge=1, le=MAX_PAGE_SIZE, description="Page size.")
     offset: int = PydanticField(0, ge=0, le=MAX_OFFSET, description="Tasks to skip.")
+    list_id: Annotated[int | None, HIDE_NULL] = PydanticField(
+        None, ge=1, le=MAX_ID, description="Only the tasks of this list of the owner's."
+    )
     cursor: Annotated[CursorText | None, HIDE_NULL] = PydanticField(
         None,
         description="Instead of `offset`: the `X-Next-Cursor` of the previous page. The next page starts "
@@ -954,3 +1071,6 @@ class StatsQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     tz: TimeZone = PydanticField("UTC", description="IANA time zone whose today `due_today` counts.")
+    list_id: Annotated[int | None, HIDE_NULL] = PydanticField(
+        None, ge=1, le=MAX_ID, description="Count only the tasks of this list of the owner's."
+    )

@@ -30,7 +30,7 @@ from starlette.routing import Route
 SECRET = os.environ["BETTER_AUTH_SECRET"]
 PUBLIC = (
     "id, user_id, title, description, completed, created_at, updated_at, priority, due_at, remind_at, "
-    "reminded_at, recurrence, time_zone, completed_at, next_occurrence_id, version"
+    "reminded_at, recurrence, time_zone, completed_at, next_occurrence_id, version, list_id"
 )
 # A task's tags in its row, as the API reads them.
 TAGS = (
@@ -76,6 +76,7 @@ def task(row: asyncpg.Record) -> dict[str, Any]:
         "completed_at": stamp(row["completed_at"]),
         "next_occurrence_id": row["next_occurrence_id"],
         "version": row["version"],
+        "list_id": row["list_id"],
     }
 
 
@@ -127,11 +128,19 @@ async def create(user_id: str, raw: bytes, key: str | None) -> Response:
         PRIORITIES.index(body.get("priority", "none")), title.casefold(),
         None if description is None else description.casefold(), [tag.casefold() for tag in tags],
     ]  # fmt: skip
+    # Into the user's Inbox, made on their first write, held FOR KEY SHARE, as the API does.
     statement = (
         "WITH recorded_user AS (INSERT INTO users (id, created_at) VALUES ($1, $5) "
-        "ON CONFLICT (id) DO NOTHING) "
+        "ON CONFLICT (id) DO NOTHING), "
+        "new_inbox AS (INSERT INTO task_lists "
+        "(user_id, name, name_folded, position, inbox, created_at, updated_at, version) "
+        "SELECT $1, 'Inbox', 'inbox', 'a0', true, $5, $5, 1 "
+        "WHERE NOT EXISTS (SELECT 1 FROM task_lists WHERE user_id = $1 AND inbox) "
+        "ON CONFLICT (user_id) WHERE inbox DO NOTHING RETURNING id) "
         "INSERT INTO tasks (user_id, title, description, completed, created_at, updated_at, priority, "
-        "title_folded, description_folded) VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8) "
+        "title_folded, description_folded, list_id) VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, "
+        "coalesce((SELECT id FROM new_inbox), (SELECT id FROM task_lists WHERE user_id = $1 AND inbox "
+        "AND deleted_at IS NULL FOR KEY SHARE))) "
         f"RETURNING {PUBLIC}, (SELECT string_agg(name, chr(31)) FROM tags "
         "WHERE user_id = $1 AND name_folded = ANY($9::text[])) AS tags"
     )

@@ -32,6 +32,7 @@ import psycopg
 from psycopg import sql
 
 from backend.auth.tokens import issue_token
+from backend.store.positions import FIRST_POSITION
 from backend.store.task_filters import WALK_SHARE, TaskFilters, list_query, total_query
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -213,6 +214,7 @@ def seed(url: str) -> Seed:
             "INSERT INTO task_tags (task_id, tag_id) SELECT tasks.id, tags.id FROM tasks "
             "JOIN tags ON tags.user_id = tasks.user_id AND tags.name = 'work' WHERE mod(tasks.id, 3) = 0"
         )
+        into_inboxes(connection, [*users, "bench-big"])
         recount(connection)
         # Numbered for sync, as the migration numbers existing tasks (the triggers are off here).
         connection.execute(
@@ -227,6 +229,20 @@ def seed(url: str) -> Seed:
         connection.execute("VACUUM ANALYZE tags")
         connection.execute("VACUUM ANALYZE task_tags")
     return Seed(users, first, big_first)
+
+
+def into_inboxes(connection: psycopg.Connection[tuple[object, ...]], users: list[str]) -> None:
+    """Each user's Inbox (as their first write makes it), and every task without a list in it."""
+    connection.execute(
+        "INSERT INTO task_lists (user_id, name, name_folded, position, inbox, created_at, updated_at, version) "
+        "SELECT unnest(%s::text[]), 'Inbox', 'inbox', %s, true, now(), now(), 1 "
+        "ON CONFLICT (user_id) WHERE inbox DO NOTHING",
+        (users, FIRST_POSITION),
+    )
+    connection.execute(
+        "UPDATE tasks SET list_id = task_lists.id FROM task_lists "
+        "WHERE task_lists.user_id = tasks.user_id AND task_lists.inbox AND tasks.list_id IS NULL"
+    )
 
 
 def recount(connection: psycopg.Connection[tuple[object, ...]]) -> None:
@@ -249,6 +265,7 @@ def seed_doomed(url: str, state: Seed) -> None:
             "FROM generate_series(0, %s) AS k ORDER BY k RETURNING id",
             (state.users, USERS, DELETE_POOL - 1),
         ).fetchall()
+        into_inboxes(connection, state.users)
         state.doomed_first = min(row[0] for row in ids)
         assert max(row[0] for row in ids) == state.doomed_first + DELETE_POOL - 1  # contiguous
         recount(connection)

@@ -248,6 +248,7 @@ TABLES = (
     "task_tags",
     "tags",
     "tasks",
+    "task_lists",
     "events",
     "webhook_deliveries",
     "webhook_endpoints",

@@ -10,6 +10,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
 from backend.models import metadata, schema_of
+from backend.store.positions import FIRST_POSITION
 from backend.store.schema import alembic_config
 from tests.conftest import BACKENDS, fresh_database, migrate, run_sql, sync_url
 
@@ -165,3 +166,45 @@ def test_series_anchors_and_folded_text_are_filled_in_for_existing_tasks(empty_d
         ("Banana", "banana"),
         ("Cherry", "cherry"),  # folded again, as the API before this revision folds
     ]
+
+
+def test_every_existing_task_goes_into_its_owners_inbox(empty_database: str) -> None:
+    """Revision d0e1f2a3b4c5 on tasks written before it: each person with tasks gets one Inbox,
+    every task (tombstones too) is put in its owner's, and nothing else changes: no task is
+    renumbered or given an event (no sync client or webhook sees a change)."""
+    migrate(empty_database, "c9d0e1f2a3b4")
+    for user in ("ann", "ben"):
+        run_sql(
+            empty_database, f"INSERT INTO users (id, created_at) VALUES ('{user}', '2026-11-01 10:00:00')"
+        )
+        run_sql(
+            empty_database,
+            "INSERT INTO tasks (user_id, title, completed, created_at, updated_at, title_folded) VALUES "
+            f"('{user}', 'one', false, '2026-11-01 10:00:00', '2026-11-01 10:00:00', 'one'), "
+            f"('{user}', 'two', true, '2026-11-01 11:00:00', '2026-11-01 11:00:00', 'two')",
+        )
+    run_sql(empty_database, "UPDATE tasks SET deleted_at = '2026-11-02 10:00:00' WHERE title = 'two'")
+    columns = "id, user_id, title, completed, version, change_seq, updated_at, deleted_at"
+    before = run_sql(empty_database, f"SELECT {columns} FROM tasks ORDER BY id")
+    events = run_sql(empty_database, "SELECT count(*) FROM events")
+
+    migrate(empty_database)
+    assert run_sql(empty_database, f"SELECT {columns} FROM tasks ORDER BY id") == before
+    assert run_sql(empty_database, "SELECT count(*) FROM events") == events
+    inboxes = run_sql(
+        empty_database, "SELECT user_id, id, name, position FROM task_lists WHERE inbox ORDER BY user_id"
+    )
+    assert [(user, name, position) for user, _, name, position in inboxes] == [
+        ("ann", "Inbox", FIRST_POSITION),
+        ("ben", "Inbox", FIRST_POSITION),
+    ]
+    inbox_of = {user: list_id for user, list_id, _, _ in inboxes}
+    placed = run_sql(empty_database, "SELECT user_id, list_id FROM tasks ORDER BY id")
+    assert [list_id for _, list_id in placed] == [inbox_of[user] for user, _ in placed]
+    # The numbering still numbers what clients change.
+    run_sql(empty_database, "UPDATE tasks SET title = 'uno' WHERE user_id = 'ann' AND title = 'one'")
+    assert run_sql(empty_database, "SELECT max(change_seq) FROM tasks WHERE user_id = 'ann'") == [
+        (4,)
+    ]  # 2 creates, a delete
+    command.downgrade(alembic_config(empty_database), "c9d0e1f2a3b4")
+    assert run_sql(empty_database, "SELECT count(*) FROM tasks") == [(4,)]

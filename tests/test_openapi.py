@@ -23,6 +23,11 @@ OPERATIONS = {
     ("get", "/api/{user_id}/tags"): "listTags",
     ("patch", "/api/{user_id}/tags/{tag_id}"): "renameTag",
     ("delete", "/api/{user_id}/tags/{tag_id}"): "deleteTag",
+    ("get", "/api/{user_id}/lists"): "listLists",
+    ("post", "/api/{user_id}/lists"): "createList",
+    ("get", "/api/{user_id}/lists/{list_id}"): "getList",
+    ("patch", "/api/{user_id}/lists/{list_id}"): "updateList",
+    ("delete", "/api/{user_id}/lists/{list_id}"): "deleteList",
     ("post", "/api/{user_id}/chat"): "sendChatMessage",
     ("get", "/api/{user_id}/conversations"): "listConversations",
     ("get", "/api/{user_id}/conversations/{conversation_id}"): "getConversation",
@@ -148,6 +153,7 @@ async def test_list_documents_its_headers_and_parameters(spec: dict[str, Any]) -
         "remind_before",
         "q",
         "cursor",
+        "list_id",
     }
     assert parameters["status"]["schema"]["enum"] == ["all", "pending", "completed"]
     assert parameters["limit"]["schema"]["maximum"] == 500

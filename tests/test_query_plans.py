@@ -12,10 +12,11 @@ import asyncpg
 import psycopg
 import pytest
 
-from backend.store import conversations, events, reminders, webhooks
+from backend.store import conversations, events, lists, reminders, webhooks
 from backend.store.changes import SYNC_QUERIES
 from backend.store.database import Query
 from backend.store.task_filters import TaskFilters, list_query
+from backend.store.task_statements import STATS_IN_LIST, create_with_user
 from tests.conftest import fresh_postgres_database, libpq_url, migrate
 
 SEED = [
@@ -57,6 +58,14 @@ SEED = [
               CASE WHEN m % 2 = 1 THEN 'user' ELSE 'assistant' END, 'message ' || m,
               CASE WHEN m % 2 = 0 THEN m - 1 END, CASE WHEN m % 2 = 1 THEN 'key' || m END, now()
        FROM generate_series(1, 40000) m JOIN conversations ON conversations.id = (m - 1) / 20 + 1""",
+    # Every user's Inbox and 200 lists of theirs; our tasks in 20 of ours, 1,000 each.
+    "INSERT INTO task_lists (user_id, name, name_folded, position, inbox, created_at, updated_at) "
+    "SELECT id, 'Inbox', 'inbox', 'a0', true, now(), now() FROM users",
+    "INSERT INTO task_lists (user_id, name, name_folded, position, created_at, updated_at) "
+    "SELECT users.id, 'list ' || l, 'list ' || l, 'b' || lpad(l::text, 3, '0'), now(), now() "
+    "FROM users, generate_series(1, 200) l",
+    "UPDATE tasks SET list_id = (SELECT id FROM task_lists WHERE task_lists.user_id = tasks.user_id "
+    "AND name = 'list ' || (tasks.id % 20 + 1))",
     "ANALYZE",
 ]
 
@@ -249,4 +258,78 @@ def test_the_chat_statements_are_index_lookups(database: Database, statement: Qu
     explained = explain(database, statement, parameters)
     assert index in explained, explained
     for table in ("conversations", "messages"):
+        assert f"Seq Scan on {table}" not in explained, explained
+
+
+def _list_of_ours(database: Database) -> int:
+    async def find() -> int:
+        connection = await asyncpg.connect(libpq_url(database.url))
+        try:
+            found: int = await connection.fetchval(
+                "SELECT id FROM task_lists WHERE user_id = 'u' AND name = 'list 7'"
+            )
+        finally:
+            await connection.close()
+        return found
+
+    return asyncio.run(find())
+
+
+@pytest.mark.parametrize(
+    ("statement", "index"),
+    [
+        (lists._LIST, "ix_task_lists_user_id_position_id"),  # the lists, with their counts
+        (lists._GET, "pk_task_lists"),
+        # A create's count and last place: any index led by the person.
+        (lists._SURVEY, ("ix_task_lists_user_id_position_id", "uq_task_lists_user_id_name_folded")),
+        (lists._LOCK, "pk_task_lists"),
+        (lists._NAMED, "uq_task_lists_user_id_name_folded"),
+        (lists._MOVE_TASKS, "ix_tasks_list_id_created_at_id"),
+        (lists._DELETE_TASKS, "ix_tasks_list_id_created_at_id"),
+        (STATS_IN_LIST, "ix_tasks_list_id_created_at_id"),
+        (create_with_user(frozenset(), 0, True), "pk_task_lists"),  # a create into a list
+        (create_with_user(frozenset(), 0, False), "uq_task_lists_user_id_inbox"),  # into the Inbox
+    ],
+)
+def test_the_list_statements_read_by_index(
+    database: Database, statement: Query, index: str | tuple[str, ...]
+) -> None:
+    """With 201 lists a person and 1,000 tasks a list, every list statement and a list's
+    tasks and counts read by index: never a walk of the lists or of the tasks."""
+    list_id = _list_of_ours(database)
+    now = datetime.now(UTC)
+    parameters = {
+        "owner_id": "u",
+        "list_id": list_id,
+        "from_list_id": list_id,
+        "target_id": list_id,
+        "new_list_id": list_id,
+        "folded": "list 7",
+        "now": now,
+        "day_starts": now,
+        "day_ends": now,
+        "max_tasks": 100_000,
+        **dict.fromkeys(
+            (
+                "user_email",
+                "user_name",
+                "new_title",
+                "new_description",
+                "new_completed",
+                "new_priority",
+                "new_due_at",
+                "new_remind_at",
+                "new_recurrence",
+                "new_time_zone",
+                "new_completed_at",
+                "new_title_folded",
+                "new_title_sort",
+                "new_description_folded",
+                "new_recurrence_anchor",
+            )
+        ),
+    }
+    explained = explain(database, statement, parameters)
+    assert any(name in explained for name in ((index,) if isinstance(index, str) else index)), explained
+    for table in ("task_lists", "tasks"):
         assert f"Seq Scan on {table}" not in explained, explained

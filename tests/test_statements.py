@@ -300,3 +300,40 @@ async def test_the_chat_routes_stay_within_the_budget(
         done = work(statements)
         assert 1 <= len(done) <= most, (method, path, statements)
         assert len(transactions(statements)) == opened, (method, path, statements)
+
+
+async def test_the_list_routes_stay_within_the_budget(alice: Caller, statements: list[str]) -> None:
+    """Reads are one statement (a list's counts are subqueries of it); every write takes the
+    person's Inbox row first (their list writes take turns), in one transaction."""
+    await alice.create(title="in the inbox")
+    lists = f"/api/{alice.user_id}/lists"
+    created = await alice.client.post(lists, json={"name": "Work"}, headers=alice.headers)
+    work = created.json()["id"]
+    other = (await alice.client.post(lists, json={"name": "Other"}, headers=alice.headers)).json()["id"]
+    await alice.create(title="at work", list_id=work)
+    calls: list[tuple[str, str, Any, int, int]] = [
+        # method, path, body, most work statements, transactions
+        ("GET", "", None, 1, 0),
+        ("POST", "", {"name": "Home"}, 3, 1),
+        ("GET", f"/{work}", None, 1, 0),
+        ("PATCH", f"/{work}", {"name": "Job"}, 3, 1),
+        ("DELETE", f"/{work}?move_tasks_to={other}", None, 5, 1),
+        ("DELETE", f"/{other}", None, 4, 1),
+    ]
+    for method, path, body, most, opened in calls:
+        statements.clear()
+        response = await alice.client.request(method, f"{lists}{path}", json=body, headers=alice.headers)
+        assert response.status_code < 300, (method, path, response.text)
+        assert 1 <= len(work(statements)) <= most, (method, path, statements)
+        assert len(transactions(statements)) == opened, (method, path, statements)
+    # A task created into a list, and the list's tasks and stats: as without a list.
+    third = (await alice.client.post(lists, json={"name": "Third"}, headers=alice.headers)).json()["id"]
+    for method, path, body in (
+        ("POST", "", {"title": "x", "list_id": third}),
+        ("GET", f"?list_id={third}", None),
+        ("GET", f"/stats?list_id={third}", None),
+    ):
+        statements.clear()
+        response = await alice.request(method, path, json=body)
+        assert response.status_code < 300, (method, path, response.text)
+        assert len(work(statements)) <= 2, (method, path, statements)

@@ -31,6 +31,7 @@ TASK_FIELDS = {
     "completed_at",
     "next_occurrence_id",
     "version",  # the ETag (test_sync.py covers it)
+    "list_id",  # (test_lists.py)
 }
 
 

@@ -27,6 +27,7 @@ from backend.errors import (
 from backend.models import PRIORITIES, ListQuery, PriorityCounts, TaskStats
 from backend.store.changes import OwnedChanges
 from backend.store.database import Database
+from backend.store.lists import OwnedLists
 from backend.store.tags import OwnedTags
 from backend.store.task_filters import TaskFilters, sort_value
 from backend.store.tasks import OwnedTasks, TaskPage, Versions
@@ -72,6 +73,9 @@ class Services:
 
     def changes(self, owner: TokenClaims) -> OwnedChanges:
         return OwnedChanges(self.database.for_user(owner.subject), owner)
+
+    def lists(self, owner: TokenClaims) -> OwnedLists:
+        return OwnedLists(self.database.for_user(owner.subject), owner)
 
 
 def check_owner(user_id: str, owner: TokenClaims, name: str = "the path's user id") -> None:
@@ -144,6 +148,7 @@ async def list_tasks(tasks: OwnedTasks, query: ListQuery) -> Listing:
         overdue=query.overdue,
         remind_before=query.remind_before,
         words=query.words,
+        list_id=query.list_id,
     )
     page = await tasks.page(
         filters=filters, sort=query.sort, order=order, limit=query.limit, offset=query.offset, cursor=after
@@ -156,9 +161,9 @@ async def list_tasks(tasks: OwnedTasks, query: ListQuery) -> Listing:
     return Listing(page=page, next_cursor=following, more=more)
 
 
-async def task_stats(tasks: OwnedTasks, time_zone: str) -> TaskStats:
-    """Counts of the owner's tasks, as every door shows them."""
-    row = await tasks.stats(time_zone)
+async def task_stats(tasks: OwnedTasks, time_zone: str, list_id: int | None = None) -> TaskStats:
+    """Counts of the owner's tasks (of one list of theirs, if given), as every door shows them."""
+    row = await tasks.stats(time_zone, list_id)
     return TaskStats(
         total=row["total"],
         completed=row["completed"],

@@ -31,6 +31,7 @@ USERS: Table = metadata.tables["users"]
 TAGS: Table = metadata.tables["tags"]
 TASK_TAGS: Table = metadata.tables["task_tags"]
 CHANGE_COUNTERS: Table = metadata.tables["change_counters"]
+TASK_LISTS: Table = metadata.tables["task_lists"]
 
 # The view whose INSTEAD OF INSERT trigger sets a task's tags from a JSON list of
 # [name, folded name] pairs (see the migration). Not in the models' metadata: it is
@@ -145,6 +146,7 @@ PUBLIC_COLUMNS = [
         "completed_at",
         "next_occurrence_id",
         "version",
+        "list_id",
     )
 ]
 TASK_COLUMNS = [*PUBLIC_COLUMNS, TASK_TAG_NAMES]
@@ -169,6 +171,7 @@ class TaskRow(TypedDict):
     completed_at: datetime | None
     next_occurrence_id: int | None
     version: int
+    list_id: int | None  # set on every task the API writes (see `models.Task`)
     tags: str | None  # the names joined by TAG_SEPARATOR, in order
     recurrence_anchor: NotRequired[datetime | None]  # returned by updates, never shown
 

@@ -10,6 +10,7 @@ from functools import cache
 from typing import Any, Literal
 
 from sqlalchemy import (
+    BigInteger,
     DateTime,
     Integer,
     SmallInteger,
@@ -66,6 +67,7 @@ class TaskFilters:
     overdue: bool | None = None
     remind_before: datetime | None = None
     words: tuple[str, ...] = ()  # each in the title or the description
+    list_id: int | None = None  # in this list of the owner's
 
     @property
     def only_status(self) -> bool:
@@ -82,6 +84,7 @@ class TaskFilters:
             overdue=self.overdue,
             remind_before=self.remind_before is not None,
             words=len(self.words),
+            in_list=self.list_id is not None,
         )
 
     def parameters(self, now: datetime) -> dict[str, Any]:
@@ -91,6 +94,7 @@ class TaskFilters:
             "due_after": _in_utc(self.due_after),
             "remind_before": _in_utc(self.remind_before),
             "now": now,
+            "list_id": self.list_id,
         }
         values.update({f"tag_{i}": fold(tag) for i, tag in enumerate(self.tags)})
         values.update(
@@ -117,6 +121,7 @@ class ListShape:
     overdue: bool | None = None
     remind_before: bool = False
     words: int = 0
+    in_list: bool = False
     # Tags matching a large share of the user's tasks: walk the sort's index and test
     # each task, rather than gather every tagged task and sort them (see `page`).
     walk: bool = False
@@ -128,6 +133,8 @@ class ListShape:
 def matching(shape: ListShape) -> list[Any]:
     """The WHERE clause of the owner's tasks that match the filters."""
     conditions: list[Any] = [TASKS.c.user_id == bindparam("owner_id"), TASKS.c.deleted_at.is_(None)]
+    if shape.in_list:
+        conditions.append(TASKS.c.list_id == bindparam("list_id", type_=BigInteger))
     if shape.status != "all":
         conditions.append(TASKS.c.completed == (shape.status == "completed"))
     if shape.priorities:

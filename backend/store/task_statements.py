@@ -9,6 +9,7 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     DateTime,
     Integer,
@@ -17,9 +18,11 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    exists,
     false,
     func,
     insert,
+    literal,
     not_,
     or_,
     select,
@@ -28,13 +31,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 
-from backend.models import PRIORITY_RANK
+from backend.models import INBOX, PRIORITY_RANK, fold
 from backend.store.database import Query
+from backend.store.positions import FIRST_POSITION
 from backend.store.tables import (
     COUNTER_LOCKED,
     OWNED,
     PUBLIC_COLUMNS,
     TASK_COLUMNS,
+    TASK_LISTS,
     TASK_TAG_NAMES,
     TASK_TAG_SETS,
     TASKS,
@@ -75,9 +80,58 @@ DELETE_COMPLETED = Query(
 # --- creating ------------------------------------------------------------------------
 
 
-def _new_task(count: int) -> Any:
+def _target_list(given: bool) -> Any:
+    """Where a new task goes: the owner's list `new_list_id` (not deleted), or their Inbox.
+    A primary-key lookup, or one of the Inbox's unique index. Held FOR KEY SHARE: a deletion
+    of the list (FOR UPDATE) waits for this create, or this for it and then sees the list
+    gone (`store.lists`)."""
+    where = (
+        TASK_LISTS.c.id == bindparam("new_list_id", type_=BigInteger)
+        if given
+        else TASK_LISTS.c.inbox == true()
+    )
+    return (
+        select(TASK_LISTS.c.id)
+        .where(TASK_LISTS.c.user_id == bindparam("owner_id", type_=String))
+        .where(where)
+        .where(TASK_LISTS.c.deleted_at.is_(None))
+        .with_for_update(read=True, key_share=True)
+        .scalar_subquery()
+    )
+
+
+def _new_inbox() -> Any:
+    """The owner's Inbox, inserted in a WITH clause when they have none (their first write;
+    nothing is attempted otherwise, not even a sequence number taken). Its id, if inserted."""
+    inbox = select(
+        bindparam("owner_id", type_=String),
+        literal(INBOX),
+        literal(fold(INBOX)),
+        literal(FIRST_POSITION),
+        true(),
+        bindparam("now", type_=DateTime(timezone=True)),
+        bindparam("now", type_=DateTime(timezone=True)),
+        literal(1),
+    ).where(~exists().where(TASK_LISTS.c.user_id == bindparam("owner_id", type_=String), TASK_LISTS.c.inbox))
+    return (
+        postgresql.insert(TASK_LISTS)
+        .from_select(
+            ["user_id", "name", "name_folded", "position", "inbox", "created_at", "updated_at", "version"],
+            inbox,
+        )
+        .on_conflict_do_nothing(index_elements=["user_id"], index_where=TASK_LISTS.c.inbox)
+        .returning(TASK_LISTS.c.id)
+        .cte("new_inbox")
+    )
+
+
+def _new_task(count: int, in_list: bool, new_inbox: Any = None) -> Any:
     """The new task's row, or none when the user already keeps `max_tasks` (their
-    counter, kept by triggers, is one primary-key lookup away)."""
+    counter, kept by triggers, is one primary-key lookup away), or its list is not theirs
+    (or the owner has no Inbox, and none is being made by `new_inbox`)."""
+    target = _target_list(in_list)
+    if new_inbox is not None:
+        target = func.coalesce(select(new_inbox.c.id).scalar_subquery(), target)
     values = select(
         bindparam("owner_id", type_=String),
         bindparam("new_title", type_=String),
@@ -95,11 +149,13 @@ def _new_task(count: int) -> Any:
         bindparam("new_title_sort", type_=String),
         bindparam("new_description_folded", type_=String),
         bindparam("new_recurrence_anchor", type_=DateTime(timezone=True)),
+        target,
     ).where(
         func.coalesce(
             select(USERS.c.task_count).where(USERS.c.id == bindparam("owner_id")).scalar_subquery(), 0
         )
-        < bindparam("max_tasks", type_=Integer)
+        < bindparam("max_tasks", type_=Integer),
+        target.is_not(None),
     )
     columns = [
         "user_id",
@@ -118,6 +174,7 @@ def _new_task(count: int) -> Any:
         "title_sort",
         "description_folded",
         "recurrence_anchor",
+        "list_id",
     ]
     # A new task has no tags of its own yet: the ones it is being given, as first spelled.
     returned = [*PUBLIC_COLUMNS, existing_tag_names(count)] if count else PUBLIC_COLUMNS
@@ -152,15 +209,21 @@ def record_user(known: frozenset[str]) -> Query:
 
 
 @cache
-def insert_task(tags: int) -> Query:
-    return Query(_new_task(tags))
+def insert_task(tags: int, in_list: bool) -> Query:
+    return Query(_new_task(tags, in_list))
 
 
 @cache
-def create_with_user(known: frozenset[str], tags: int) -> Query:
-    """The user's upsert and the task's insert as one statement (the upsert in a WITH
-    clause): atomic without a transaction, and one round trip instead of four."""
-    return Query(_new_task(tags).add_cte(_upsert_user(known).cte("recorded_user")))
+def create_with_user(known: frozenset[str], tags: int, in_list: bool) -> Query:
+    """The user's upsert (and their Inbox, on their first write) and the task's insert as
+    one statement (in WITH clauses): atomic without a transaction, and one round trip
+    instead of four."""
+    if in_list:
+        return Query(_new_task(tags, in_list).add_cte(_upsert_user(known).cte("recorded_user")))
+    new_inbox = _new_inbox()
+    return Query(
+        _new_task(tags, in_list, new_inbox).add_cte(_upsert_user(known).cte("recorded_user"), new_inbox)
+    )
 
 
 SET_TAGS = Query(
@@ -250,6 +313,7 @@ NEXT_OCCURRENCE = Query(
             "description_folded",
             "recurrence_anchor",
             "previous_occurrence_id",
+            "list_id",
         ],
         select(
             TASKS.c.user_id,
@@ -268,6 +332,7 @@ NEXT_OCCURRENCE = Query(
             TASKS.c.description_folded,
             TASKS.c.recurrence_anchor,
             TASKS.c.id,
+            TASKS.c.list_id,
         ).where(OWNED),
     )
     .returning(TASKS.c.id)
@@ -282,7 +347,7 @@ def _pending(condition: Any = None) -> Any:
     return func.count().filter(pending if condition is None else and_(pending, condition))
 
 
-STATS = Query(
+_STATS = (
     select(
         func.count().label("total"),
         func.count().filter(TASKS.c.completed == true()).label("completed"),
@@ -298,3 +363,5 @@ STATS = Query(
     .where(TASKS.c.user_id == bindparam("owner_id"))
     .where(TASKS.c.deleted_at.is_(None))
 )
+STATS = Query(_STATS)
+STATS_IN_LIST = Query(_STATS.where(TASKS.c.list_id == bindparam("list_id", type_=BigInteger)))

@@ -52,6 +52,7 @@ from backend.models import (
 )
 from backend.store.database import CheckViolationError, Connection, Database, Row
 from backend.store.flows import create_successor
+from backend.store.lists import CREATE_INBOX, OWNS_LIST
 from backend.store.tables import TaskRow
 from backend.store.task_filters import WALK_SHARE, ListShape, TaskFilters, list_query, total_query
 from backend.store.task_statements import (
@@ -59,6 +60,7 @@ from backend.store.task_statements import (
     GET,
     SET_TAGS,
     STATS,
+    STATS_IN_LIST,
     VERSION,
     UpdateShape,
     create_with_user,
@@ -87,6 +89,18 @@ class TaskLimitReached(Conflict):
         super().__init__(
             f"this user already has {limit} tasks, the most one user may keep (MAX_TASKS_PER_USER); "
             "delete some to add more"
+        )
+
+
+class TaskListNotFound(Unprocessable):
+    """A task's `list_id` names no list of the owner's: a missing list and another person's
+    are the same answer."""
+
+    def __init__(self) -> None:
+        message = "no list with this id belongs to this user"
+        super().__init__(
+            "the request is invalid: body.list_id",
+            errors=[{"loc": ["body", "list_id"], "msg": message, "type": "list_not_found"}],
         )
 
 
@@ -228,32 +242,49 @@ class OwnedTasks:
             **{f"fold_{i}": fold(tag) for i, tag in enumerate(data.tags)},
         }
         tags = len(data.tags)
+        in_list = data.list_id is not None
+        values["new_list_id"] = data.list_id
         # Where a statement may write in its WITH clause (PostgreSQL), the user's upsert and the
         # insert are one statement; elsewhere (SQLite), two, in a transaction.
         one_statement = self.db.writes_in_with
-        if one_statement and not tags:
-            # On a remote database such as Neon each round trip is a millisecond
-            # or more, and the user's row stays locked for less time.
-            task = _task(await self.db.fetch_one(create_with_user(known, 0), **values))
-        else:
 
-            async def create(connection: Connection) -> TaskRow | None:
-                if one_statement:
-                    created = _task(await connection.fetch_one(create_with_user(known, tags), **values))
-                else:
-                    await connection.execute(record_user(known), **values)
-                    created = _task(await connection.fetch_one(insert_task(tags), **values))
-                if created is not None and tags:
-                    await connection.execute(
-                        SET_TAGS,
-                        task_id=created["id"],
-                        owner_id=owner.subject,
-                        tag_names=_tag_pairs(data.tags),
-                    )
-                return created
+        async def create(connection: Connection) -> TaskRow | None:
+            if one_statement:
+                created = _task(await connection.fetch_one(create_with_user(known, tags, in_list), **values))
+            else:
+                await connection.execute(record_user(known), **values)
+                created = _task(await connection.fetch_one(insert_task(tags, in_list), **values))
+                if created is None and not in_list:
+                    # Perhaps the person's first write: their Inbox, in the same transaction.
+                    await connection.execute(CREATE_INBOX, owner_id=owner.subject, now=now)
+                    created = _task(await connection.fetch_one(insert_task(tags, in_list), **values))
+            if created is not None and tags:
+                await connection.execute(
+                    SET_TAGS,
+                    task_id=created["id"],
+                    owner_id=owner.subject,
+                    tag_names=_tag_pairs(data.tags),
+                )
+            return created
 
-            task = await self.db.atomic(create)
+        async def attempt() -> TaskRow | None:
+            if one_statement and not tags:
+                # On a remote database such as Neon each round trip is a millisecond
+                # or more, and the user's row stays locked for less time.
+                return _task(await self.db.fetch_one(create_with_user(known, 0, in_list), **values))
+            return await self.db.atomic(create)
+
+        task = await attempt()
+        if task is None and not in_list and one_statement:
+            # Two first writes of a person at once: the other made the Inbox this statement
+            # could not yet see (its snapshot was older); the next statement sees it.
+            task = await attempt()
         if task is None:
+            if (
+                in_list
+                and await self.db.fetch_one(OWNS_LIST, owner_id=owner.subject, list_id=data.list_id) is None
+            ):
+                raise TaskListNotFound()
             raise TaskLimitReached(self.max_tasks)
         return _as_given(task, data.tags)
 
@@ -321,15 +352,17 @@ class OwnedTasks:
             row.pop("total", None)
         return TaskPage(tasks=cast(list[TaskRow], rows), total=counted["total"] if counted else 0)
 
-    async def stats(self, time_zone: str) -> Row:
-        """Counts of the owner's tasks; `due_today` is today's date in `time_zone`."""
+    async def stats(self, time_zone: str, list_id: int | None = None) -> Row:
+        """Counts of the owner's tasks (in one list of theirs, if given); `due_today` is today's
+        date in `time_zone`."""
         now = utc_now()
         # Local midnight to local midnight (a day of 23 or 25 hours when the clocks change).
         day_starts = now.astimezone(zone(time_zone)).replace(hour=0, minute=0, second=0, microsecond=0)
         day_ends = day_starts + timedelta(days=1)
         row = await self.db.fetch_one(
-            STATS,
+            STATS if list_id is None else STATS_IN_LIST,
             owner_id=self.owner.subject,
+            list_id=list_id,
             now=now,
             day_starts=day_starts.astimezone(UTC),
             day_ends=day_ends.astimezone(UTC),

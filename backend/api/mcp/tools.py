@@ -30,6 +30,8 @@ from backend.models import (
     Description,
     Id,
     Instant,
+    ListName,
+    ListPublic,
     ListQuery,
     PriorityField,
     Recurrence,
@@ -99,12 +101,28 @@ class AddTask(ToolArguments):
     tags: Tags = []
     recurrence: Annotated[Recurrence | None, HIDE_NULL, Field(description="An RRULE (needs due_at).")] = None
     time_zone: TimeZone = "UTC"
+    list_id: Annotated[
+        Id | None, HIDE_NULL, Field(description="The list it goes in (default: the Inbox).")
+    ] = None
+    list: Annotated[
+        ListName | None,
+        HIDE_NULL,
+        Field(description="Or the list's name (case-insensitively), instead of list_id."),
+    ] = None
 
 
 class ListTasks(ToolArguments, ListQuery):
     # ListQuery's lenient parsing stays (a limit of "5" is 5, as in a REST query), its
     # extra="ignore" does not: an unknown argument is refused.
     model_config = ConfigDict(extra="forbid", strict=False)
+
+    list: Annotated[
+        ListName | None, HIDE_NULL, Field(description="Only this list's tasks, by name (or give list_id).")
+    ] = None
+
+
+class CreateList(ToolArguments):
+    name: ListName
 
 
 class TaskRef(ToolArguments):
@@ -156,6 +174,7 @@ class NoArguments(ToolArguments):
 
 class GetStats(ToolArguments):
     tz: Annotated[TimeZone, Field(description="IANA zone whose today `due_today` counts.")] = "UTC"
+    list_id: Annotated[Id | None, HIDE_NULL, Field(description="Count only this list's tasks.")] = None
 
 
 # --- results --------------------------------------------------------------------------------
@@ -178,6 +197,10 @@ class TaskList(BaseModel):
 
 class TagList(BaseModel):
     tags: list[TagPublic]
+
+
+class ListList(BaseModel):
+    lists: list[ListPublic]
 
 
 class Deleted(BaseModel):
@@ -207,14 +230,31 @@ class ToolContext:
         return self.services.settings.require_if_match
 
 
+async def _list_named(context: ToolContext, list_id: int | None, name: str | None) -> int | None:
+    """A list given by id or by name (not both); its id."""
+    if name is None:
+        return list_id
+    if list_id is not None:
+        raise ToolError("give list_id or list, not both")
+    found = await context.services.lists(context.owner).named(name)
+    if found is None:
+        raise ToolError(f"no list named {name!r}: list_lists shows the person's lists")
+    return found
+
+
 async def add_task(context: ToolContext, args: AddTask) -> TaskPublic:
-    """Add a task for the signed-in person."""
-    body = TaskCreate.model_validate(args.model_dump(exclude={"user_id"}, exclude_none=True))
+    """Add a task for the signed-in person (to their Inbox, or to a list given by id or name)."""
+    values = args.model_dump(exclude={"user_id", "list"}, exclude_none=True)
+    values["list_id"] = await _list_named(context, args.list_id, args.list)
+    body = TaskCreate.model_validate(values)
     return TaskPublic.model_validate(await context.tasks.create(body))
 
 
 async def list_tasks(context: ToolContext, args: ListTasks) -> TaskList:
-    """List the signed-in person's tasks, with the REST list's filters, sorting and paging."""
+    """List the signed-in person's tasks, with the REST list's filters, sorting and paging (one
+    list's, given by list_id or its name)."""
+    if args.list is not None:
+        args = args.model_copy(update={"list_id": await _list_named(context, args.list_id, args.list)})
     listing = await list_page(context.tasks, args)
     return TaskList(
         tasks=[TaskPublic.model_validate(row) for row in listing.page.tasks],
@@ -261,10 +301,22 @@ async def list_tags(context: ToolContext, args: NoArguments) -> TagList:
     return TagList(tags=[TagPublic.model_validate(row) for row in await context.tags.list()])
 
 
+async def list_lists(context: ToolContext, args: NoArguments) -> ListList:
+    """The signed-in person's lists (the Inbox first among them), with how many tasks (and pending)
+    each holds."""
+    rows = await context.services.lists(context.owner).list()
+    return ListList(lists=[ListPublic.model_validate(row) for row in rows])
+
+
+async def create_list(context: ToolContext, args: CreateList) -> ListPublic:
+    """Make a new list for the signed-in person, after their others."""
+    return ListPublic.model_validate(await context.services.lists(context.owner).create(args.name))
+
+
 async def get_stats(context: ToolContext, args: GetStats) -> TaskStats:
     """Counts of the signed-in person's tasks: total, completed, pending, overdue, due today, and
     pending by priority."""
-    return await task_stats(context.tasks, args.tz)
+    return await task_stats(context.tasks, args.tz, args.list_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +355,8 @@ TOOLS = {
         ToolSpec(complete_task, CompleteTask, TaskPublic, _writes()),
         ToolSpec(delete_task, DeleteTask, Deleted, _writes(destructive=True, idempotent=True)),
         ToolSpec(list_tags, NoArguments, TagList, READ),
+        ToolSpec(list_lists, NoArguments, ListList, READ),
+        ToolSpec(create_list, CreateList, ListPublic, _writes()),
         ToolSpec(get_stats, GetStats, TaskStats, READ),
     )
 }

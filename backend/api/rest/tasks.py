@@ -183,7 +183,7 @@ async def delete_completed_tasks(
 @router.get("/stats", operation_id="getTaskStats")
 async def get_task_stats(tasks: OwnedTasksDep, query: Annotated[StatsQuery, Query()]) -> TaskStats:
     """Counts of the user's tasks: total, completed, pending, overdue, due today, and pending by priority."""
-    return await task_stats(tasks, query.tz)
+    return await task_stats(tasks, query.tz, query.list_id)
 
 
 def _required(request: Request) -> bool:
