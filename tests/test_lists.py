@@ -7,6 +7,7 @@ import pytest
 from fastapi import FastAPI
 from httpx import Response
 
+from backend.store.housekeeping import purge
 from backend.store.lists import MAX_LISTS
 from tests.conftest import Caller, assert_problem, run_sql
 
@@ -305,3 +306,40 @@ async def test_an_agent_cannot_use_another_persons_list(alice: Caller, bob: Call
     refused = (await alice.tool("add_task", {"title": "x", "list_id": bobs["id"]})).refused
     assert "list_id" in refused
     assert "no list named" in (await alice.tool("list_tasks", {"list": "Bob's"})).refused
+
+
+async def test_a_deleted_list_is_purged_after_its_tombstones(app: FastAPI, alice: Caller) -> None:
+    work = await make_list(alice, "Work")
+    await alice.create(title="Report", list_id=work["id"])
+    await lists_request(alice, "DELETE", f"/{work['id']}")
+    url = app.state.settings.database_url
+    purged = await purge(app.state.database, app.state.settings)
+    assert (purged.tombstones, purged.lists) == (0, 0)  # not yet: sync may still need them
+    for table in ("tasks", "task_lists"):
+        run_sql(url, f"UPDATE {table} SET deleted_at = '2020-01-01 00:00:00' WHERE deleted_at IS NOT NULL")
+    purged = await purge(app.state.database, app.state.settings)
+    assert (purged.tombstones, purged.lists) == (1, 1)
+    assert run_sql(url, f"SELECT count(*) FROM task_lists WHERE id = {work['id']}") == [(0,)]
+    assert [item["name"] for item in await all_lists(alice)] == ["Inbox"]
+
+
+@pytest.mark.postgresql_only
+async def test_creates_racing_a_lists_deletion_never_leave_a_task_in_it(app: FastAPI, alice: Caller) -> None:
+    """Twice the pool's size of creates into a list while it is deleted: each lands before the
+    deletion (and is deleted with it) or finds the list gone (422); none is left in it alive."""
+    racers = 2 * app.state.settings.database_pool_size
+    url = app.state.settings.database_url
+    for round_ in range(3):
+        doomed = await make_list(alice, f"Doomed {round_}")
+        deletion, *creates = await asyncio.gather(
+            lists_request(alice, "DELETE", f"/{doomed['id']}"),
+            *(alice.request("POST", json={"title": f"t{n}", "list_id": doomed["id"]}) for n in range(racers)),
+        )
+        assert deletion.status_code == 204
+        assert {response.status_code for response in creates} <= {201, 422}
+        orphans = run_sql(
+            url,
+            "SELECT count(*) FROM tasks JOIN task_lists ON task_lists.id = tasks.list_id "
+            "WHERE task_lists.deleted_at IS NOT NULL AND tasks.deleted_at IS NULL",
+        )
+        assert orphans == [(0,)]

@@ -1,5 +1,6 @@
 """What the server purges by itself, so that no cron job needs setting up: request keys
-older than IDEMPOTENCY_KEY_HOURS, tombstones and events older than SYNC_RETENTION_DAYS, and the
+older than IDEMPOTENCY_KEY_HOURS, tombstones (of tasks, then of lists) and events older than
+SYNC_RETENTION_DAYS, and the
 webhook deliveries queued for an endpoint no server names any more (`store/webhooks.py`), and
 the event-stream registrations of processes gone without a word (`store/notifications.py`).
 
@@ -14,7 +15,7 @@ from typing import NamedTuple
 
 from backend.config import Settings
 from backend.models import utc_now
-from backend.store import changes, events, idempotency, notifications, webhooks
+from backend.store import changes, events, idempotency, lists, notifications, webhooks
 from backend.store.database import Database, DatabaseUnavailableError
 
 logger = logging.getLogger("backend.housekeeping")
@@ -29,6 +30,7 @@ class Purged(NamedTuple):
     events: int
     webhook_deliveries: int = 0
     event_listeners: int = 0
+    lists: int = 0
 
 
 async def purge(database: Database, settings: Settings) -> Purged:
@@ -40,6 +42,8 @@ async def purge(database: Database, settings: Settings) -> Purged:
             database, now - timedelta(hours=settings.idempotency_key_hours)
         ),
         tombstones=await changes.purge_tombstones(database, retention),
+        # After the tasks' tombstones: a deleted list goes once the tasks deleted with it have.
+        lists=await lists.purge(database, retention),
         events=await events.purge_events(database, retention),
         webhook_deliveries=await webhooks.forget_endpoints(database, now),
         event_listeners=(
