@@ -133,6 +133,8 @@ by_name: dict[str, st.SearchStrategy[Any]] = {
     "limit": st.one_of(integers, st.sampled_from(ODD_NUMBERS)),
     "offset": st.one_of(integers, st.sampled_from(ODD_NUMBERS)),
     "expected_version": integers,
+    "list_id": st.one_of(integers, st.sampled_from(ODD_NUMBERS)),
+    "move_tasks_to": st.one_of(integers, st.sampled_from(ODD_NUMBERS)),
     "tags": st.one_of(
         st.lists(texts, max_size=30), st.lists(st.sampled_from(["a", "A", " a", "a "]), max_size=300)
     ),
@@ -195,6 +197,7 @@ def assert_no_5xx(response: Any) -> None:
 
 
 BODY_FIELDS = [
+    "list_id",
     "title",
     "description",
     "completed",
@@ -219,6 +222,7 @@ LIST_PARAMETERS = [
     "limit",
     "offset",
     "cursor",
+    "list_id",
 ]
 
 
@@ -271,12 +275,12 @@ async def test_writing_to_a_task_never_answers_5xx(
         lambda text: text not in ("", ".", "..")
     ),
     method=st.sampled_from(["GET", "PATCH", "DELETE"]),
-    kind=st.sampled_from(["tasks", "tags"]),
+    kind=st.sampled_from(["tasks", "tags", "lists"]),
 )
 async def test_any_id_in_a_path_never_answers_5xx(
     alice: Caller, segment: str, method: str, kind: str
 ) -> None:
-    body = ({"name": "x"} if kind == "tags" else {"title": "x"}) if method == "PATCH" else None
+    body = ({"title": "x"} if kind == "tasks" else {"name": "x"}) if method == "PATCH" else None
     response = await send(alice, method, f"/api/me/{kind}/{encoded(segment)}", body, raw_headers(alice))
     assert_no_5xx(response)
 
@@ -294,6 +298,33 @@ async def test_tag_writes_never_answer_5xx(alice: Caller, body: dict[str, Any], 
         raw_headers(alice),
     )
     assert_no_5xx(response)
+
+
+@BATTERY
+@given(
+    route=st.sampled_from([("POST", ""), ("PATCH", "/target"), ("DELETE", "/target"), ("GET", "/target")]),
+    body=st.one_of(st.none(), arguments(["name"])),
+    query=arguments(["move_tasks_to"], query_values),
+    if_match=st.one_of(st.none(), texts, integers.map(lambda n: f'"{n}"')),
+    key=st.one_of(st.none(), texts),
+)
+async def test_list_writes_never_answer_5xx(
+    alice: Caller, route: tuple[str, str], body: Any, query: dict[str, Any], if_match: Any, key: Any
+) -> None:
+    made = await alice.client.post("/api/me/lists", json={"name": "target"}, headers=alice.headers)
+    target = (
+        made.json()["id"]
+        if made.status_code == 201
+        else (await alice.client.get("/api/me/lists", headers=alice.headers)).json()[-1]["id"]
+    )
+    method, suffix = route
+    headers = raw_headers(alice)
+    if if_match is not None:
+        headers.append((b"if-match" if method != "GET" else b"if-none-match", as_header(if_match)))
+    if key is not None:
+        headers.append((b"idempotency-key", as_header(key)))
+    path = f"/api/me/lists{suffix.replace('/target', f'/{target}')}{as_query(query)}"
+    assert_no_5xx(await send(alice, method, path, body, headers))
 
 
 TOOL_ARGUMENTS = {name: [*spec.arguments.model_fields] for name, spec in TOOLS.items()}
