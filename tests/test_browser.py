@@ -306,3 +306,7 @@ def test_the_assistant_adds_a_task_and_answers_what_is_overdue(browsers: Browser
     assert "Europe/Berlin" in first["messages"][0]["content"]  # the page sent its time zone
     said = [message.get("content") for message in second["messages"]]
     assert "add milk to my list for tomorrow" in said  # the same conversation, from the database
+
+
+def test_a_person_makes_a_list_adds_to_it_and_moves_between_lists(browsers: Browsers) -> None:
+    run_browser_test(browsers, "a person makes a list, adds a task to it, and moves between their lists")

@@ -12,6 +12,7 @@ export type Priority = "none" | "low" | "medium" | "high";
 
 export interface Task {
   id: number;
+  list_id: number;
   title: string;
   description: string | null;
   completed: boolean;
@@ -33,6 +34,16 @@ export interface TaskEvent {
   sequence: string;
   late?: boolean;
   data: Partial<Task> & { id: number; deleted_at?: string };
+}
+
+/** A list of the person's (the Inbox among them), with the counts of its tasks. */
+export interface TaskList {
+  id: number;
+  name: string;
+  inbox: boolean;
+  version: number;
+  task_count: number;
+  pending_count: number;
 }
 
 /** What the assistant did while answering: a tool, what it was given, what it returned. */
@@ -166,7 +177,7 @@ export class TaskApi {
     return (await (await this.send(this.tasksPath(`/${id}`))).json()) as Task;
   }
 
-  async create(task: Partial<Task> & { title: string; time_zone?: string }): Promise<Task> {
+  async create(task: Partial<Task> & { title: string; time_zone?: string; list_id?: number }): Promise<Task> {
     const response = await this.send(this.tasksPath(), {
       method: "POST",
       headers: { "Content-Type": "application/json" },
@@ -292,6 +303,27 @@ export class TaskApi {
       if (!answer) throw new NetworkError("The assistant's answer was cut off; send the message again.");
       return answer;
     }
+  }
+
+  async lists(): Promise<TaskList[]> {
+    return (await (await this.send(`/api/${encodeURIComponent(this.userId)}/lists`)).json()) as TaskList[];
+  }
+
+  async createList(name: string): Promise<TaskList> {
+    const response = await this.send(`/api/${encodeURIComponent(this.userId)}/lists`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ name }),
+    });
+    return (await response.json()) as TaskList;
+  }
+
+  /** The list and its tasks (If-Match: a list renamed elsewhere meanwhile is a 412). */
+  async deleteList(list: TaskList): Promise<void> {
+    await this.send(`/api/${encodeURIComponent(this.userId)}/lists/${list.id}`, {
+      method: "DELETE",
+      headers: { "If-Match": `"${list.version}"` },
+    });
   }
 
   async remove(id: number, version: number): Promise<void> {

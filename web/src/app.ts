@@ -11,6 +11,8 @@ const timeZone = Intl.DateTimeFormat().resolvedOptions().timeZone;
 
 // What the list shows lives in the page's URL, so a reload or a shared link shows the same.
 const VIEW_DEFAULTS: Record<string, string> = { status: "all", sort: "created", order: "desc", q: "", tag: "", limit: "20" };
+// The list shown (none: every list's tasks), also in the page's URL.
+const currentList = (): string | null => new URLSearchParams(location.search).get("list_id");
 
 let api: TaskApi | null = null;
 
@@ -59,6 +61,8 @@ function viewParams(): URLSearchParams {
   }
   const offset = current.get("offset");
   if (offset && offset !== "0") query.set("offset", offset);
+  const list = current.get("list_id");
+  if (list) query.set("list_id", list);
   return query;
 }
 
@@ -200,7 +204,7 @@ async function loadTasks({ keepViewForm = false } = {}): Promise<void> {
   staleList = false;
   const query = viewParams();
   if (!keepViewForm) fillViewForm(query);
-  const page = await api!.list(query);
+  const [page] = await Promise.all([api!.list(query), loadLists()]);
   const list = $<HTMLUListElement>("#tasks");
   // Keyboard users keep their place: the control that had focus has it again if still shown.
   const focused = document.activeElement?.id;
@@ -227,6 +231,65 @@ async function loadTasks({ keepViewForm = false } = {}): Promise<void> {
     };
   }
 }
+
+/** The sidebar: the person's lists with their counts; choosing one shows its tasks, and a
+ * task added then goes into it. */
+async function loadLists(): Promise<void> {
+  const lists = await api!.lists();
+  const chosen = currentList();
+  const all = h("button", { type: "button", "aria-current": chosen === null ? "true" : "false" }, "All tasks");
+  all.addEventListener("click", () => chooseList(null));
+  const items = [h("li", {}, all)];
+  for (const taskList of lists) {
+    const choose = h(
+      "button",
+      {
+        type: "button",
+        "aria-current": String(chosen === String(taskList.id)),
+        "aria-label": `${taskList.name}, ${taskList.pending_count} pending`,
+      },
+      taskList.name,
+      h("span", { class: "count" }, String(taskList.pending_count)),
+    );
+    choose.addEventListener("click", () => chooseList(taskList.id));
+    const item = h("li", {}, choose);
+    if (!taskList.inbox) {
+      const remove = h("button", { type: "button", "aria-label": `Delete the list “${taskList.name}” and its tasks` }, "×");
+      remove.addEventListener("click", () =>
+        attempt(async () => {
+          await api!.deleteList(taskList);
+          announce(`Deleted the list “${taskList.name}”.`);
+          if (currentList() === String(taskList.id)) chooseList(null);
+          else await loadTasks({ keepViewForm: true });
+        }),
+      );
+      item.append(remove);
+    }
+    items.push(item);
+  }
+  $("#list-links").replaceChildren(...items);
+}
+
+function chooseList(id: number | null): void {
+  const next = viewParams();
+  next.delete("offset");
+  if (id === null) next.delete("list_id");
+  else next.set("list_id", String(id));
+  setView(next);
+  void attempt(loadTasks);
+}
+
+$<HTMLFormElement>("#new-list").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const form = event.target as HTMLFormElement;
+  const { name } = formValues(form);
+  void attempt(async () => {
+    const made = await api!.createList(name.trim());
+    form.reset();
+    announce(`Added the list “${made.name}”.`);
+    chooseList(made.id);
+  });
+});
 
 // The open event stream: a change made elsewhere (another tab, device, the assistant) shows
 // here without a reload, and a reminder shows when it fires.
@@ -341,6 +404,7 @@ async function showSignedOut(): Promise<void> {
   api = null;
   // Nothing of the last person's stays in the page (a shared computer).
   $("#tasks").replaceChildren();
+  $("#list-links").replaceChildren();
   $("#summary").textContent = "";
   $("#who").textContent = "";
   $("#signed-in").hidden = true;
@@ -419,6 +483,7 @@ $<HTMLFormElement>("#add").addEventListener("submit", (event) => {
         remind_at: fromLocalInput(remind),
         tags: tagList(tags),
         time_zone: timeZone,
+        ...(currentList() ? { list_id: Number(currentList()) } : {}),
       });
     } catch (error) {
       if (JSON.stringify(formValues(form)) === JSON.stringify(cleared)) fillForm(form, sent);
@@ -440,6 +505,8 @@ viewForm.addEventListener("submit", (event) => {
   event.preventDefault();
   const query = new URLSearchParams();
   for (const [name, value] of Object.entries(formValues(viewForm))) if (value) query.set(name, value);
+  const list = currentList(); // the list chosen stays chosen
+  if (list) query.set("list_id", list);
   setView(query);
   void attempt(loadTasks);
 });

@@ -381,3 +381,32 @@ browserTest("the assistant adds a task from the chat panel and says what is over
   assert.ok(await alertOf(page).isHidden());
   await page.screenshot({ path: join(artifacts, "chat.png"), fullPage: true });
 });
+
+browserTest("a person makes a list, adds a task to it, and moves between their lists", async (newContext) => {
+  const page = await (await newContext()).newPage();
+  await signUp(page, env.WEB_URL, "Lin");
+  await addTask(page, "Water the plants"); // into the Inbox
+  const lists = page.locator("#lists");
+  await lists.getByRole("button", { name: /^Inbox/ }).waitFor();
+  const form = page.locator("#new-list");
+  await form.getByLabel("New list").fill("Work");
+  await form.getByRole("button", { name: "Add list" }).click();
+  await page.getByRole("status").filter({ hasText: "Added the list “Work”" }).waitFor();
+  // The new list is chosen: its (empty) tasks show, and a task added goes into it.
+  await page.getByText("No tasks to show.").waitFor();
+  await addTask(page, "Write the report");
+  assert.deepEqual(await titles(page), ["Write the report"]);
+  await lists.getByRole("button", { name: "Work, 1 pending" }).waitFor();
+  await lists.getByRole("button", { name: "Inbox, 1 pending" }).click();
+  await page.locator("#tasks label.title").filter({ hasText: "Water the plants" }).waitFor();
+  assert.deepEqual(await titles(page), ["Water the plants"]);
+  await lists.getByRole("button", { name: "All tasks" }).click();
+  await page.getByText("Showing 1–2 of 2").waitFor();
+  // Deleting the list deletes its task; the Inbox cannot be deleted (it has no button).
+  assert.equal(await lists.getByRole("button", { name: /Delete the list “Inbox”/ }).count(), 0);
+  await lists.getByRole("button", { name: "Delete the list “Work” and its tasks" }).click();
+  await page.getByRole("status").filter({ hasText: "Deleted the list “Work”" }).waitFor();
+  await page.getByText("Showing 1–1 of 1").waitFor();
+  assert.deepEqual(await titles(page), ["Water the plants"]);
+  assert.ok(await alertOf(page).isHidden());
+});
