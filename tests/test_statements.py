@@ -308,16 +308,16 @@ async def test_the_list_routes_stay_within_the_budget(alice: Caller, statements:
     await alice.create(title="in the inbox")
     lists = f"/api/{alice.user_id}/lists"
     created = await alice.client.post(lists, json={"name": "Work"}, headers=alice.headers)
-    work = created.json()["id"]
+    job = created.json()["id"]
     other = (await alice.client.post(lists, json={"name": "Other"}, headers=alice.headers)).json()["id"]
-    await alice.create(title="at work", list_id=work)
+    await alice.create(title="at work", list_id=job)
     calls: list[tuple[str, str, Any, int, int]] = [
         # method, path, body, most work statements, transactions
         ("GET", "", None, 1, 0),
         ("POST", "", {"name": "Home"}, 3, 1),
-        ("GET", f"/{work}", None, 1, 0),
-        ("PATCH", f"/{work}", {"name": "Job"}, 3, 1),
-        ("DELETE", f"/{work}?move_tasks_to={other}", None, 5, 1),
+        ("GET", f"/{job}", None, 1, 0),
+        ("PATCH", f"/{job}", {"name": "Job"}, 3, 1),
+        ("DELETE", f"/{job}?move_tasks_to={other}", None, 5, 1),
         ("DELETE", f"/{other}", None, 4, 1),
     ]
     for method, path, body, most, opened in calls:
