@@ -791,6 +791,15 @@ class ListUpdate(RequestBody):
     model_config = ConfigDict(json_schema_extra=request_schema({"name": "Shopping"}))
 
 
+class ListMove(RequestBody):
+    after_id: Annotated[
+        int | None,
+        PydanticField(ge=1, le=MAX_ID, description="The list it is to follow; null or absent: first."),
+    ] = None
+
+    model_config = ConfigDict(json_schema_extra=request_schema({"after_id": 7}, {"after_id": None}))
+
+
 class ListPublic(BaseModel):
     id: int
     name: str

@@ -343,3 +343,67 @@ async def test_creates_racing_a_lists_deletion_never_leave_a_task_in_it(app: Fas
             "WHERE task_lists.deleted_at IS NOT NULL AND tasks.deleted_at IS NULL",
         )
         assert orphans == [(0,)]
+
+
+# --- moving lists -----------------------------------------------------------------------
+
+
+async def move_list(caller: Caller, list_id: int, after_id: int | None, **kwargs: Any) -> Response:
+    return await lists_request(caller, "POST", f"/{list_id}/move", json={"after_id": after_id}, **kwargs)
+
+
+async def test_a_list_moves_after_another_or_first_writing_one_row(app: FastAPI, alice: Caller) -> None:
+    inbox = await inbox_of(alice)
+    work, home, shop = [await make_list(alice, name) for name in ("Work", "Home", "Shop")]
+    before = {item["id"]: item["version"] for item in await all_lists(alice)}
+    moved = await move_list(alice, shop["id"], inbox["id"])
+    assert moved.status_code == 200, moved.text
+    assert moved.json()["version"] == shop["version"] + 1
+    assert [item["name"] for item in await all_lists(alice)] == ["Inbox", "Shop", "Work", "Home"]
+    after = {item["id"]: item["version"] for item in await all_lists(alice)}
+    assert {key for key in after if after[key] != before[key]} == {shop["id"]}  # one row written
+    assert (await move_list(alice, home["id"], None)).status_code == 200
+    assert [item["name"] for item in await all_lists(alice)] == ["Home", "Inbox", "Shop", "Work"]
+    assert (await move_list(alice, home["id"], work["id"])).status_code == 200
+    assert [item["name"] for item in await all_lists(alice)] == ["Inbox", "Shop", "Work", "Home"]
+
+
+async def test_a_list_cannot_follow_itself_another_persons_or_a_missing_one(
+    alice: Caller, bob: Caller
+) -> None:
+    work = await make_list(alice, "Work")
+    bobs = await make_list(bob, "Bob's")
+    for after_id in (work["id"], bobs["id"], 10**12):
+        refused = await move_list(alice, work["id"], after_id)
+        assert assert_problem(refused, 422)["errors"][0]["loc"] == ["body", "after_id"]
+    assert_problem(await move_list(alice, bobs["id"], None), 404)
+    assert_problem(await move_list(bob, work["id"], None, user_id=alice.user_id), 403)
+    stale = await move_list(alice, work["id"], None, headers={"If-Match": '"9"'})
+    assert_problem(stale, 412)
+
+
+async def test_many_moves_between_two_neighbours_keep_short_distinct_keys(alice: Caller) -> None:
+    """Each move halves the gap between the same two lists: keys grow, until the person's
+    lists are given fresh ones (a bounded rebalance), and the order holds throughout."""
+    first = await make_list(alice, "First")
+    await make_list(alice, "Second")
+    movers = [await make_list(alice, f"m{n}") for n in range(2)]
+    for n in range(400):
+        mover = movers[n % 2]
+        assert (await move_list(alice, mover["id"], first["id"])).status_code == 200
+    lists = await all_lists(alice)
+    positions = [item["position"] for item in lists]
+    assert len(set(positions)) == len(positions)
+    assert positions == sorted(positions)
+    assert max(len(position) for position in positions) <= 64
+    assert [item["name"] for item in lists][:2] == ["Inbox", "First"]
+    assert [item["name"] for item in lists][-1] == "Second"
+
+
+async def test_concurrent_moves_never_give_two_lists_one_place(alice: Caller, app: FastAPI) -> None:
+    inbox = await inbox_of(alice)
+    made = [await make_list(alice, f"l{n}") for n in range(2 * app.state.settings.database_pool_size)]
+    answers = await asyncio.gather(*(move_list(alice, item["id"], inbox["id"]) for item in made))
+    assert {answer.status_code for answer in answers} == {200}
+    positions = [item["position"] for item in await all_lists(alice)]
+    assert len(set(positions)) == len(positions)

@@ -28,6 +28,7 @@ OPERATIONS = {
     ("get", "/api/{user_id}/lists/{list_id}"): "getList",
     ("patch", "/api/{user_id}/lists/{list_id}"): "updateList",
     ("delete", "/api/{user_id}/lists/{list_id}"): "deleteList",
+    ("post", "/api/{user_id}/lists/{list_id}/move"): "moveList",
     ("post", "/api/{user_id}/chat"): "sendChatMessage",
     ("get", "/api/{user_id}/conversations"): "listConversations",
     ("get", "/api/{user_id}/conversations/{conversation_id}"): "getConversation",

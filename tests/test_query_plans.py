@@ -284,6 +284,9 @@ def _list_of_ours(database: Database) -> int:
         (lists._SURVEY, ("ix_task_lists_user_id_position_id", "uq_task_lists_user_id_name_folded")),
         (lists._LOCK, "pk_task_lists"),
         (lists._NAMED, "uq_task_lists_user_id_name_folded"),
+        (lists._POSITION_OF, "pk_task_lists"),  # a move's neighbours
+        (lists._NEXT_UP, "ix_task_lists_user_id_position_id"),
+        (lists._FIRST, "ix_task_lists_user_id_position_id"),
         (lists._MOVE_TASKS, "ix_tasks_list_id_created_at_id"),
         (lists._DELETE_TASKS, "ix_tasks_list_id_created_at_id"),
         (STATS_IN_LIST, "ix_tasks_list_id_created_at_id"),
@@ -305,6 +308,8 @@ def test_the_list_statements_read_by_index(
         "target_id": list_id,
         "new_list_id": list_id,
         "folded": "list 7",
+        "moved_id": list_id,
+        "lower": "b007",
         "now": now,
         "day_starts": now,
         "day_ends": now,

@@ -317,6 +317,8 @@ async def test_the_list_routes_stay_within_the_budget(alice: Caller, statements:
         ("POST", "", {"name": "Home"}, 3, 1),
         ("GET", f"/{job}", None, 1, 0),
         ("PATCH", f"/{job}", {"name": "Job"}, 3, 1),
+        ("POST", f"/{job}/move", {"after_id": other}, 5, 1),
+        ("POST", f"/{job}/move", {"after_id": None}, 4, 1),
         ("DELETE", f"/{job}?move_tasks_to={other}", None, 5, 1),
         ("DELETE", f"/{other}", None, 4, 1),
     ]

@@ -42,7 +42,7 @@ from backend.auth.tokens import TokenClaims
 from backend.errors import Conflict, NotFound, ProblemError, Unprocessable
 from backend.models import INBOX, fold, utc_now
 from backend.store.database import Connection, Database, Query, Row
-from backend.store.positions import FIRST_POSITION, after
+from backend.store.positions import FIRST_POSITION, REBALANCE_AT, after, between, spread
 from backend.store.tables import COUNTER_LOCKED, TASK_LISTS, TASKS
 
 MAX_LISTS = 1000  # per person, the Inbox included
@@ -220,6 +220,29 @@ _PURGE = Query(
     delete(TASK_LISTS).where(TASK_LISTS.c.deleted_at < bindparam("before", type_=DateTime(timezone=True)))
 )
 OWNS_LIST = Query(select(TASK_LISTS.c.id).where(OWNED_LIST))
+# A move's neighbours: the position of the list it goes after, and the next one up from there,
+# leaving the moved list itself out.
+_POSITION_OF = Query(select(TASK_LISTS.c.position).where(OWNED_LIST))
+_NOT_MOVED = and_(_MINE, TASK_LISTS.c.id != bindparam("moved_id", type_=BigInteger))
+_NEXT_UP = Query(
+    select(func.min(TASK_LISTS.c.position)).where(
+        _NOT_MOVED, TASK_LISTS.c.position > bindparam("lower", type_=String)
+    )
+)
+_FIRST = Query(select(func.min(TASK_LISTS.c.position)).where(_NOT_MOVED))
+_PLACE = Query(
+    update(TASK_LISTS)
+    .where(OWNED_LIST)
+    .values(
+        position=bindparam("new_position", type_=String), updated_at=_NOW, version=TASK_LISTS.c.version + 1
+    )
+    .returning(*LIST_COLUMNS)
+)
+_IN_ORDER = Query(select(TASK_LISTS.c.id).where(_MINE).order_by(TASK_LISTS.c.position, TASK_LISTS.c.id))
+# A rebalance's new keys: not a change a client sees (the order is the same), so no version.
+_RESPREAD = Query(
+    update(TASK_LISTS).where(OWNED_LIST).values(position=bindparam("new_position", type_=String))
+)
 
 
 def _check(row: Row | None, expected: frozenset[int] | None) -> Row:
@@ -298,6 +321,48 @@ class OwnedLists:
 
         return await self.db.atomic(rename)
 
+    async def move(
+        self, list_id: int, after_id: int | None, *, expected: frozenset[int] | None = None
+    ) -> Row:
+        """Put the list after `after_id` (another of the person's lists), or first: one row
+        written, with a new key between its new neighbours (`positions`); a rare rebalance of
+        the person's lists when keys grow long. Moves take turns on the Inbox's row, so two
+        never take one place."""
+        ids = self._ids(list_id=list_id, moved_id=list_id, folded="")
+
+        async def move(connection: Connection) -> Row:
+            await self._hold_inbox(connection)
+            _check(await connection.fetch_one(_LOCK, **ids), expected)
+            if after_id is None:
+                lower = None
+                upper = await _value(connection, _FIRST, ids)
+            else:
+                after = await connection.fetch_one(_POSITION_OF, **{**ids, "list_id": after_id})
+                if after is None or after_id == list_id:
+                    raise NoSuchTargetList("after_id", "body")
+                lower = after["position"]
+                upper = await _value(connection, _NEXT_UP, {**ids, "lower": lower})
+            position = between(lower, upper)
+            if len(position) > REBALANCE_AT:
+                position = await self._respread(connection, list_id, after_id)
+            moved = await connection.fetch_one(_PLACE, **ids, new_position=position)
+            assert moved is not None  # locked above
+            return moved
+
+        return await self.db.atomic(move)
+
+    async def _respread(self, connection: Connection, list_id: int, after_id: int | None) -> str:
+        """Fresh, short keys for all the person's lists in their order, the moved one in its new
+        place; its key. At most MAX_LISTS rows, and only when keys have grown long."""
+        order = [row["id"] for row in await connection.fetch_all(_IN_ORDER, owner_id=self.owner.subject)]
+        order.remove(list_id)
+        order.insert(0 if after_id is None else order.index(after_id) + 1, list_id)
+        keys: dict[int, str] = dict(zip(order, spread(len(order)), strict=True))
+        for other, key in keys.items():
+            if other != list_id:
+                await connection.execute(_RESPREAD, **self._ids(list_id=other), new_position=key)
+        return keys[list_id]
+
     async def delete(
         self, list_id: int, *, move_tasks_to: int | None = None, expected: frozenset[int] | None = None
     ) -> None:
@@ -327,6 +392,11 @@ class OwnedLists:
 
     async def owns(self, connection: Connection, list_id: int) -> bool:
         return await connection.fetch_one(OWNS_LIST, **self._ids(list_id=list_id)) is not None
+
+
+async def _value(connection: Connection, query: Query, params: dict[str, Any]) -> Any:
+    row = await connection.fetch_one(query, **params)
+    return None if row is None else next(iter(row.values()))
 
 
 async def purge(db: Database, before: datetime) -> int:

@@ -1,7 +1,12 @@
 """Order keys that moves never renumber: fractional indexing (base 62 strings, compared
 bytewise), from the `fractional-indexing` package."""
 
-from fractional_indexing import generate_key_between  # type: ignore[import-untyped]  # no types shipped
+from fractional_indexing import (  # type: ignore[import-untyped]  # no types shipped
+    generate_key_between,
+    generate_n_keys_between,
+)
+
+from backend.models import POSITION_MAX_LENGTH
 
 # The first key of an empty sequence (the Inbox's place).
 FIRST_POSITION: str = generate_key_between(None, None)
@@ -11,3 +16,21 @@ def after(last: str | None) -> str:
     """A key after `last` (the first key when there is none)."""
     key: str = generate_key_between(last, None)
     return key
+
+
+def between(lower: str | None, upper: str | None) -> str:
+    """A key between two neighbours (None: the start, or the end)."""
+    key: str = generate_key_between(lower, upper)
+    return key
+
+
+# A key this long means many moves between the same two neighbours: the sequence is given
+# fresh, evenly spread keys (bounded: one person's lists, or one list's siblings) long before
+# a key could outgrow its column.
+REBALANCE_AT = POSITION_MAX_LENGTH - 16
+
+
+def spread(count: int) -> list[str]:
+    """`count` fresh keys in order, as short as they come."""
+    keys: list[str] = generate_n_keys_between(None, None, count)
+    return keys

@@ -16,7 +16,7 @@ from backend.app_state import state_of
 from backend.auth.caller import authorised_owner
 from backend.domain.header_grammar import entity_tag
 from backend.errors import problem_responses
-from backend.models import DECIMAL_ID, MAX_ID, ListCreate, ListPublic, ListUpdate
+from backend.models import DECIMAL_ID, MAX_ID, ListCreate, ListMove, ListPublic, ListUpdate
 from backend.store.lists import OwnedLists
 
 router = APIRouter(
@@ -169,3 +169,34 @@ async def delete_list(
         return Answer(status.HTTP_204_NO_CONTENT)
 
     return await answer(request, lists, idempotency_key, delete)
+
+
+@router.post(
+    "/{list_id}/move",
+    operation_id="moveList",
+    response_model=ListPublic,
+    responses={
+        **with_body,
+        **conditional,
+        **keyed,
+        **problem_responses(404),
+        200: {"headers": {**ETAG, **REPLAYED}},
+    },
+)
+async def move_list(
+    request: Request,
+    user_id: UserIdPath,
+    list_id: ListId,
+    body: ListMove,
+    if_match: IfMatch = None,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """Put the list after another of the person's lists (`after_id`), or first (null): its
+    `position` changes, no other list's does."""
+    lists = await _lists(request, user_id)
+    expected = if_match_versions(if_match, required=state_of(request).settings.require_if_match)
+
+    async def move(owned: OwnedLists) -> Answer:
+        return _answer(status.HTTP_200_OK, await owned.move(list_id, body.after_id, expected=expected))
+
+    return await answer(request, lists, idempotency_key, move)
