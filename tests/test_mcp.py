@@ -39,6 +39,8 @@ TOOLS = {
     "complete_task",
     "delete_task",
     "list_tags",
+    "list_lists",
+    "create_list",
     "get_stats",
 }
 
