@@ -3,15 +3,14 @@ of its tasks, in the order the person keeps them (`position`, a fractional-index
 
 Every write of a person's lists first takes their Inbox's row (`_ENSURE_INBOX`: an upsert that
 creates it on their first write and locks it after), so one person's list writes take turns:
-two creates cannot both take the last place, or both pass the 1,000-list cap. A task write
-never locks a list, so the lock order (the Inbox, then the change counter through the task
-writes a deletion makes) is one order.
+two creates cannot both take the last place, two moves one place, or both pass the 1,000-list
+cap. Then the list itself, then (a deletion) the change counter through its task writes.
 
-A task's create holds its list FOR KEY SHARE (`task_statements._TARGET_LIST`), which a
-deletion's FOR UPDATE waits for, and which waits for it: a task is never added to a list being
-deleted (it finds the list gone: 422). A recurring successor's insert locks the counter before
-its list (the foreign key), the deletion the other way round: PostgreSQL breaks that rare
-deadlock and `Database.atomic` runs the loser again.
+A task's create holds its list FOR KEY SHARE (`task_statements._target_list`), which does not
+conflict with the Inbox's lock, and which a deletion's FOR UPDATE waits for, and waits for: a
+task is never added to a list being deleted (it finds the list gone: 422). A recurring
+successor's insert locks the counter before its list (the foreign key), the deletion the other
+way round: PostgreSQL breaks that rare deadlock and `Database.atomic` runs the loser again.
 
 A deleted list is a tombstone (`deleted_at`) with its deleted tasks, for sync, until
 housekeeping purges them with SYNC_RETENTION_DAYS.
