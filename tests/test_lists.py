@@ -9,7 +9,7 @@ from httpx import Response
 
 from backend.store.housekeeping import purge
 from backend.store.lists import MAX_LISTS
-from tests.conftest import Caller, assert_problem, run_sql
+from tests.conftest import Caller, assert_problem, http_client, make_settings, run_sql, running_app, sign_in
 
 pytestmark = pytest.mark.anyio
 
@@ -407,3 +407,21 @@ async def test_concurrent_moves_never_give_two_lists_one_place(alice: Caller, ap
     assert {answer.status_code for answer in answers} == {200}
     positions = [item["position"] for item in await all_lists(alice)]
     assert len(set(positions)) == len(positions)
+
+
+async def test_a_task_written_without_a_list_by_an_older_server_lands_in_the_inbox(postgres_url: str) -> None:
+    """A server of the version before lists (during a rolling deploy), or any insert that names
+    no list, puts the task in its owner's Inbox, made if need be: PostgreSQL's trigger. (SQLite
+    serves one process, whose version is its migrations'.)"""
+    async with running_app(make_settings(postgres_url)) as app, http_client(app) as http:
+        alice = sign_in(http, "alice")
+        run_sql(postgres_url, "INSERT INTO users (id, created_at) VALUES ('alice', now())")
+        run_sql(
+            postgres_url,
+            "INSERT INTO tasks (user_id, title, completed, created_at, updated_at) "
+            "VALUES ('alice', 'from an older server', false, now(), now())",
+        )
+        (task,) = (await alice.request("GET")).json()
+        inbox = await inbox_of(alice)
+        assert (task["title"], task["list_id"]) == ("from an older server", inbox["id"])
+        assert inbox["task_count"] == 1
