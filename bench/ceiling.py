@@ -128,7 +128,7 @@ async def create(user_id: str, raw: bytes, key: str | None) -> Response:
         PRIORITIES.index(body.get("priority", "none")), title.casefold(),
         None if description is None else description.casefold(), [tag.casefold() for tag in tags],
     ]  # fmt: skip
-    # Into the user's Inbox, made on their first write, held FOR KEY SHARE, as the API does.
+    # Into the user's Inbox, made on their first write, as the API does.
     statement = (
         "WITH recorded_user AS (INSERT INTO users (id, created_at) VALUES ($1, $5) "
         "ON CONFLICT (id) DO NOTHING), "
@@ -139,8 +139,7 @@ async def create(user_id: str, raw: bytes, key: str | None) -> Response:
         "ON CONFLICT (user_id) WHERE inbox DO NOTHING RETURNING id) "
         "INSERT INTO tasks (user_id, title, description, completed, created_at, updated_at, priority, "
         "title_folded, description_folded, list_id) VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, "
-        "coalesce((SELECT id FROM new_inbox), (SELECT id FROM task_lists WHERE user_id = $1 AND inbox "
-        "AND deleted_at IS NULL FOR KEY SHARE))) "
+        "coalesce((SELECT id FROM new_inbox), (SELECT id FROM task_lists WHERE user_id = $1 AND inbox))) "
         f"RETURNING {PUBLIC}, (SELECT string_agg(name, chr(31)) FROM tags "
         "WHERE user_id = $1 AND name_folded = ANY($9::text[])) AS tags"
     )

@@ -58,14 +58,18 @@ SEED = [
               CASE WHEN m % 2 = 1 THEN 'user' ELSE 'assistant' END, 'message ' || m,
               CASE WHEN m % 2 = 0 THEN m - 1 END, CASE WHEN m % 2 = 1 THEN 'key' || m END, now()
        FROM generate_series(1, 40000) m JOIN conversations ON conversations.id = (m - 1) / 20 + 1""",
-    # Every user's Inbox and 200 lists of theirs; our tasks in 20 of ours, 1,000 each.
+    # A person whose tasks are in lists: 1,000 in each of 20.
+    "INSERT INTO users (id, created_at) VALUES ('v', now())",
     "INSERT INTO task_lists (user_id, name, name_folded, position, inbox, created_at, updated_at) "
-    "SELECT id, 'Inbox', 'inbox', 'a0', true, now(), now() FROM users",
+    "VALUES ('v', 'Inbox', 'inbox', 'a0', true, now(), now())",
+    # 200 lists for every person (2,211 in all, the Inboxes the tasks above made included).
     "INSERT INTO task_lists (user_id, name, name_folded, position, created_at, updated_at) "
     "SELECT users.id, 'list ' || l, 'list ' || l, 'b' || lpad(l::text, 3, '0'), now(), now() "
     "FROM users, generate_series(1, 200) l",
-    "UPDATE tasks SET list_id = (SELECT id FROM task_lists WHERE task_lists.user_id = tasks.user_id "
-    "AND name = 'list ' || (tasks.id % 20 + 1))",
+    """INSERT INTO tasks (user_id, title, title_folded, completed, created_at, updated_at, list_id)
+       SELECT 'v', 'task ' || i, 'task ' || i, i % 3 = 0, now(), now(), task_lists.id
+       FROM generate_series(1, 20000) i
+       JOIN task_lists ON task_lists.user_id = 'v' AND task_lists.name = 'list ' || (i % 20 + 1)""",
     "ANALYZE",
 ]
 
@@ -266,7 +270,7 @@ def _list_of_ours(database: Database) -> int:
         connection = await asyncpg.connect(libpq_url(database.url))
         try:
             found: int = await connection.fetchval(
-                "SELECT id FROM task_lists WHERE user_id = 'u' AND name = 'list 7'"
+                "SELECT id FROM task_lists WHERE user_id = 'v' AND name = 'list 7'"
             )
         finally:
             await connection.close()
@@ -302,7 +306,7 @@ def test_the_list_statements_read_by_index(
     list_id = _list_of_ours(database)
     now = datetime.now(UTC)
     parameters = {
-        "owner_id": "u",
+        "owner_id": "v",
         "list_id": list_id,
         "from_list_id": list_id,
         "target_id": list_id,
