@@ -177,6 +177,16 @@ def as_header(value: Any) -> bytes:
     return str(value).encode("utf-8", "surrogatepass").replace(b"\r", b"").replace(b"\n", b"")
 
 
+def conditional_headers(caller: Caller, method: str, if_match: Any, key: Any) -> list[tuple[bytes, bytes]]:
+    """The caller's headers with a (fuzzed) entity tag, If-None-Match on a read, and request key."""
+    headers = raw_headers(caller)
+    if if_match is not None:
+        headers.append((b"if-match" if method != "GET" else b"if-none-match", as_header(if_match)))
+    if key is not None:
+        headers.append((b"idempotency-key", as_header(key)))
+    return headers
+
+
 def as_json(body: Any) -> bytes:
     """JSON as a client may write it: any text escaped, a lone surrogate too (`\\ud800`)."""
     return json.dumps(body).encode()
@@ -260,11 +270,7 @@ async def test_writing_to_a_task_never_answers_5xx(
 ) -> None:
     task = await alice.create(title="target", due_at="2090-01-01T00:00:00Z", recurrence="FREQ=DAILY")
     method, suffix = route
-    headers = raw_headers(alice)
-    if if_match is not None:
-        headers.append((b"if-match" if method != "GET" else b"if-none-match", as_header(if_match)))
-    if key is not None:
-        headers.append((b"idempotency-key", as_header(key)))
+    headers = conditional_headers(alice, method, if_match, key)
     response = await send(alice, method, alice.url(f"/{task['id']}{suffix}"), body, headers)
     assert_no_5xx(response)
 
@@ -318,11 +324,7 @@ async def test_list_writes_never_answer_5xx(
         else (await alice.client.get("/api/me/lists", headers=alice.headers)).json()[-1]["id"]
     )
     method, suffix = route
-    headers = raw_headers(alice)
-    if if_match is not None:
-        headers.append((b"if-match" if method != "GET" else b"if-none-match", as_header(if_match)))
-    if key is not None:
-        headers.append((b"idempotency-key", as_header(key)))
+    headers = conditional_headers(alice, method, if_match, key)
     path = f"/api/me/lists{suffix.replace('/target', f'/{target}')}{as_query(query)}"
     assert_no_5xx(await send(alice, method, path, body, headers))
 

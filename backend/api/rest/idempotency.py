@@ -13,6 +13,7 @@ from fastapi import Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
+from backend.api.rest.headers import still_current
 from backend.auth.tokens import TokenClaims
 from backend.domain.header_grammar import (
     InvalidHeaderError,
@@ -52,6 +53,14 @@ class Answer:
         return _response(
             self.status, body, self.location, None if self.version is None else entity_tag(self.version)
         )
+
+
+def read_answer(body: BaseModel, version: int, if_none_match: str | None) -> Response:
+    """A read of one versioned thing (a task, a list): 304 with its ETag while the version in
+    If-None-Match is current, else the body with it."""
+    if still_current(if_none_match, version):
+        return Response(status_code=304, headers={"ETag": entity_tag(version)})
+    return Answer(200, body, version=version).response()
 
 
 def _response(status: int, body: str | None, location: str | None, etag: str | None) -> Response:

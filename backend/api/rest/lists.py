@@ -8,13 +8,12 @@ from fastapi import APIRouter, Path, Query, Request, Response, status
 from pydantic import TypeAdapter
 
 from backend.api.rest.dependencies import UserIdPath
-from backend.api.rest.headers import IdempotencyKey, IfMatch, IfNoneMatch, still_current
-from backend.api.rest.idempotency import Answer, answer
+from backend.api.rest.headers import IdempotencyKey, IfMatch, IfNoneMatch
+from backend.api.rest.idempotency import Answer, answer, read_answer
 from backend.api.rest.tasks import ETAG, REPLAYED, conditional, keyed, with_body
 from backend.api.shared import if_match_versions
 from backend.app_state import state_of
 from backend.auth.caller import authorised_owner
-from backend.domain.header_grammar import entity_tag
 from backend.errors import problem_responses
 from backend.models import DECIMAL_ID, MAX_ID, ListCreate, ListMove, ListPublic, ListUpdate
 from backend.store.lists import OwnedLists
@@ -108,11 +107,7 @@ async def get_list(
 ) -> Response:
     """One of the person's lists, with its counts."""
     listed = ListPublic.model_validate(await (await _lists(request, user_id)).get(list_id))
-    if still_current(if_none_match, listed.version):
-        return Response(
-            status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": entity_tag(listed.version)}
-        )
-    return Answer(status.HTTP_200_OK, listed, version=listed.version).response()
+    return read_answer(listed, listed.version, if_none_match)
 
 
 @router.patch(

@@ -9,12 +9,11 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import QueryParams
 
 from backend.api.rest.dependencies import OwnedTasksDep
-from backend.api.rest.headers import IdempotencyKey, IfMatch, IfNoneMatch, still_current
-from backend.api.rest.idempotency import Answer, answer
+from backend.api.rest.headers import IdempotencyKey, IfMatch, IfNoneMatch
+from backend.api.rest.idempotency import Answer, answer, read_answer
 from backend.api.shared import if_match_versions, task_stats
 from backend.api.shared import list_tasks as list_page
 from backend.app_state import state_of
-from backend.domain.header_grammar import entity_tag
 from backend.errors import problem_responses
 from backend.models import (
     DECIMAL_ID,
@@ -241,9 +240,7 @@ async def create_task(
 async def get_task(task_id: TaskId, tasks: OwnedTasksDep, if_none_match: IfNoneMatch = None) -> Response:
     """Read one of the user's tasks."""
     task = TaskPublic.model_validate(await tasks.get(task_id))
-    if still_current(if_none_match, task.version):
-        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": entity_tag(task.version)})
-    return Answer(status.HTTP_200_OK, task, version=task.version).response()
+    return read_answer(task, task.version, if_none_match)
 
 
 def _one_task(extra: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:
