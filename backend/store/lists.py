@@ -29,6 +29,7 @@ from sqlalchemy import (
     delete,
     exists,
     func,
+    literal,
     literal_column,
     select,
     true,
@@ -119,28 +120,43 @@ class ListChanged(ProblemError):
         self.current_version = current_version
 
 
-# The person's Inbox, created on their first write; locked (DO UPDATE) for the rest of the
-# transaction, whoever created it, and its id returned in either case.
-_INBOX_VALUES = {
+# The Inbox's row as every write that makes it writes it (the values anonymous parameters, so
+# that no caller's `name` can fill one).
+_INBOX_ROW: dict[str, Any] = {
     "user_id": bindparam("owner_id", type_=String),
-    "name": INBOX,
-    "name_folded": fold(INBOX),
-    "position": FIRST_POSITION,
-    "inbox": True,
+    "name": literal(INBOX),
+    "name_folded": literal(fold(INBOX)),
+    "position": literal(FIRST_POSITION),
+    "inbox": true(),
     "created_at": _NOW,
     "updated_at": _NOW,
-    "version": 1,
+    "version": literal(1),
 }
-_ENSURE_INBOX_STATEMENT = postgresql.insert(TASK_LISTS).values(**_INBOX_VALUES)
+# The person's Inbox, created on their first write; locked (DO UPDATE) for the rest of the
+# transaction, whoever created it, and its id returned in either case.
 _ENSURE_INBOX = Query(
-    _ENSURE_INBOX_STATEMENT.on_conflict_do_update(
-        index_elements=["user_id"], index_where=TASK_LISTS.c.inbox, set_={"inbox": true()}
-    ).returning(TASK_LISTS.c.id)
+    postgresql.insert(TASK_LISTS)
+    .values(**_INBOX_ROW)
+    .on_conflict_do_update(index_elements=["user_id"], index_where=TASK_LISTS.c.inbox, set_={"inbox": true()})
+    .returning(TASK_LISTS.c.id)
 )
-# The same without the lock: a task's create that found no Inbox (a person's first write).
-CREATE_INBOX = Query(
-    _ENSURE_INBOX_STATEMENT.on_conflict_do_nothing(index_elements=["user_id"], index_where=TASK_LISTS.c.inbox)
-)
+
+
+def new_inbox() -> postgresql.Insert:
+    """The person's Inbox, inserted only when they have none (their first write): nothing is
+    attempted otherwise, not even a sequence number taken. Without the lock `_ENSURE_INBOX`
+    takes: for a task's create, alone (`CREATE_INBOX`) or in its WITH clause (`task_statements`)."""
+    first = select(*_INBOX_ROW.values()).where(
+        ~exists().where(TASK_LISTS.c.user_id == bindparam("owner_id", type_=String), TASK_LISTS.c.inbox)
+    )
+    return (
+        postgresql.insert(TASK_LISTS)
+        .from_select(list(_INBOX_ROW), first)
+        .on_conflict_do_nothing(index_elements=["user_id"], index_where=TASK_LISTS.c.inbox)
+    )
+
+
+CREATE_INBOX = Query(new_inbox())
 _MINE = and_(TASK_LISTS.c.user_id == bindparam("owner_id", type_=String), TASK_LISTS.c.deleted_at.is_(None))
 _LIST = Query(select(*LIST_COLUMNS).where(_MINE).order_by(TASK_LISTS.c.position, TASK_LISTS.c.id))
 _GET = Query(select(*LIST_COLUMNS).where(OWNED_LIST))

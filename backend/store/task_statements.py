@@ -18,11 +18,9 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
-    exists,
     false,
     func,
     insert,
-    literal,
     not_,
     or_,
     select,
@@ -31,9 +29,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql
 
-from backend.models import INBOX, PRIORITY_RANK, fold
+from backend.models import PRIORITY_RANK
+from backend.store import lists
 from backend.store.database import Query
-from backend.store.positions import FIRST_POSITION
 from backend.store.tables import (
     COUNTER_LOCKED,
     OWNED,
@@ -94,31 +92,6 @@ def _target_list(given: bool) -> Any:
         .where(TASK_LISTS.c.deleted_at.is_(None))
         .with_for_update(read=True, key_share=True)
         .scalar_subquery()
-    )
-
-
-def _new_inbox() -> Any:
-    """The owner's Inbox, inserted in a WITH clause when they have none (their first write;
-    nothing is attempted otherwise, not even a sequence number taken). Its id, if inserted."""
-    inbox = select(
-        bindparam("owner_id", type_=String),
-        literal(INBOX),
-        literal(fold(INBOX)),
-        literal(FIRST_POSITION),
-        true(),
-        bindparam("now", type_=DateTime(timezone=True)),
-        bindparam("now", type_=DateTime(timezone=True)),
-        literal(1),
-    ).where(~exists().where(TASK_LISTS.c.user_id == bindparam("owner_id", type_=String), TASK_LISTS.c.inbox))
-    return (
-        postgresql.insert(TASK_LISTS)
-        .from_select(
-            ["user_id", "name", "name_folded", "position", "inbox", "created_at", "updated_at", "version"],
-            inbox,
-        )
-        .on_conflict_do_nothing(index_elements=["user_id"], index_where=TASK_LISTS.c.inbox)
-        .returning(TASK_LISTS.c.id)
-        .cte("new_inbox")
     )
 
 
@@ -217,7 +190,7 @@ def create_with_user(known: frozenset[str], tags: int, in_list: bool) -> Query:
     instead of four."""
     if in_list:
         return Query(_new_task(tags, in_list).add_cte(_upsert_user(known).cte("recorded_user")))
-    new_inbox = _new_inbox()
+    new_inbox = lists.new_inbox().returning(TASK_LISTS.c.id).cte("new_inbox")
     return Query(
         _new_task(tags, in_list, new_inbox).add_cte(_upsert_user(known).cte("recorded_user"), new_inbox)
     )
