@@ -3,7 +3,7 @@ the saved conversations. The turn itself is `api/chat/turns.py`'s; its storage
 `store/conversations.py`'s."""
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -22,14 +22,13 @@ from backend.api.chat.schemas import (
 )
 from backend.api.rest.dependencies import UserIdPath
 from backend.api.rest.headers import IdempotencyKey
-from backend.api.rest.idempotency import KeyInUse, KeyReused, fingerprints
+from backend.api.rest.idempotency import KeyInUse, KeyReused, fingerprints, request_key
 from backend.api.rest.tasks import REPLAYED, link_header
 from backend.app_state import state_of
 from backend.auth.caller import authorised_owner
 from backend.auth.tokens import TokenClaims
-from backend.domain.header_grammar import InvalidHeaderError, parse_idempotency_key
 from backend.edge.middleware import lift_deadline
-from backend.errors import BadRequest, ProblemError, ServiceUnavailable, Unprocessable, problem_responses
+from backend.errors import ProblemError, ServiceUnavailable, Unprocessable, problem_responses
 from backend.models import DECIMAL_ID, MAX_ID
 from backend.store.conversations import KeyTaken, OwnedConversations, aware
 
@@ -119,20 +118,18 @@ async def chat(
     streaming = _wants_stream(accept)
     key = sent = None
     if idempotency_key is not None:
-        try:
-            key = parse_idempotency_key(idempotency_key)
-        except InvalidHeaderError as error:
-            raise BadRequest(str(error)) from None
+        key = request_key(idempotency_key)
         sent = fingerprints(request, owner.subject, await request.body())
         if (replay := await _replay(conversations, key, sent, streaming)) is not None:
             return replay
     await agent.admit(owner)
-    lease = agent.settings.chat_timeout_seconds + 30  # and the answer's own write
+    # The whole turn, and the answer's own write.
+    lease = timedelta(seconds=agent.settings.chat_timeout_seconds + 30)
     try:
         started = await conversations.start_turn(
             body.conversation_id,
             body.message,
-            lease_until=datetime.fromtimestamp(datetime.now(UTC).timestamp() + lease, UTC),
+            lease_until=datetime.now(UTC) + lease,
             history=agent.settings.chat_history_messages,
             idempotency_key=key,
             fingerprint=None if sent is None else sent[0],

@@ -55,6 +55,14 @@ class Answer:
         )
 
 
+def request_key(header: str) -> str:
+    """The Idempotency-Key a request sent, or a 400 naming the header."""
+    try:
+        return parse_idempotency_key(header)
+    except InvalidHeaderError as error:
+        raise BadRequest(str(error)) from None
+
+
 def read_answer(body: BaseModel, version: int, if_none_match: str | None) -> Response:
     """A read of one versioned thing (a task, a list): 304 with its ETag while the version in
     If-None-Match is current, else the body with it."""
@@ -99,10 +107,7 @@ async def answer(
     """
     if key_header is None:
         return (await effect(owned)).response()
-    try:
-        key = parse_idempotency_key(key_header)
-    except InvalidHeaderError as error:
-        raise BadRequest(str(error)) from None
+    key = request_key(key_header)
     owner_id = owned.owner.subject
     body_bytes = await request.body()
     sent = fingerprints(request, owner_id, body_bytes)

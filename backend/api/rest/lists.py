@@ -2,7 +2,6 @@
 their tasks, or moving them first). Conditions and request keys as on tasks."""
 
 from typing import Annotated, Any
-from urllib.parse import quote
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
 from pydantic import TypeAdapter
@@ -10,7 +9,7 @@ from pydantic import TypeAdapter
 from backend.api.rest.dependencies import UserIdPath
 from backend.api.rest.headers import IdempotencyKey, IfMatch, IfNoneMatch
 from backend.api.rest.idempotency import Answer, answer, read_answer
-from backend.api.rest.tasks import ETAG, REPLAYED, conditional, keyed, with_body
+from backend.api.rest.tasks import ETAG, REPLAYED, conditional, keyed, owner_path, with_body
 from backend.api.shared import if_match_versions
 from backend.app_state import state_of
 from backend.auth.caller import authorised_owner
@@ -43,7 +42,7 @@ async def _lists(request: Request, user_id: str) -> OwnedLists:
 
 def _path(request: Request, user_id: str, list_id: int) -> str:
     """The list's path, for `Location` (relative, every character of the user id encoded)."""
-    return f"{request.scope.get('root_path', '')}/api/{quote(user_id, safe='')}/lists/{list_id}"
+    return f"{owner_path(request, router.prefix, user_id)}/{list_id}"
 
 
 def _answer(code: int, row: Any, location: str | None = None) -> Answer:

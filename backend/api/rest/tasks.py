@@ -85,7 +85,13 @@ def tasks_path(request: Request, user_id: str) -> str:
     names no other host, and holds any `sub` the API accepts (`中文`, `a b`, a `>`).
     An absolute URL from `request.base_url` also cost 5% of a create's CPU (py-spy).
     """
-    return f"{request.scope.get('root_path', '')}{router.prefix.format(user_id=quote(user_id, safe=''))}"
+    return owner_path(request, router.prefix, user_id)
+
+
+def owner_path(request: Request, prefix: str, user_id: str) -> str:
+    """A route prefix of the user's (`/api/{user_id}/...`) as a relative reference, as
+    `tasks_path` explains."""
+    return f"{request.scope.get('root_path', '')}{prefix.format(user_id=quote(user_id, safe=''))}"
 
 
 def task_path(request: Request, user_id: str, task_id: int) -> str:
