@@ -56,6 +56,8 @@ CONVERSATION_TITLE_LENGTH = 100
 LIST_NAME_MAX_LENGTH = 100
 INBOX = "Inbox"  # every person's first list, which cannot be deleted
 POSITION_MAX_LENGTH = 64  # a fractional-indexing key: grows only with many moves between two neighbours
+# Levels of subtasks below a top-level task (as Todoist): a task at this depth takes no subtask.
+MAX_SUBTASK_DEPTH = 4
 # Ids are PostgreSQL bigints.
 MAX_ID = 2**63 - 1
 
@@ -192,6 +194,13 @@ class Task(SQLModel, table=True):
         Index(None, "deleted_at"),
         # A list's tasks (its filter, its counts, its deletion).
         Index(None, "list_id", "created_at", "id"),
+        # The order people choose: a list's tasks, a task's subtasks (their counts, the
+        # cascades), every list's at once.
+        Index(None, "list_id", "position", "id"),
+        Index(None, "parent_id", "position", "id"),
+        Index(None, "user_id", "position", "id"),
+        # A subtask comes round with its parent (whose next occurrence gets copies of it).
+        CheckConstraint("parent_id IS NULL OR recurrence IS NULL", name="subtask_not_recurring"),
         # Ids are never reused, on SQLite too (a sync client may hold a deleted one).
         {"sqlite_autoincrement": True},
     )
@@ -249,6 +258,20 @@ class Task(SQLModel, table=True):
     # only because SQLite cannot add a NOT NULL column to a table with triggers in place.
     list_id: int | None = Field(
         default=None, sa_column=Column(_bigint_id(), ForeignKey("task_lists.id", ondelete="CASCADE"))
+    )
+    # The task it is a subtask of (same owner, same list; at most MAX_SUBTASK_DEPTH levels below
+    # a top-level task).
+    parent_id: int | None = Field(
+        default=None, sa_column=Column(_bigint_id(), ForeignKey("tasks.id", ondelete="CASCADE"))
+    )
+    # Its place among its siblings (same list, same parent): a fractional-indexing key, ordered
+    # bytewise (see `store/positions.py`). Set on every insert (on PostgreSQL by a trigger);
+    # nullable only because SQLite cannot add a NOT NULL column to a table with triggers.
+    position: str | None = Field(
+        default=None,
+        sa_column=Column(
+            String(POSITION_MAX_LENGTH).with_variant(String(POSITION_MAX_LENGTH, collation="C"), "postgresql")
+        ),
     )
 
 
@@ -455,9 +478,10 @@ def schema_of(dialect: str) -> Callable[[Any, str | None, str, bool, Any], bool]
     PostgreSQL-only indexes are not SQLite's), so that comparing finds nothing missing."""
 
     def include(item: Any, _name: str | None, kind: str, reflected: bool, _compare_to: Any) -> bool:
-        if kind == "foreign_key_constraint" and dialect == "sqlite" and _is_list_link(item):
-            # Added by ALTER TABLE (a rebuild of `tasks` would drop its triggers) as a column's
-            # REFERENCES clause, which SQLAlchemy reflects without its name or ON DELETE.
+        if kind == "foreign_key_constraint" and dialect == "sqlite" and _is_added_link(item):
+            # `list_id` and `parent_id`, added by ALTER TABLE (a rebuild of `tasks` would drop
+            # its triggers) with a REFERENCES clause, which SQLAlchemy reflects without its name
+            # or ON DELETE.
             return False
         only = getattr(item, "_ddl_if", None) if kind == "index" and not reflected else None
         return only is None or only.dialect in (None, dialect)
@@ -465,9 +489,10 @@ def schema_of(dialect: str) -> Callable[[Any, str | None, str, bool, Any], bool]
     return include
 
 
-def _is_list_link(constraint: Any) -> bool:
+def _is_added_link(constraint: Any) -> bool:
     return bool(
-        constraint.table.name == "tasks" and [column.name for column in constraint.columns] == ["list_id"]
+        constraint.table.name == "tasks"
+        and [column.name for column in constraint.columns] in (["list_id"], ["parent_id"])
     )
 
 
@@ -687,6 +712,16 @@ class TaskCreate(RequestBody):
             ge=1, le=MAX_ID, description="The owner's list it goes in; their Inbox if omitted or null."
         ),
     ] = None
+    parent_id: Annotated[
+        int | None,
+        PydanticField(
+            ge=1,
+            le=MAX_ID,
+            description="The owner's task it is a subtask of (it goes in that task's list, last among its "
+            f"subtasks); at most {MAX_SUBTASK_DEPTH} levels below a top-level task. A subtask has no "
+            "recurrence of its own.",
+        ),
+    ] = None
 
     model_config = ConfigDict(
         json_schema_extra=request_schema(
@@ -800,6 +835,37 @@ class ListMove(RequestBody):
     model_config = ConfigDict(json_schema_extra=request_schema({"after_id": 7}, {"after_id": None}))
 
 
+class TaskMove(RequestBody):
+    """Where a task goes (Google Tasks' `move`): under `parent_id` (or at the top), in `list_id`,
+    after `after_id` (or first). Its subtasks go with it."""
+
+    list_id: Annotated[
+        int | None,
+        PydanticField(
+            ge=1,
+            le=MAX_ID,
+            description="The owner's list it goes to; if omitted or null, the parent's list, or the "
+            "list it is in.",
+        ),
+    ] = None
+    parent_id: Annotated[
+        int | None,
+        PydanticField(ge=1, le=MAX_ID, description="The task it goes under; null or absent: the top level."),
+    ] = None
+    after_id: Annotated[
+        int | None,
+        PydanticField(
+            ge=1, le=MAX_ID, description="The sibling it is to follow there; null or absent: first."
+        ),
+    ] = None
+
+    model_config = ConfigDict(
+        json_schema_extra=request_schema(
+            {"after_id": 41}, {"list_id": 7}, {"parent_id": 40, "after_id": 43}, {"after_id": None}
+        )
+    )
+
+
 class ListPublic(BaseModel):
     id: int
     name: str
@@ -868,6 +934,13 @@ class TaskPublic(BaseModel):
     next_occurrence_id: int | None
     version: int = PydanticField(description='1 on creation, +1 on every change; the ETag is `"<version>"`.')
     list_id: int = PydanticField(description="The list it is in (the owner's Inbox unless put elsewhere).")
+    parent_id: int | None = PydanticField(description="The task it is a subtask of; null at the top level.")
+    position: str = PydanticField(
+        description="Its place among its siblings (same list, same parent), ordered bytewise: what "
+        "`sort=position` sorts by. New tasks go last; `move` puts them elsewhere."
+    )
+    subtask_count: int = PydanticField(description="Its subtasks (direct ones).")
+    open_subtask_count: int = PydanticField(description="Of those, the ones not completed.")
 
     model_config = ConfigDict(
         from_attributes=True,
@@ -892,6 +965,10 @@ class TaskPublic(BaseModel):
                     "next_occurrence_id": None,
                     "version": 3,
                     "list_id": 7,
+                    "parent_id": None,
+                    "position": "r000000000000000042",
+                    "subtask_count": 2,
+                    "open_subtask_count": 1,
                 }
             ]
         },
@@ -961,7 +1038,7 @@ class TaskChanges(BaseModel):
 # --- query parameters -----------------------------------------------------------------
 
 TaskStatus = Literal["all", "pending", "completed"]
-TaskSort = Literal["created", "updated", "title", "due", "priority"]
+TaskSort = Literal["created", "updated", "title", "due", "priority", "position"]
 SortOrder = Literal["asc", "desc"]
 
 # The list's limits, the same through every door (the REST route, the MCP tool, the agent).
@@ -988,8 +1065,16 @@ def _distinct_folded(tags: list[str]) -> list[str]:
 
 
 def default_order(sort: TaskSort) -> SortOrder:
-    """Newest first for dates, alphabetical for titles, soonest due first, most urgent first."""
-    return "asc" if sort in ("title", "due") else "desc"
+    """Newest first for dates, alphabetical for titles, soonest due first, most urgent first,
+    the order people chose from its top."""
+    return "asc" if sort in ("title", "due", "position") else "desc"
+
+
+ParentFilter = Annotated[
+    Literal["none"] | Annotated[int, PydanticField(ge=1, le=MAX_ID)],
+    # One schema a client generator reads plainly: the word or a decimal id.
+    WithJsonSchema({"type": "string", "pattern": "^(none|[1-9][0-9]{0,18})$", "examples": ["none", "42"]}),
+]
 
 
 class ListQuery(BaseModel):
@@ -1032,17 +1117,25 @@ class ListQuery(BaseModel):
         "in the title or the description, case-insensitively.",
     )
     sort: TaskSort = PydanticField(
-        "created", description="Sort key; ties are broken by id. `due` puts tasks without a due date last."
+        "created",
+        description="Sort key; ties are broken by id. `due` puts tasks without a due date last; "
+        "`position` is the order people chose (with `list_id` and `parent_id`: one list's, one level's).",
     )
     order: Annotated[
         SortOrder | None,
         # A plain enum in the schema: omitting it is how a client asks for the default.
         WithJsonSchema({"type": "string", "enum": list(get_args(SortOrder))}),
-    ] = PydanticField(None, description="Default: `desc` for dates and priority, `asc` for title and due.")
+    ] = PydanticField(
+        None, description="Default: `desc` for dates and priority, `asc` for title, due and position."
+    )
     limit: int = PydanticField(100, ge=1, le=MAX_PAGE_SIZE, description="Page size.")
     offset: int = PydanticField(0, ge=0, le=MAX_OFFSET, description="Tasks to skip.")
     list_id: Annotated[int | None, HIDE_NULL] = PydanticField(
         None, ge=1, le=MAX_ID, description="Only the tasks of this list of the owner's."
+    )
+    parent_id: Annotated[ParentFilter | None, HIDE_NULL] = PydanticField(
+        None,
+        description="`none`: top-level tasks only; a task's id: that task's subtasks (direct ones).",
     )
     cursor: Annotated[CursorText | None, HIDE_NULL] = PydanticField(
         None,

@@ -149,6 +149,7 @@ async def list_tasks(tasks: OwnedTasks, query: ListQuery) -> Listing:
         remind_before=query.remind_before,
         words=query.words,
         list_id=query.list_id,
+        parent=query.parent_id,
     )
     page = await tasks.page(
         filters=filters, sort=query.sort, order=order, limit=query.limit, offset=query.offset, cursor=after

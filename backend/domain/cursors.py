@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from backend.models import MAX_ID, SortOrder, TaskSort
+from backend.models import MAX_ID, POSITION_MAX_LENGTH, SortOrder, TaskSort
 
 _DATES = ("created", "updated", "due")
 # How far ahead of this server's clock a sync position's time may be (another server's
@@ -85,6 +85,8 @@ def _fits(sort: TaskSort, value: object) -> bool:
         return isinstance(value, int) and 0 <= value <= 3
     if sort == "title":
         return isinstance(value, str)
+    if sort == "position":
+        return isinstance(value, str) and len(value) <= POSITION_MAX_LENGTH
     return True
 
 

@@ -1,8 +1,8 @@
 """Operations of several steps, each run inside the transaction of the write that starts it.
 
 Today one: completing an occurrence of a recurring task creates its successor, the next
-occurrence, in the completion's transaction, so the successor exists if and only if the
-completion committed.
+occurrence, just after it among its siblings and with pending copies of its subtasks, in the
+completion's transaction, so the successor exists if and only if the completion committed.
 """
 
 import logging
@@ -12,6 +12,7 @@ from backend.domain import recurrence
 from backend.store.database import Connection
 from backend.store.tables import TaskRow
 from backend.store.task_statements import NEXT_OCCURRENCE
+from backend.store.task_tree import copy_subtasks, next_to
 
 logger = logging.getLogger("backend.store")
 
@@ -52,7 +53,10 @@ async def create_successor(connection: Connection, owner_id: str, task: TaskRow,
         next_due_at=following.due_at,
         next_remind_at=remind_at,
         next_recurrence=following.rule,
+        next_position=await next_to(connection, owner_id, task),
     )
     assert row is not None  # the task is ours: we just completed it
     next_id: int = row["id"]
+    if task["subtask_count"]:
+        await copy_subtasks(connection, owner_id, task["id"], next_id, now)
     return next_id

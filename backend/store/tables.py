@@ -16,6 +16,7 @@ from sqlalchemy import (
     Text,
     bindparam,
     cast,
+    literal,
     literal_column,
     null,
     select,
@@ -25,6 +26,7 @@ from sqlalchemy.sql import expression
 from sqlalchemy.sql.compiler import SQLCompiler
 
 from backend.models import TAG_SEPARATOR, metadata
+from backend.store.positions import NUMBERED_DIGITS, NUMBERED_HEAD
 
 TASKS: Table = metadata.tables["tasks"]
 USERS: Table = metadata.tables["users"]
@@ -84,6 +86,33 @@ def _nothing_to_lock(element: counter_locked, compiler: SQLCompiler, **kw: Any) 
 
 
 COUNTER_LOCKED = counter_locked(bindparam("owner_id", type_=String))
+
+
+class last_position(expression.FunctionElement[str]):
+    """A new task's position, last among its siblings (`positions.numbered`): on PostgreSQL the
+    `tasks_place_last` trigger writes it from the change number it takes under the counter's
+    lock (NULL here asks for that); on SQLite, whose writes take turns, the key of the change
+    number the insert is about to take."""
+
+    type = String()
+    inherit_cache = True
+
+
+@compiles(last_position, "postgresql")
+def _placed_by_the_trigger(element: last_position, compiler: SQLCompiler, **kw: Any) -> str:
+    return "CAST(NULL AS VARCHAR)"
+
+
+@compiles(last_position, "sqlite")
+def _numbered_here(element: last_position, compiler: SQLCompiler, **kw: Any) -> str:
+    owner = compiler.process(element.clauses, **kw)
+    return (
+        f"('{NUMBERED_HEAD}' || printf('%0{NUMBERED_DIGITS}d', coalesce("  # noqa: S608 - no input in it
+        f"(SELECT seq FROM change_counters WHERE change_counters.user_id = {owner}), 0) + 1))"
+    )
+
+
+LAST_POSITION = last_position(bindparam("owner_id", type_=String))
 
 
 class tag_names(expression.FunctionElement[str]):
@@ -147,9 +176,21 @@ PUBLIC_COLUMNS = [
         "next_occurrence_id",
         "version",
         "list_id",
+        "parent_id",
+        "position",
     )
 ]
-TASK_COLUMNS = [*PUBLIC_COLUMNS, TASK_TAG_NAMES]
+# A task's subtasks (direct ones, not deleted): all, and those not completed. Read from the
+# (parent_id, position, id) index: a task without subtasks costs one probe each. Written out
+# with every column qualified, as `TASK_TAG_NAMES` is (RETURNING on SQLite).
+_SUBTASKS = "FROM tasks AS subtasks WHERE subtasks.parent_id = tasks.id AND subtasks.deleted_at IS NULL"
+SUBTASK_COUNTS: tuple[Any, ...] = (
+    literal_column(f"(SELECT count(*) {_SUBTASKS})").label("subtask_count"),
+    literal_column(f"(SELECT count(*) {_SUBTASKS} AND NOT subtasks.completed)").label("open_subtask_count"),
+)
+# A new task's: it has none yet.
+NO_SUBTASKS: tuple[Any, ...] = (literal(0).label("subtask_count"), literal(0).label("open_subtask_count"))
+TASK_COLUMNS = [*PUBLIC_COLUMNS, TASK_TAG_NAMES, *SUBTASK_COUNTS]
 
 
 class TaskRow(TypedDict):
@@ -172,6 +213,10 @@ class TaskRow(TypedDict):
     next_occurrence_id: int | None
     version: int
     list_id: int | None  # set on every task the API writes (see `models.Task`)
+    parent_id: int | None
+    position: str | None  # set on every insert (see `models.Task`)
+    subtask_count: int
+    open_subtask_count: int
     tags: str | None  # the names joined by TAG_SEPARATOR, in order
     recurrence_anchor: NotRequired[datetime | None]  # returned by updates, never shown
 

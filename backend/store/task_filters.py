@@ -30,6 +30,7 @@ from backend.models import PRIORITY_RANK, SortOrder, TaskSort, TaskStatus, fold,
 from backend.store.database import Query
 from backend.store.tables import (
     PUBLIC_COLUMNS,
+    SUBTASK_COUNTS,
     TAGS,
     TASK_TAG_NAMES,
     TASK_TAGS,
@@ -46,6 +47,8 @@ _SORT_COLUMNS: dict[TaskSort, Any] = {
     "title": TASKS.c.title_sort,
     "due": TASKS.c.due_at,
     "priority": TASKS.c.priority,
+    # The order people chose: siblings' keys, bytewise (the C collation on PostgreSQL).
+    "position": TASKS.c.position,
 }
 
 
@@ -68,6 +71,7 @@ class TaskFilters:
     remind_before: datetime | None = None
     words: tuple[str, ...] = ()  # each in the title or the description
     list_id: int | None = None  # in this list of the owner's
+    parent: int | Literal["none"] | None = None  # "none": top-level tasks; an id: its subtasks
 
     @property
     def only_status(self) -> bool:
@@ -85,6 +89,7 @@ class TaskFilters:
             remind_before=self.remind_before is not None,
             words=len(self.words),
             in_list=self.list_id is not None,
+            parent=None if self.parent is None else "none" if self.parent == "none" else "id",
         )
 
     def parameters(self, now: datetime) -> dict[str, Any]:
@@ -95,6 +100,7 @@ class TaskFilters:
             "remind_before": _in_utc(self.remind_before),
             "now": now,
             "list_id": self.list_id,
+            "parent_id": None if self.parent == "none" else self.parent,
         }
         values.update({f"tag_{i}": fold(tag) for i, tag in enumerate(self.tags)})
         values.update(
@@ -122,6 +128,7 @@ class ListShape:
     remind_before: bool = False
     words: int = 0
     in_list: bool = False
+    parent: Literal["none", "id"] | None = None
     # Tags matching a large share of the user's tasks: walk the sort's index and test
     # each task, rather than gather every tagged task and sort them (see `page`).
     walk: bool = False
@@ -135,6 +142,10 @@ def matching(shape: ListShape) -> list[Any]:
     conditions: list[Any] = [TASKS.c.user_id == bindparam("owner_id"), TASKS.c.deleted_at.is_(None)]
     if shape.in_list:
         conditions.append(TASKS.c.list_id == bindparam("list_id", type_=BigInteger))
+    if shape.parent == "none":
+        conditions.append(TASKS.c.parent_id.is_(None))
+    elif shape.parent == "id":
+        conditions.append(TASKS.c.parent_id == bindparam("parent_id", type_=BigInteger))
     if shape.status != "all":
         conditions.append(TASKS.c.completed == (shape.status == "completed"))
     if shape.priorities:
@@ -216,7 +227,7 @@ def list_query(status: TaskStatus, sort: TaskSort, order: SortOrder, shape: List
         page = page.add_columns(_counted_total(shape.status).label("total"))
     # Named `tasks`, as the tags' subquery expects (`tables.TASK_TAG_NAMES`).
     chosen = page.limit(bindparam("limit")).offset(bindparam("offset")).subquery("tasks")
-    return Query(select(*chosen.c, TASK_TAG_NAMES).order_by(*_ordering(sort, order, chosen)))
+    return Query(select(*chosen.c, TASK_TAG_NAMES, *SUBTASK_COUNTS).order_by(*_ordering(sort, order, chosen)))
 
 
 @cache

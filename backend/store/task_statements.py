@@ -34,8 +34,11 @@ from backend.store import lists
 from backend.store.database import Query
 from backend.store.tables import (
     COUNTER_LOCKED,
+    LAST_POSITION,
+    NO_SUBTASKS,
     OWNED,
     PUBLIC_COLUMNS,
+    SUBTASK_COUNTS,
     TASK_COLUMNS,
     TASK_LISTS,
     TASK_TAG_NAMES,
@@ -47,6 +50,8 @@ from backend.store.tables import (
 
 GET = Query(select(*TASK_COLUMNS).where(OWNED))
 VERSION = Query(select(TASKS.c.version).where(OWNED))
+# A task's counts of subtasks alone (`tables.SUBTASK_COUNTS` reads the outer `tasks`).
+SUBTASKS_OF = Query(select(*SUBTASK_COUNTS).select_from(TASKS).where(TASKS.c.id == bindparam("task_id")))
 NOW = bindparam("now", type_=DateTime(timezone=True))
 
 
@@ -120,6 +125,8 @@ def _new_task(count: int, in_list: bool, new_inbox: Any = None) -> Any:
         bindparam("new_description_folded", type_=String),
         bindparam("new_recurrence_anchor", type_=DateTime(timezone=True)),
         target,
+        bindparam("new_parent_id", type_=BigInteger),
+        LAST_POSITION,
     ).where(
         func.coalesce(
             select(USERS.c.task_count).where(USERS.c.id == bindparam("owner_id")).scalar_subquery(), 0
@@ -145,9 +152,12 @@ def _new_task(count: int, in_list: bool, new_inbox: Any = None) -> Any:
         "description_folded",
         "recurrence_anchor",
         "list_id",
+        "parent_id",
+        "position",
     ]
-    # A new task has no tags of its own yet: the ones it is being given, as first spelled.
-    returned = [*PUBLIC_COLUMNS, existing_tag_names(count)] if count else PUBLIC_COLUMNS
+    # A new task has no tags of its own yet (the ones it is being given, as first spelled), and
+    # no subtasks.
+    returned = [*PUBLIC_COLUMNS, existing_tag_names(count), *NO_SUBTASKS]
     return insert(TASKS).from_select(columns, values).returning(*returned)
 
 
@@ -259,7 +269,7 @@ def update_query(shape: UpdateShape) -> Query:
     # The task's tags; or, when it is being given new ones, their stored spellings.
     tags = TASK_TAG_NAMES if shape.tags is None else existing_tag_names(shape.tags)
     # The anchor too, which completing a recurring occurrence reads (it is not public).
-    returned = [*PUBLIC_COLUMNS, tags, TASKS.c.recurrence_anchor]
+    returned = [*PUBLIC_COLUMNS, tags, *SUBTASK_COUNTS, TASKS.c.recurrence_anchor]
     return Query(statement.values(**values, updated_at=now).returning(*returned))
 
 
@@ -284,6 +294,7 @@ NEXT_OCCURRENCE = Query(
             "recurrence_anchor",
             "previous_occurrence_id",
             "list_id",
+            "position",
         ],
         select(
             TASKS.c.user_id,
@@ -303,6 +314,8 @@ NEXT_OCCURRENCE = Query(
             TASKS.c.recurrence_anchor,
             TASKS.c.id,
             TASKS.c.list_id,
+            # Just after the occurrence it follows, or (None) last.
+            func.coalesce(bindparam("next_position", type_=String), LAST_POSITION),
         ).where(OWNED),
     )
     .returning(TASKS.c.id)

@@ -30,19 +30,18 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from http import HTTPStatus
 from typing import Any, cast
 
 from backend.auth.tokens import TokenClaims
 from backend.domain import recurrence
 from backend.domain.cursors import Cursor
 from backend.domain.recurrence import zone
-from backend.errors import Conflict, NotFound, ProblemError, Unprocessable
 from backend.models import (
     PRIORITY_RANK,
     TAG_SEPARATOR,
     SortOrder,
     TaskCreate,
+    TaskMove,
     TaskReplace,
     TaskSort,
     TaskUpdate,
@@ -50,10 +49,21 @@ from backend.models import (
     folded_text,
     utc_now,
 )
+from backend.store import task_tree
 from backend.store.database import CheckViolationError, Connection, Database, Row
 from backend.store.flows import create_successor
 from backend.store.lists import CREATE_INBOX, OWNS_LIST
 from backend.store.tables import TaskRow
+from backend.store.task_errors import (
+    ParentNotFound,
+    PreconditionFailed,
+    RecurrenceNeedsDueDate,
+    RecurrenceNeverOccurs,
+    SubtaskRecurs,
+    TaskLimitReached,
+    TaskListNotFound,
+    TaskNotFound,
+)
 from backend.store.task_filters import WALK_SHARE, ListShape, TaskFilters, list_query, total_query
 from backend.store.task_statements import (
     DELETE_COMPLETED,
@@ -61,6 +71,7 @@ from backend.store.task_statements import (
     SET_TAGS,
     STATS,
     STATS_IN_LIST,
+    SUBTASKS_OF,
     VERSION,
     UpdateShape,
     create_with_user,
@@ -69,6 +80,7 @@ from backend.store.task_statements import (
     record_user,
     update_query,
 )
+from backend.store.task_tree import LOCK_COUNTER, parent_of_new_task
 
 logger = logging.getLogger("backend.store")
 
@@ -77,65 +89,6 @@ NO_CAP = 2**62
 
 # The versions an If-Match header allows; None: no condition (no header, or `*`).
 Versions = frozenset[int] | None
-
-
-class TaskNotFound(NotFound):
-    def __init__(self) -> None:
-        super().__init__("no task with this id belongs to this user")
-
-
-class TaskLimitReached(Conflict):
-    def __init__(self, limit: int) -> None:
-        super().__init__(
-            f"this user already has {limit} tasks, the most one user may keep (MAX_TASKS_PER_USER); "
-            "delete some to add more"
-        )
-
-
-class TaskListNotFound(Unprocessable):
-    """A task's `list_id` names no list of the owner's: a missing list and another person's
-    are the same answer."""
-
-    def __init__(self) -> None:
-        message = "no list with this id belongs to this user"
-        super().__init__(
-            "the request is invalid: body.list_id",
-            errors=[{"loc": ["body", "list_id"], "msg": message, "type": "list_not_found"}],
-        )
-
-
-class RecurrenceNeedsDueDate(Unprocessable):
-    def __init__(self) -> None:
-        message = "a task with a recurrence needs a due_at"
-        super().__init__(
-            f"the request is invalid: {message}",
-            errors=[{"loc": ["body", "due_at"], "msg": message, "type": "value_error"}],
-        )
-
-
-class RecurrenceNeverOccurs(Unprocessable):
-    def __init__(self) -> None:
-        message = (
-            "the rule has no occurrence after due_at (within the years searched): "
-            "it would never come round again"
-        )
-        super().__init__(
-            f"the request is invalid: {message}",
-            errors=[{"loc": ["body", "recurrence"], "msg": message, "type": "value_error"}],
-        )
-
-
-class PreconditionFailed(ProblemError):
-    """The task is not at a version the write was conditioned on (If-Match, expected_version)."""
-
-    status = HTTPStatus.PRECONDITION_FAILED
-
-    def __init__(self, current_version: int) -> None:
-        super().__init__(
-            f"the task has changed since the version in If-Match (it is at version {current_version} now); "
-            "read it again (its ETag), then retry"
-        )
-        self.current_version = current_version
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +143,16 @@ class _Update:
         return len(self.expected or ())
 
 
+async def _completed_with_subtasks(connection: Connection, task: TaskRow, update: _Update) -> TaskRow:
+    """The row as it is once its open subtasks were completed with it (by the database's trigger,
+    after the statement's RETURNING was read): their count read again, only then."""
+    if update.completes and task["completed"] and task["open_subtask_count"]:
+        counted = await connection.fetch_one(SUBTASKS_OF, task_id=task["id"])
+        assert counted is not None  # an aggregate
+        task["open_subtask_count"] = counted["open_subtask_count"]
+    return task
+
+
 class OwnedTasks:
     """One user's tasks. Every method is scoped to `owner`: handlers get this object
     (from `api.rest.dependencies.get_owned_tasks`) and have no other way to reach a task."""
@@ -242,8 +205,15 @@ class OwnedTasks:
             **{f"fold_{i}": fold(tag) for i, tag in enumerate(data.tags)},
         }
         tags = len(data.tags)
+        if data.parent_id is not None:
+            if data.recurrence is not None:
+                raise SubtaskRecurs("recurrence")
+            return _as_given(
+                await self.db.atomic(lambda connection: self._subtask(connection, data, values)), data.tags
+            )
         in_list = data.list_id is not None
         values["new_list_id"] = data.list_id
+        values["new_parent_id"] = None
         # Where a statement may write in its WITH clause (PostgreSQL), the user's upsert and the
         # insert are one statement; elsewhere (SQLite), two, in a transaction.
         one_statement = self.db.writes_in_with
@@ -287,6 +257,44 @@ class OwnedTasks:
                 raise TaskListNotFound()
             raise TaskLimitReached(self.max_tasks)
         return _as_given(task, data.tags)
+
+    async def _subtask(self, connection: Connection, data: TaskCreate, values: dict[str, Any]) -> TaskRow:
+        """A new subtask, last under its parent, in the parent's list: checked and written with the
+        owner's counter locked (`task_tree`), so the parent cannot be deleted or moved between."""
+        assert data.parent_id is not None
+        owner_id = self.owner.subject
+        if await connection.fetch_one(LOCK_COUNTER, owner_id=owner_id) is None:
+            raise ParentNotFound()  # no task written yet: no parent either
+        values["new_list_id"] = await parent_of_new_task(connection, owner_id, data.parent_id, data.list_id)
+        values["new_parent_id"] = data.parent_id
+        tags = len(data.tags)
+        known = frozenset(
+            column for column, value in (("email", self.owner.email), ("name", self.owner.name)) if value
+        )
+        if self.db.writes_in_with:
+            created = _task(await connection.fetch_one(create_with_user(known, tags, True), **values))
+        else:
+            await connection.execute(record_user(known), **values)
+            created = _task(await connection.fetch_one(insert_task(tags, True), **values))
+        if created is None:
+            raise TaskLimitReached(self.max_tasks)  # the list is the parent's, locked: only the cap
+        if tags:
+            await connection.execute(
+                SET_TAGS, task_id=created["id"], owner_id=owner_id, tag_names=_tag_pairs(data.tags)
+            )
+        return created
+
+    async def move(self, task_id: int, target: TaskMove, *, expected: Versions = None) -> TaskRow:
+        """Put the task under `target.parent_id` (or at the top) of `target.list_id` (or its parent's
+        list, or its own), after `target.after_id` (or first): one transaction, one row written (and
+        its subtasks, when it changes list), with a rare rebalance of its new siblings' keys."""
+        if expected is not None and not expected:  # If-Match named weak tags only
+            await self.db.using(lambda connection: self._explain_no_row(connection, task_id, expected))
+        return await self.db.atomic(
+            lambda connection: task_tree.move(
+                connection, self.owner.subject, task_id, target, expected, utc_now()
+            )
+        )
 
     async def get(self, task_id: int) -> TaskRow:
         task = _task(await self.db.fetch_one(GET, owner_id=self.owner.subject, task_id=task_id))
@@ -463,6 +471,8 @@ class OwnedTasks:
         except CheckViolationError as error:
             if error.constraint.endswith("recurrence_has_due_at"):
                 raise RecurrenceNeedsDueDate() from None
+            if error.constraint.endswith("subtask_not_recurring"):
+                raise SubtaskRecurs("recurrence") from None
             raise
 
     async def _in_one_statement(self, connection: Connection, update: _Update) -> TaskRow | None:
@@ -474,7 +484,9 @@ class OwnedTasks:
             update.columns, update.toggle, decline_recurring=update.completes, versions=update.versions
         )
         task = _task(await connection.fetch_one(update_query(shape), **update.parameters))
-        if task is None and (update.expected is not None or not update.completes):
+        if task is not None:
+            return await _completed_with_subtasks(connection, task, update)
+        if update.expected is not None or not update.completes:
             # A stale (or missing) task is answered here, on this connection: a storm of stale
             # completions opens no transaction. Only a recurring occurrence's completion goes
             # on to the transaction.
@@ -483,7 +495,7 @@ class OwnedTasks:
                 raise TaskNotFound()
             if update.expected is not None and found["version"] not in update.expected:
                 raise PreconditionFailed(found["version"])
-        return task
+        return None
 
     async def _in_transaction(self, connection: Connection, update: _Update) -> TaskRow:
         """The update, its tags, the check that a new schedule still occurs, and the successor
@@ -500,6 +512,7 @@ class OwnedTasks:
         if task is None:
             await self._explain_no_row(connection, update.task_id, update.expected)
         assert task is not None
+        task = await _completed_with_subtasks(connection, task, update)
         if (
             update.reschedules
             and task["recurrence"] is not None

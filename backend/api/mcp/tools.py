@@ -46,7 +46,8 @@ from backend.models import (
 )
 from backend.store.database import DatabaseUnavailableError, UserBusyError
 from backend.store.tags import OwnedTags
-from backend.store.tasks import OwnedTasks, PreconditionFailed
+from backend.store.task_errors import PreconditionFailed
+from backend.store.tasks import OwnedTasks
 
 
 class ToolArguments(BaseModel):

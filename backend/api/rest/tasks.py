@@ -23,6 +23,7 @@ from backend.models import (
     StatsQuery,
     TaskCompletion,
     TaskCreate,
+    TaskMove,
     TaskPublic,
     TaskReplace,
     TaskStats,
@@ -349,6 +350,30 @@ async def set_task_completion(
         return _task_answer(await owned.set_completion(task_id, completed, expected=expected))
 
     return await answer(request, tasks, idempotency_key, complete)
+
+
+@router.post(
+    "/{task_id:task_id}/move",
+    operation_id="moveTask",
+    response_model=TaskPublic,
+    responses=_one_task(with_body),
+)
+async def move_task(
+    request: Request,
+    task_id: TaskId,
+    tasks: OwnedTasksDep,
+    body: TaskMove,
+    if_match: IfMatch = None,
+    idempotency_key: IdempotencyKey = None,
+) -> Response:
+    """Move a task within or across lists and parents, after a sibling or first (as Google Tasks'
+    `move`); its subtasks go with it. One transaction; concurrent moves never share a position."""
+    expected = if_match_versions(if_match, required=_required(request))
+
+    async def move(owned: OwnedTasks) -> Answer:
+        return _task_answer(await owned.move(task_id, body, expected=expected))
+
+    return await answer(request, tasks, idempotency_key, move)
 
 
 def _task_answer(row: TaskRow) -> Answer:

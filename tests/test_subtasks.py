@@ -1,0 +1,361 @@
+"""Subtasks and the order people choose: `parent_id`, `position`, `sort=position` and
+`POST …/tasks/{id}/move`; both databases (concurrent moves on PostgreSQL)."""
+
+import asyncio
+from typing import Any
+
+import pytest
+from fastapi import FastAPI
+from httpx import Response
+
+from backend.models import MAX_SUBTASK_DEPTH
+from tests.conftest import Caller, assert_problem, run_sql, sign_in
+from tests.test_lists import make_list
+
+pytestmark = pytest.mark.anyio
+
+
+def refused(response: Response, field: str) -> dict[str, Any]:
+    """A 422 that names the one field it refuses."""
+    body = assert_problem(response, 422)
+    assert [".".join(str(part) for part in error["loc"]) for error in body["errors"]] == [field], body
+    return body
+
+
+async def move(caller: Caller, task_id: int, expect: int = 200, **body: Any) -> dict[str, Any]:
+    response = await caller.request("POST", f"/{task_id}/move", json=body)
+    assert response.status_code == expect, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+async def titles(caller: Caller, **query: Any) -> list[str]:
+    response = await caller.request("GET", params={"sort": "position", **query})
+    assert response.status_code == 200, response.text
+    return [task["title"] for task in response.json()]
+
+
+async def get(caller: Caller, task_id: int) -> dict[str, Any]:
+    response = await caller.request("GET", f"/{task_id}")
+    assert response.status_code == 200, response.text
+    found: dict[str, Any] = response.json()
+    return found
+
+
+# --- subtasks -----------------------------------------------------------------------------
+
+
+async def test_a_subtask_goes_under_its_parent_in_the_parents_list(alice: Caller) -> None:
+    groceries = await make_list(alice, "Groceries")
+    trip = await alice.create(title="Shop", list_id=groceries["id"])
+    milk = await alice.create(title="Milk", parent_id=trip["id"])
+    assert (milk["parent_id"], milk["list_id"], milk["subtask_count"]) == (trip["id"], groceries["id"], 0)
+    parent = await get(alice, trip["id"])
+    assert (parent["subtask_count"], parent["open_subtask_count"], parent["parent_id"]) == (1, 1, None)
+    listed = (await alice.request("GET", params={"parent_id": "none"})).json()
+    assert [task["title"] for task in listed] == ["Shop"]
+    children = (await alice.request("GET", params={"parent_id": trip["id"]})).json()
+    assert [task["title"] for task in children] == ["Milk"]
+
+
+async def test_subtasks_nest_four_levels_below_a_top_level_task_and_no_deeper(alice: Caller) -> None:
+    parent = await alice.create(title="level 0")
+    for level in range(1, MAX_SUBTASK_DEPTH + 1):
+        parent = await alice.create(title=f"level {level}", parent_id=parent["id"])
+    response = await alice.request("POST", json={"title": "too deep", "parent_id": parent["id"]})
+    refused(response, "body.parent_id")
+    assert "4 levels" in response.json()["errors"][0]["msg"]
+
+
+async def test_another_persons_task_as_parent_is_answered_as_a_missing_one(
+    alice: Caller, bob: Caller
+) -> None:
+    bobs = await bob.create(title="Bob's")
+    foreign = await alice.request("POST", json={"title": "x", "parent_id": bobs["id"]})
+    missing = await alice.request("POST", json={"title": "x", "parent_id": bobs["id"] + 10_000})
+    refused(foreign, "body.parent_id")
+    assert foreign.json() == missing.json()
+    moved = await alice.create(title="mine")
+    assert (await alice.request("POST", f"/{moved['id']}/move", json={"parent_id": bobs["id"]})).json() == (
+        await alice.request("POST", f"/{moved['id']}/move", json={"parent_id": bobs["id"] + 10_000})
+    ).json()
+    # And Bob's task is not Alice's to move, nor to list children of.
+    assert (await alice.request("POST", f"/{bobs['id']}/move", json={})).status_code == 404
+    assert (await alice.request("GET", params={"parent_id": bobs["id"]})).json() == []
+
+
+async def test_a_parent_in_another_list_than_list_id_is_refused(alice: Caller) -> None:
+    work = await make_list(alice, "Work")
+    parent = await alice.create(title="in the Inbox")
+    response = await alice.request(
+        "POST", json={"title": "x", "parent_id": parent["id"], "list_id": work["id"]}
+    )
+    refused(response, "body.parent_id")
+
+
+async def test_a_subtask_has_no_recurrence_of_its_own(alice: Caller) -> None:
+    parent = await alice.create(title="p")
+    response = await alice.request(
+        "POST",
+        json={
+            "title": "x",
+            "parent_id": parent["id"],
+            "recurrence": "FREQ=DAILY",
+            "due_at": "2030-01-01T09:00:00Z",
+        },
+    )
+    refused(response, "body.recurrence")
+    child = await alice.create(title="c", parent_id=parent["id"])
+    response = await alice.request(
+        "PATCH", f"/{child['id']}", json={"recurrence": "FREQ=DAILY", "due_at": "2030-01-01T09:00:00Z"}
+    )
+    refused(response, "body.recurrence")
+    assert (await get(alice, child["id"]))["recurrence"] is None
+    recurring = await alice.create(title="r", recurrence="FREQ=DAILY", due_at="2030-01-01T09:00:00Z")
+    refused(
+        await alice.request("POST", f"/{recurring['id']}/move", json={"parent_id": parent["id"]}),
+        "body.parent_id",
+    )
+
+
+async def test_completing_a_task_completes_its_open_subtasks_and_reopening_leaves_them(alice: Caller) -> None:
+    parent = await alice.create(title="p")
+    child = await alice.create(title="c", parent_id=parent["id"])
+    grandchild = await alice.create(title="g", parent_id=child["id"])
+    done = await alice.create(title="d", parent_id=parent["id"], completed=True)
+    completed = (await alice.request("PATCH", f"/{parent['id']}/complete", json={"completed": True})).json()
+    assert (completed["completed"], completed["subtask_count"], completed["open_subtask_count"]) == (
+        True,
+        2,
+        0,
+    )
+    for task in (child, grandchild):
+        found = await get(alice, task["id"])
+        assert found["completed"] and found["version"] == task["version"] + 1
+    assert (await get(alice, done["id"]))["version"] == done["version"]  # already done: untouched
+    reopened = (await alice.request("PATCH", f"/{parent['id']}/complete")).json()
+    assert reopened["completed"] is False and reopened["open_subtask_count"] == 0
+    assert (await get(alice, child["id"]))["completed"] is True
+
+
+async def test_deleting_a_task_deletes_its_subtasks(alice: Caller) -> None:
+    parent = await alice.create(title="p")
+    child = await alice.create(title="c", parent_id=parent["id"])
+    grandchild = await alice.create(title="g", parent_id=child["id"])
+    other = await alice.create(title="other")
+    assert (await alice.request("DELETE", f"/{parent['id']}")).status_code == 204
+    for task in (child, grandchild):
+        assert (await alice.request("GET", f"/{task['id']}")).status_code == 404
+    assert [task["id"] for task in (await alice.request("GET")).json()] == [other["id"]]
+    stats = (await alice.request("GET", "/stats")).json()
+    assert stats["total"] == 1
+
+
+async def test_clearing_completed_tasks_takes_their_subtasks(alice: Caller) -> None:
+    parent = await alice.create(title="p", completed=True)
+    await alice.create(title="c", parent_id=parent["id"])
+    cleared = (await alice.request("DELETE", params={"status": "completed"})).json()
+    assert cleared == {"deleted": 1}
+    assert (await alice.request("GET")).json() == []
+
+
+async def test_completing_a_recurring_occurrence_gives_its_successor_pending_copies_of_its_subtasks(
+    alice: Caller,
+) -> None:
+    daily = await alice.create(title="Morning", recurrence="FREQ=DAILY", due_at="2030-01-01T07:00:00Z")
+    after = await alice.create(title="after")
+    stretch = await alice.create(title="Stretch", parent_id=daily["id"], tags=["health"])
+    await alice.create(title="Neck", parent_id=stretch["id"])
+    await alice.create(title="Water", parent_id=daily["id"])
+    completed = (await alice.request("PATCH", f"/{daily['id']}/complete", json={"completed": True})).json()
+    successor = await get(alice, completed["next_occurrence_id"])
+    assert (successor["subtask_count"], successor["open_subtask_count"]) == (2, 2)
+    copies = (await alice.request("GET", params={"parent_id": successor["id"], "sort": "position"})).json()
+    assert [(task["title"], task["completed"], task["tags"]) for task in copies] == [
+        ("Stretch", False, ["health"]),
+        ("Water", False, []),
+    ]
+    assert [
+        task["title"] for task in (await alice.request("GET", params={"parent_id": copies[0]["id"]})).json()
+    ] == ["Neck"]
+    # The next occurrence takes its predecessor's place, before the task that followed it.
+    assert await titles(alice, parent_id="none") == ["Morning", "Morning", "after"]
+    assert successor["position"] < after["position"]
+
+
+# --- the order people choose ------------------------------------------------------------
+
+
+async def test_new_tasks_go_last_and_sort_position_lists_in_the_chosen_order(alice: Caller) -> None:
+    first, second, third = [await alice.create(title=title) for title in ("one", "two", "three")]
+    assert first["position"] < second["position"] < third["position"]
+    assert await titles(alice) == ["one", "two", "three"]
+    assert await titles(alice, order="desc") == ["three", "two", "one"]
+    # The default sort stays `created`, newest first, for existing clients.
+    assert [task["title"] for task in (await alice.request("GET")).json()] == ["three", "two", "one"]
+
+
+async def test_a_move_puts_a_task_after_a_sibling_or_first_and_writes_one_row(alice: Caller) -> None:
+    one, two, three = [await alice.create(title=title) for title in ("one", "two", "three")]
+    moved = await move(alice, three["id"], after_id=one["id"])
+    assert moved["version"] == three["version"] + 1 and one["position"] < moved["position"] < two["position"]
+    assert await titles(alice) == ["one", "three", "two"]
+    await move(alice, two["id"])
+    assert await titles(alice) == ["two", "one", "three"]
+    # Only the moved task changed.
+    assert (await get(alice, one["id"]))["version"] == one["version"]
+    # A task created after moves still goes last.
+    await alice.create(title="four")
+    assert await titles(alice) == ["two", "one", "three", "four"]
+    await move(alice, two["id"], after_id=(await titles_ids(alice))[-1])
+    assert await titles(alice) == ["one", "three", "four", "two"]
+    await alice.create(title="five")
+    assert await titles(alice) == ["one", "three", "four", "two", "five"]
+
+
+async def titles_ids(caller: Caller, **query: Any) -> list[int]:
+    response = await caller.request("GET", params={"sort": "position", **query})
+    return [task["id"] for task in response.json()]
+
+
+async def test_a_move_across_lists_and_parents_takes_the_subtasks_along(alice: Caller) -> None:
+    work = await make_list(alice, "Work")
+    parent = await alice.create(title="p")
+    child = await alice.create(title="c", parent_id=parent["id"])
+    grandchild = await alice.create(title="g", parent_id=child["id"])
+    moved = await move(alice, parent["id"], list_id=work["id"])
+    assert moved["list_id"] == work["id"]
+    for task in (child, grandchild):
+        assert (await get(alice, task["id"]))["list_id"] == work["id"]
+    # Out from under its parent, to the top of the Inbox.
+    inbox_id = parent["list_id"]
+    top = await move(alice, child["id"], list_id=inbox_id)
+    assert (top["parent_id"], top["list_id"]) == (None, inbox_id)
+    assert (await get(alice, grandchild["id"]))["list_id"] == inbox_id
+    # Under another parent: into that parent's list, after a sibling.
+    holder = await alice.create(title="holder", list_id=work["id"])
+    first = await alice.create(title="first", parent_id=holder["id"])
+    under = await move(alice, child["id"], parent_id=holder["id"], after_id=first["id"])
+    assert (under["parent_id"], under["list_id"]) == (holder["id"], work["id"])
+    assert await titles(alice, parent_id=holder["id"]) == ["first", "c"]
+
+
+async def test_moves_that_would_break_the_tree_are_refused(alice: Caller) -> None:
+    work = await make_list(alice, "Work")
+    parent = await alice.create(title="p")
+    child = await alice.create(title="c", parent_id=parent["id"])
+    refused(
+        await alice.request("POST", f"/{parent['id']}/move", json={"parent_id": parent["id"]}),
+        "body.parent_id",
+    )
+    refused(
+        await alice.request("POST", f"/{parent['id']}/move", json={"parent_id": child["id"]}),
+        "body.parent_id",
+    )
+    refused(
+        await alice.request(
+            "POST", f"/{child['id']}/move", json={"parent_id": parent["id"], "list_id": work["id"]}
+        ),
+        "body.parent_id",
+    )
+    # A chain of three under `parent` would put `child`'s subtree one level too deep.
+    deep = await alice.create(title="d0")
+    for level in range(1, MAX_SUBTASK_DEPTH):
+        deep = await alice.create(title=f"d{level}", parent_id=deep["id"])
+    await alice.create(title="g", parent_id=child["id"])
+    refused(
+        await alice.request("POST", f"/{parent['id']}/move", json={"parent_id": deep["id"]}),
+        "body.parent_id",
+    )
+    other = await alice.create(title="elsewhere", list_id=work["id"])
+    refused(
+        await alice.request("POST", f"/{child['id']}/move", json={"after_id": other["id"]}),
+        "body.after_id",
+    )
+    refused(
+        await alice.request("POST", f"/{child['id']}/move", json={"after_id": child["id"]}),
+        "body.after_id",
+    )
+    refused(
+        await alice.request("POST", f"/{child['id']}/move", json={"list_id": 10**12}), "body.list_id"
+    )
+    assert (await get(alice, child["id"]))["version"] == child["version"]
+
+
+async def test_a_move_honours_if_match_and_idempotency_keys(alice: Caller) -> None:
+    one, two = await alice.create(title="one"), await alice.create(title="two")
+    stale = await alice.request("POST", f"/{two['id']}/move", json={}, headers={"If-Match": '"99"'})
+    assert_problem(stale, 412)
+    headers = {"Idempotency-Key": "move-two-first"}
+    first = await alice.request("POST", f"/{two['id']}/move", json={}, headers=headers)
+    again = await alice.request("POST", f"/{two['id']}/move", json={}, headers=headers)
+    assert first.status_code == again.status_code == 200
+    assert again.headers["Idempotent-Replayed"] == "true" and again.json() == first.json()
+    assert first.headers["ETag"] == f'"{two["version"] + 1}"'
+    assert await titles(alice) == ["two", "one"]
+    assert one["id"]
+
+
+async def test_many_moves_between_the_same_neighbours_rebalance_and_keep_the_order(alice: Caller) -> None:
+    left, right = await alice.create(title="left"), await alice.create(title="right")
+    a, b = await alice.create(title="a"), await alice.create(title="b")
+    # Alternate a and b just after `left`: each key lands between `left` and the other one.
+    for i in range(120):
+        await move(alice, (a if i % 2 == 0 else b)["id"], after_id=left["id"])
+    order = await titles(alice)
+    assert order == ["left", "b", "a", "right"]
+    positions = [
+        task["position"] for task in (await alice.request("GET", params={"sort": "position"})).json()
+    ]
+    assert positions == sorted(positions) and len(set(positions)) == 4
+    assert max(len(position) for position in positions) <= 64
+    assert right["id"]
+
+
+async def test_position_paging_by_cursor_skips_and_repeats_nothing(alice: Caller) -> None:
+    created = [await alice.create(title=f"t{i}") for i in range(7)]
+    await move(alice, created[6]["id"])
+    seen: list[int] = []
+    params: dict[str, Any] = {"sort": "position", "limit": 3}
+    while True:
+        response = await alice.request("GET", params=params)
+        seen += [task["id"] for task in response.json()]
+        cursor = response.headers.get("X-Next-Cursor")
+        if cursor is None:
+            break
+        params = {"sort": "position", "limit": 3, "cursor": cursor}
+    assert seen == [created[6]["id"]] + [task["id"] for task in created[:6]]
+
+
+async def test_concurrent_moves_in_one_list_never_share_a_position(alice: Caller, app: FastAPI) -> None:
+    """Twice the pool's size of moves to one place at once (on SQLite they take turns)."""
+    anchor = await alice.create(title="anchor")
+    tasks = [await alice.create(title=f"t{i}") for i in range(2 * app.state.settings.database_pool_size)]
+    answers = await asyncio.gather(
+        *(alice.request("POST", f"/{task['id']}/move", json={"after_id": anchor["id"]}) for task in tasks)
+    )
+    assert [answer.status_code for answer in answers] == [200] * len(tasks)
+    listed = (await alice.request("GET", params={"sort": "position", "limit": 100})).json()
+    positions = [task["position"] for task in listed]
+    assert len(set(positions)) == len(positions) == len(tasks) + 1
+    assert listed[0]["title"] == "anchor"
+
+
+async def test_a_migrated_task_keeps_its_creation_order_and_new_ones_go_after(
+    database_url: str, alice: Caller
+) -> None:
+    created = [await alice.create(title=f"t{i}") for i in range(3)]
+    # Keys as the migration writes them: the rank in the list.
+    for rank, task in enumerate(created, start=1):
+        run_sql(database_url, f"UPDATE tasks SET position = 'r{rank:018d}' WHERE id = {task['id']}")
+    newer = await alice.create(title="newer")
+    assert await titles(alice) == ["t0", "t1", "t2", "newer"]
+    assert newer["position"] > f"r{3:018d}"
+
+
+async def test_bobs_path_is_403_for_alice_on_the_move_route(alice: Caller, bob: Caller) -> None:
+    bobs = await bob.create(title="b")
+    response = await alice.request("POST", f"/{bobs['id']}/move", json={}, user_id=bob.user_id)
+    assert_problem(response, 403)
+    stranger = sign_in(alice.client, "carol-1")
+    assert (await stranger.request("GET", params={"parent_id": "none"})).json() == []
