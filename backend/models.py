@@ -131,6 +131,8 @@ class TaskList(SQLModel, table=True):
         # The person's lists in their order.
         Index(None, "user_id", "position", "id"),
         Index(None, "deleted_at"),
+        # Sync reads a person's list changes by number, as their tasks'.
+        Index(None, "user_id", "change_seq"),
         {"sqlite_autoincrement": True},
     )
 
@@ -155,6 +157,9 @@ class TaskList(SQLModel, table=True):
     updated_at: datetime = Field(sa_column=_timestamp_column())
     version: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default="1"))
     deleted_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True)))
+    # The owner's change counter when the list last changed, numbered with their tasks' (see
+    # the migration a3b4c5d6e7f8): sync and events cover lists in the same order.
+    change_seq: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0"))
 
 
 class Task(SQLModel, table=True):
@@ -1026,11 +1031,21 @@ class DeletedTask(BaseModel):
     deleted_at: AwareDatetime
 
 
+class DeletedList(BaseModel):
+    id: int
+    deleted_at: AwareDatetime
+
+
 class TaskChanges(BaseModel):
     """What changed since a sync position."""
 
     tasks: list[TaskPublic] = PydanticField(description="Tasks created or changed since, as they are now.")
     deleted: list[DeletedTask] = PydanticField(description="Tasks deleted since.")
+    lists: list[ListPublic] = PydanticField(
+        [],
+        description="Lists created or changed since (renamed, moved, their counts aside), as they are now.",
+    )
+    deleted_lists: list[DeletedList] = PydanticField([], description="Lists deleted since.")
     next_since: str = PydanticField(description="Where this answer ends: the `since` of the next request.")
     has_more: bool = PydanticField(description="More changes wait: ask again at once with `next_since`.")
 

@@ -30,14 +30,21 @@ from starlette.routing import Route
 SECRET = os.environ["BETTER_AUTH_SECRET"]
 PUBLIC = (
     "id, user_id, title, description, completed, created_at, updated_at, priority, due_at, remind_at, "
-    "reminded_at, recurrence, time_zone, completed_at, next_occurrence_id, version, list_id"
+    "reminded_at, recurrence, time_zone, completed_at, next_occurrence_id, version, list_id, parent_id, "
+    "position"
 )
 # A task's tags in its row, as the API reads them.
 TAGS = (
     "(SELECT string_agg(tags.name, chr(31)) FROM task_tags JOIN tags ON tags.id = task_tags.tag_id "
     "WHERE task_tags.task_id = tasks.id) AS tags"
 )
-COLUMNS = f"{PUBLIC}, {TAGS}"
+# Its subtasks' counts, as the API reads them.
+_SUBTASKS = "FROM tasks AS subtasks WHERE subtasks.parent_id = tasks.id AND subtasks.deleted_at IS NULL"
+COUNTS = (
+    f"(SELECT count(*) {_SUBTASKS}) AS subtask_count, "
+    f"(SELECT count(*) {_SUBTASKS} AND NOT subtasks.completed) AS open_subtask_count"
+)
+COLUMNS = f"{PUBLIC}, {TAGS}, {COUNTS}"
 # Every write takes the owner's change counter first, as the API's do (store/sql.py).
 COUNTER_LOCKED = (
     "(SELECT count(*) FROM (SELECT 1 FROM change_counters WHERE change_counters.user_id = $2 FOR UPDATE) "
@@ -77,6 +84,10 @@ def task(row: asyncpg.Record) -> dict[str, Any]:
         "next_occurrence_id": row["next_occurrence_id"],
         "version": row["version"],
         "list_id": row["list_id"],
+        "parent_id": row["parent_id"],
+        "position": row["position"],
+        "subtask_count": row["subtask_count"],
+        "open_subtask_count": row["open_subtask_count"],
     }
 
 
@@ -103,7 +114,7 @@ async def tasks(request: Request) -> Response:
         rows = await pool.fetch(
             # The total from the user's counters, as the API reads it (a count(*) would
             # read every one of the user's tasks); the page first, then its tasks' tags.
-            f"SELECT tasks.*, {TAGS} FROM (SELECT {PUBLIC}, "
+            f"SELECT tasks.*, {TAGS}, {COUNTS} FROM (SELECT {PUBLIC}, "
             "(SELECT task_count FROM users WHERE id = $1) AS total FROM tasks "
             "WHERE user_id = $1 AND deleted_at IS NULL "
             "ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3) AS tasks "
@@ -141,7 +152,8 @@ async def create(user_id: str, raw: bytes, key: str | None) -> Response:
         "title_folded, description_folded, list_id) VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, "
         "coalesce((SELECT id FROM new_inbox), (SELECT id FROM task_lists WHERE user_id = $1 AND inbox))) "
         f"RETURNING {PUBLIC}, (SELECT string_agg(name, chr(31)) FROM tags "
-        "WHERE user_id = $1 AND name_folded = ANY($9::text[])) AS tags"
+        "WHERE user_id = $1 AND name_folded = ANY($9::text[])) AS tags, 0 AS subtask_count, "
+        "0 AS open_subtask_count"
     )
     if not tags and key is None:
         row = await pool.fetchrow(statement, *arguments)
@@ -202,8 +214,9 @@ async def filtered(user_id: str, query: Any, limit: int, offset: int) -> Respons
     where = " AND ".join(conditions)
     ordering = "due_at ASC NULLS LAST, id" if query.get("sort") == "due" else "created_at DESC, id DESC"
     rows = await pool.fetch(
-        f"SELECT tasks.*, {TAGS} FROM (SELECT {PUBLIC} FROM tasks WHERE {where} ORDER BY {ordering} "
-        f"LIMIT {argument(limit)} OFFSET {argument(offset)}) AS tasks ORDER BY {ordering}",
+        f"SELECT tasks.*, {TAGS}, {COUNTS} FROM (SELECT {PUBLIC} FROM tasks WHERE {where} "
+        f"ORDER BY {ordering} LIMIT {argument(limit)} OFFSET {argument(offset)}) AS tasks "
+        f"ORDER BY {ordering}",
         *arguments,
     )
     total = await pool.fetchval(f"SELECT count(*) FROM tasks WHERE {where}", *arguments[:-2])
@@ -239,7 +252,7 @@ async def one_task(request: Request) -> Response:
             "UPDATE tasks SET title = coalesce($3, title), completed = coalesce($4, completed), "
             "title_folded = coalesce(lower($3), title_folded), updated_at = $5, version = version + 1 "
             "WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL AND ($6::int IS NULL OR version = $6) "
-            f"AND {COUNTER_LOCKED} RETURNING {PUBLIC}, {TAGS}",
+            f"AND {COUNTER_LOCKED} RETURNING {COLUMNS}",
             task_id, user_id, body.get("title"), body.get("completed"), datetime.now(UTC), version,
         )  # fmt: skip
     if row is None:
@@ -290,7 +303,7 @@ async def toggle(request: Request) -> Response:
         "UPDATE tasks SET completed = NOT completed, updated_at = $3::timestamptz, version = version + 1, "
         "completed_at = CASE WHEN completed THEN NULL ELSE $3 END "
         f"WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL AND {COUNTER_LOCKED} "
-        f"RETURNING {PUBLIC}, {TAGS}",
+        f"RETURNING {COLUMNS}",
         int(request.path_params["task_id"]), user_id, datetime.now(UTC),
     )  # fmt: skip
     return json(task(row)) if row else json({"detail": "not found"}, 404)

@@ -137,23 +137,26 @@ async def test_each_change_reaches_the_open_stream_as_a_cloud_event(server: Serv
         renamed = await write(server.base_url, user, "PATCH", f"/{task['id']}", title="Call Ana back")
         completed = await write(server.base_url, user, "PATCH", f"/{task['id']}/complete")
         await write(server.base_url, user, "DELETE", f"/{task['id']}")
-        events = await stream.wait_for(4)
+        inbox, *events = await stream.wait_for(5)
 
+    # A person's first write makes their Inbox: a change of its own, numbered first.
+    assert (inbox.event, inbox.id, cloud_event(inbox)["data"]["name"]) == ("list.created", "1", "Inbox")
+    assert cloud_event(inbox)["subject"] == str(task["list_id"])
     assert [(e.event, e.id) for e in events] == [
-        ("task.created", "1"),
-        ("task.updated", "2"),
-        ("task.completed", "3"),
-        ("task.deleted", "4"),
+        ("task.created", "2"),
+        ("task.updated", "3"),
+        ("task.completed", "4"),
+        ("task.deleted", "5"),
     ]
     first = cloud_event(events[0])
     assert first["specversion"] == "1.0"
-    assert first["id"] == f"{user}-1"
+    assert first["id"] == f"{user}-2"
     assert first["source"] == "http://localhost:8000"  # PUBLIC_URL
     assert first["type"] == "todo.task.created"
     assert first["subject"] == str(task["id"])
     assert first["datacontenttype"] == "application/json"
     assert first["userid"] == user
-    assert first["sequence"] == "00000000000000000001"
+    assert first["sequence"] == "00000000000000000002"
     assert datetime.fromisoformat(first["time"]) <= datetime.now(UTC)
     # Each carries the task as it was when the event was read: as that change left it, or
     # newer (the change after it may already have committed); the deletion, its tombstone.
@@ -170,7 +173,7 @@ async def test_an_events_data_is_the_task_as_the_rest_api_returns_it(server: Ser
         task = await write(
             server.base_url, user, "POST", "", title="Pay rent", tags=["home"], due_at="2030-01-01T09:00:00Z"
         )
-        (event,) = await stream.wait_for(1)
+        _inbox, event = await stream.wait_for(2)
     async with httpx.AsyncClient(base_url=server.base_url) as http:
         now = (await http.get(f"/api/{user}/tasks/{task['id']}", headers=bearer(user))).json()
     assert cloud_event(event)["data"] == now == task
@@ -179,13 +182,14 @@ async def test_an_events_data_is_the_task_as_the_rest_api_returns_it(server: Ser
 async def test_a_stream_resumes_after_last_event_id_and_misses_nothing(server: Server) -> None:
     user = "stream-resume"
     tasks = [await write(server.base_url, user, "POST", "", title=f"task {i}") for i in range(5)]
-    async with streaming(server.base_url, user, last_event_id="2") as stream:
+    # Events 1 to 6: the Inbox's creation, then the five tasks'.
+    async with streaming(server.base_url, user, last_event_id="3") as stream:
         replayed = await stream.wait_for(3)
         await write(server.base_url, user, "PATCH", f"/{tasks[0]['id']}", title="live")
         live = (await stream.wait_for(4))[3]
-    assert [e.id for e in replayed] == ["3", "4", "5"]
+    assert [e.id for e in replayed] == ["4", "5", "6"]
     assert [cloud_event(e)["data"]["id"] for e in replayed] == [t["id"] for t in tasks[2:]]
-    assert (live.id, live.event, cloud_event(live)["data"]["title"]) == ("6", "task.updated", "live")
+    assert (live.id, live.event, cloud_event(live)["data"]["title"]) == ("7", "task.updated", "live")
 
 
 async def test_without_last_event_id_a_stream_starts_with_the_next_change(server: Server) -> None:
@@ -194,32 +198,33 @@ async def test_without_last_event_id_a_stream_starts_with_the_next_change(server
     async with streaming(server.base_url, user) as stream:
         await write(server.base_url, user, "POST", "", title="after")
         (event,) = await stream.wait_for(1)
-    assert (event.id, cloud_event(event)["data"]["title"]) == ("2", "after")
+    assert (event.id, cloud_event(event)["data"]["title"]) == ("3", "after")  # 1: the Inbox
 
 
 async def test_a_position_the_events_no_longer_reach_gets_one_reset(server: Server) -> None:
     user = "stream-reset"
     for i in range(3):
         await write(server.base_url, user, "POST", "", title=f"task {i}")
-    # As the purge does after SYNC_RETENTION_DAYS: the first two events are gone.
+    # Events 1 to 4: the Inbox's creation, then the tasks'. As the purge does after
+    # SYNC_RETENTION_DAYS: the first three are gone.
     await blocking(
-        run_sql, server.env["DATABASE_URL"], f"DELETE FROM events WHERE user_id = '{user}' AND sequence < 3"
+        run_sql, server.env["DATABASE_URL"], f"DELETE FROM events WHERE user_id = '{user}' AND sequence < 4"
     )
-    async with streaming(server.base_url, user, last_event_id="1") as stream:
+    async with streaming(server.base_url, user, last_event_id="2") as stream:
         (reset,) = await stream.wait_for(1)
         await write(server.base_url, user, "POST", "", title="after the reset")
         following = (await stream.wait_for(2))[1]
-    assert (reset.event, reset.id) == ("reset", "3")
+    assert (reset.event, reset.id) == ("reset", "4")
     assert "sync in full" in json.loads(reset.data)["reason"]
-    assert following.id == "4"
+    assert following.id == "5"
 
-    # Still reachable from 2 (the first kept is 3): no reset.
-    async with streaming(server.base_url, user, last_event_id="2") as stream:
-        assert [e.id for e in await stream.wait_for(2)] == ["3", "4"]
+    # Still reachable from 3 (the first kept is 4): no reset.
+    async with streaming(server.base_url, user, last_event_id="3") as stream:
+        assert [e.id for e in await stream.wait_for(2)] == ["4", "5"]
     # Ahead of every number given (not a position this server issued): a reset to the last.
     async with streaming(server.base_url, user, last_event_id="99") as stream:
         (ahead,) = await stream.wait_for(1)
-    assert (ahead.event, ahead.id) == ("reset", "4")
+    assert (ahead.event, ahead.id) == ("reset", "5")
 
 
 async def test_a_user_sees_only_their_own_events(server: Server) -> None:
@@ -229,10 +234,11 @@ async def test_a_user_sees_only_their_own_events(server: Server) -> None:
     ):
         await write(server.base_url, "stream-ben", "POST", "", title="ben's")
         await write(server.base_url, "stream-ana", "POST", "", title="ana's")
-        (mine,) = await ana.wait_for(1)
-        (theirs,) = await ben.wait_for(1)
+        # Each one's Inbox (made by their first write), then their task.
+        _inbox, mine = await ana.wait_for(2)
+        _inbox, theirs = await ben.wait_for(2)
         await asyncio.sleep(0.5)
-        assert len(ana.events) == len(ben.events) == 1
+        assert len(ana.events) == len(ben.events) == 2
     assert cloud_event(mine)["data"]["title"] == "ana's"
     assert cloud_event(theirs)["data"]["title"] == "ben's"
 
@@ -309,7 +315,7 @@ async def test_a_due_reminder_reaches_the_stream(server: Server) -> None:
     async with streaming(server.base_url, user) as stream:
         due = datetime.now(UTC) + timedelta(seconds=1)
         task = await write(server.base_url, user, "POST", "", title="Stand up", remind_at=due.isoformat())
-        created, reminded = await stream.wait_for(2)
+        _inbox, created, reminded = await stream.wait_for(3)
     assert (created.event, reminded.event) == ("task.created", "reminder.due")
     event = cloud_event(reminded)
     assert event["type"] == "todo.reminder.due"
@@ -334,7 +340,7 @@ async def test_resuming_while_writers_race_replays_every_change_in_order(server:
 
     writing = asyncio.gather(*(writer(task) for task in tasks))
     received: list[ServerSentEvent] = []
-    total = len(tasks) * (rounds + 1)
+    total = 1 + len(tasks) * (rounds + 1)  # the Inbox's creation, and each task's changes
     last = "0"
     async with asyncio.timeout(60):
         while len(received) < total:
@@ -347,7 +353,9 @@ async def test_resuming_while_writers_race_replays_every_change_in_order(server:
     assert [int(e.id or 0) for e in received] == list(range(1, total + 1))
     async with httpx.AsyncClient(base_url=server.base_url) as http:
         now = {t["id"]: t for t in (await http.get(f"/api/{user}/tasks", headers=bearer(user))).json()}
-    final = {cloud_event(e)["subject"]: cloud_event(e)["data"] for e in received}
+    final = {
+        cloud_event(e)["subject"]: cloud_event(e)["data"] for e in received if e.event.startswith("task.")
+    }
     assert final == {str(task_id): task for task_id, task in now.items()}
 
 
@@ -363,7 +371,7 @@ async def test_a_write_on_one_server_reaches_a_stream_on_another(tmp_path: Path)
             user = "stream-two-servers"
             async with streaming(first.base_url, user) as stream:
                 await write(second.base_url, user, "POST", "", title="from the other server")
-                (event,) = await stream.wait_for(1)
+                _inbox, event = await stream.wait_for(2)
                 assert cloud_event(event)["data"]["title"] == "from the other server"
 
                 cut = await blocking(
@@ -374,7 +382,7 @@ async def test_a_write_on_one_server_reaches_a_stream_on_another(tmp_path: Path)
                 )
                 assert len(cut) == 1  # the first server's listener (the second has no stream)
                 await write(second.base_url, user, "POST", "", title="while it reconnects")
-                second_event = (await stream.wait_for(2, within=10))[1]
+                second_event = (await stream.wait_for(3, within=10))[2]
                 assert cloud_event(second_event)["data"]["title"] == "while it reconnects"
             assert any(
                 line.get("message") == "the event listener lost its connection" for line in first.log_lines()
@@ -418,7 +426,7 @@ async def test_only_the_changes_of_people_with_open_streams_are_notified(postgre
             await ana.create(title="ana has a stream")
             await ben.create(title="ben has none")
             event = await asyncio.wait_for(pending, ARRIVES_WITHIN)
-            assert event.id == "2"
+            assert event.id == "3"  # after her Inbox's creation and her first task
             await asyncio.sleep(0.3)
             assert notified == ["notify-ana"]
 

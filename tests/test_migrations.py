@@ -147,7 +147,7 @@ def test_series_anchors_and_folded_text_are_filled_in_for_existing_tasks(empty_d
     columns = "id, title, description, completed, due_at, recurrence, version, change_seq, updated_at"
     before = run_sql(empty_database, f"SELECT {columns} FROM tasks ORDER BY id")
 
-    migrate(empty_database)
+    migrate(empty_database, "f6a7b8c9d0e1")  # this revision (the lists' number their own changes)
     assert run_sql(empty_database, f"SELECT {columns} FROM tasks ORDER BY id") == before
     after = run_sql(
         empty_database,
@@ -188,7 +188,7 @@ def test_every_existing_task_goes_into_its_owners_inbox(empty_database: str) -> 
     before = run_sql(empty_database, f"SELECT {columns} FROM tasks ORDER BY id")
     events = run_sql(empty_database, "SELECT count(*) FROM events")
 
-    migrate(empty_database)
+    migrate(empty_database, "e1f2a3b4c5d6")  # the lists' revisions (a3b4c5d6e7f8 numbers the lists)
     assert run_sql(empty_database, f"SELECT {columns} FROM tasks ORDER BY id") == before
     assert run_sql(empty_database, "SELECT count(*) FROM events") == events
     inboxes = run_sql(
@@ -208,3 +208,61 @@ def test_every_existing_task_goes_into_its_owners_inbox(empty_database: str) -> 
     ]  # 2 creates, a delete
     command.downgrade(alembic_config(empty_database), "c9d0e1f2a3b4")
     assert run_sql(empty_database, "SELECT count(*) FROM tasks") == [(4,)]
+
+
+def test_existing_tasks_keep_their_order_and_lists_become_changes_sync_sees(empty_database: str) -> None:
+    """Revisions f2a3b4c5d6e7 and a3b4c5d6e7f8 on data written before them: each task gets a
+    position from its rank in its list (creation order), without a change of its own; each
+    list is changed once, numbered after its owner's tasks, with its event; a new task then
+    goes last, and a subtask's deletion follows its parent's."""
+    migrate(empty_database, "e1f2a3b4c5d6")
+    run_sql(empty_database, "INSERT INTO users (id, created_at) VALUES ('ann', '2026-11-01 10:00:00')")
+    run_sql(
+        empty_database,
+        "INSERT INTO task_lists (user_id, name, name_folded, position, inbox, created_at, updated_at) "
+        "VALUES ('ann', 'Inbox', 'inbox', 'a0', true, '2026-11-01 10:00:00', '2026-11-01 10:00:00')",
+    )
+    for hour, title in ((12, "third"), (10, "first"), (11, "second")):
+        run_sql(
+            empty_database,
+            "INSERT INTO tasks (user_id, title, completed, created_at, updated_at, title_folded, list_id) "
+            f"SELECT 'ann', '{title}', false, '2026-11-01 {hour}:00:00', '2026-11-01 {hour}:00:00', "
+            f"'{title}', id FROM task_lists",
+        )
+    columns = "id, title, version, change_seq, updated_at"
+    before = run_sql(empty_database, f"SELECT {columns} FROM tasks ORDER BY id")
+    counter = run_sql(empty_database, "SELECT seq FROM change_counters WHERE user_id = 'ann'")[0][0]
+
+    migrate(empty_database)
+    assert run_sql(empty_database, f"SELECT {columns} FROM tasks ORDER BY id") == before
+    ordered = run_sql(empty_database, "SELECT title, position FROM tasks ORDER BY position")
+    assert [title for title, _ in ordered] == ["first", "second", "third"]
+    assert [position for _, position in ordered] == [f"r{rank:018d}" for rank in (1, 2, 3)]
+    # The Inbox: changed once, numbered next, with its event.
+    assert run_sql(empty_database, "SELECT version, change_seq FROM task_lists WHERE user_id = 'ann'") == [
+        (2, counter + 1)
+    ]
+    assert run_sql(
+        empty_database, f"SELECT type FROM events WHERE user_id = 'ann' AND sequence = {counter + 1}"
+    ) == [("list.updated",)]
+    # What the API would write next: a task last (on PostgreSQL the trigger places it).
+    inbox = run_sql(empty_database, "SELECT id FROM task_lists WHERE user_id = 'ann'")[0][0]
+    if empty_database.startswith("postgresql"):
+        run_sql(
+            empty_database,
+            "INSERT INTO tasks (user_id, title, completed, created_at, updated_at, title_folded, list_id) "
+            f"VALUES ('ann', 'fourth', false, now(), now(), 'fourth', {inbox})",
+        )
+        assert run_sql(empty_database, "SELECT title FROM tasks ORDER BY position DESC LIMIT 1") == [
+            ("fourth",)
+        ]
+    # A subtask follows its parent's deletion, in the same statement.
+    run_sql(
+        empty_database,
+        "UPDATE tasks SET parent_id = (SELECT id FROM tasks WHERE title = 'first') WHERE title = 'second'",
+    )
+    run_sql(empty_database, "UPDATE tasks SET deleted_at = updated_at WHERE title = 'first'")
+    assert run_sql(empty_database, "SELECT title FROM tasks WHERE deleted_at IS NOT NULL ORDER BY title") == [
+        ("first",),
+        ("second",),
+    ]

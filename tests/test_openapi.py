@@ -29,6 +29,7 @@ OPERATIONS = {
     ("patch", "/api/{user_id}/lists/{list_id}"): "updateList",
     ("delete", "/api/{user_id}/lists/{list_id}"): "deleteList",
     ("post", "/api/{user_id}/lists/{list_id}/move"): "moveList",
+    ("post", "/api/{user_id}/tasks/{task_id}/move"): "moveTask",
     ("post", "/api/{user_id}/chat"): "sendChatMessage",
     ("get", "/api/{user_id}/conversations"): "listConversations",
     ("get", "/api/{user_id}/conversations/{conversation_id}"): "getConversation",
@@ -155,6 +156,7 @@ async def test_list_documents_its_headers_and_parameters(spec: dict[str, Any]) -
         "q",
         "cursor",
         "list_id",
+        "parent_id",
     }
     assert parameters["status"]["schema"]["enum"] == ["all", "pending", "completed"]
     assert parameters["limit"]["schema"]["maximum"] == 500

@@ -12,11 +12,11 @@ import asyncpg
 import psycopg
 import pytest
 
-from backend.store import conversations, events, lists, reminders, webhooks
+from backend.store import conversations, events, lists, reminders, task_tree, webhooks
 from backend.store.changes import SYNC_QUERIES
 from backend.store.database import Query
 from backend.store.task_filters import TaskFilters, list_query
-from backend.store.task_statements import STATS_IN_LIST, create_with_user
+from backend.store.task_statements import GET, STATS_IN_LIST, SUBTASKS_OF, create_with_user
 from tests.conftest import fresh_postgres_database, libpq_url, migrate
 
 SEED = [
@@ -70,6 +70,10 @@ SEED = [
        SELECT 'v', 'task ' || i, 'task ' || i, i % 3 = 0, now(), now(), task_lists.id
        FROM generate_series(1, 20000) i
        JOIN task_lists ON task_lists.user_id = 'v' AND task_lists.name = 'list ' || (i % 20 + 1)""",
+    # One of their tasks in ten is a subtask of the task 20 before it (in the same list).
+    """UPDATE tasks SET parent_id = (SELECT parent.id FROM tasks AS parent
+                                   WHERE parent.user_id = 'v' AND parent.id = tasks.id - 20)
+       WHERE user_id = 'v' AND id % 10 = 0""",
     "ANALYZE",
 ]
 
@@ -335,6 +339,7 @@ def test_the_list_statements_read_by_index(
                 "new_title_sort",
                 "new_description_folded",
                 "new_recurrence_anchor",
+                "new_parent_id",
             )
         ),
     }
@@ -342,3 +347,80 @@ def test_the_list_statements_read_by_index(
     assert any(name in explained for name in ((index,) if isinstance(index, str) else index)), explained
     for table in ("task_lists", "tasks"):
         assert f"Seq Scan on {table}" not in explained, explained
+
+
+def _tree_of_ours(database: Database) -> tuple[int, int, int]:
+    """A list of person v's, a task of theirs in it with subtasks, and one of those subtasks."""
+
+    async def find() -> tuple[int, int, int]:
+        connection = await asyncpg.connect(libpq_url(database.url))
+        try:
+            row = await connection.fetchrow(
+                "SELECT list_id, parent_id, id FROM tasks WHERE user_id = 'v' AND parent_id IS NOT NULL "
+                "ORDER BY id LIMIT 1"
+            )
+        finally:
+            await connection.close()
+        assert row is not None
+        return row["list_id"], row["parent_id"], row["id"]
+
+    return asyncio.run(find())
+
+
+@pytest.mark.parametrize(
+    ("statement", "index"),
+    [
+        # A list in its order, a task's subtasks in theirs, a list's top level.
+        ("list", "ix_tasks_list_id_position_id"),
+        ("subtasks", "ix_tasks_parent_id_position_id"),
+        ("top", "ix_tasks_list_id_position_id"),
+        # A move's reads and its write; a subtask's counts; a task's chain and height.
+        (task_tree.CHAIN, "pk_tasks"),
+        (task_tree.HEIGHT, "ix_tasks_parent_id_position_id"),
+        (task_tree._TOP.after, "pk_tasks"),
+        (task_tree._TOP.next_up, "ix_tasks_list_id_position_id"),
+        (task_tree._TOP.first, "ix_tasks_list_id_position_id"),
+        (task_tree._UNDER.after, "pk_tasks"),
+        (task_tree._UNDER.next_up, "ix_tasks_parent_id_position_id"),
+        (task_tree._UNDER.first, "ix_tasks_parent_id_position_id"),
+        (task_tree._PUT, "pk_tasks"),
+        (task_tree.NEXT_SIBLING, "ix_tasks_list_id_position_id"),
+        (SUBTASKS_OF, "ix_tasks_parent_id_position_id"),
+        (GET, "ix_tasks_parent_id_position_id"),  # its counts
+    ],
+)
+def test_the_tree_statements_read_by_index(database: Database, statement: Query | str, index: str) -> None:
+    """With 1,000 tasks a list, one in ten a subtask: a list in its order, a level of the tree,
+    and every statement of a move read by index."""
+    list_id, parent_id, child_id = _tree_of_ours(database)
+    if isinstance(statement, str):
+        filters = {
+            "list": TaskFilters(list_id=list_id),
+            "subtasks": TaskFilters(parent=parent_id),
+            "top": TaskFilters(list_id=list_id, parent="none"),
+        }[statement]
+        shape = filters.shape()
+        query = list_query(filters.status, "position", "asc", shape)
+        parameters = {"owner_id": "v", "limit": 100, "offset": 0, **filters.parameters(datetime.now(UTC))}
+        explained = explain(database, query, parameters)
+        assert index in explained, explained
+        assert (
+            "Sort" not in explained.split("SubPlan")[0].split("->  Limit")[-1] or "Incremental" in explained
+        )
+        return
+    parameters = {
+        "owner_id": "v",
+        "task_id": parent_id,
+        "start_id": child_id,
+        "moved_id": child_id,
+        "after_id": child_id,
+        "to_list_id": list_id,
+        "to_parent_id": parent_id,
+        "list_id": list_id,
+        "lower": "r",
+        "new_position": "r5",
+        "now": datetime.now(UTC),
+    }
+    explained = explain(database, statement, parameters)
+    assert index in explained, explained
+    assert "Seq Scan on tasks" not in explained, explained

@@ -127,7 +127,9 @@ async def test_the_organising_routes_stay_within_the_budget(
         ("GET", "/tags", None, 1, False),
         ("PATCH", f"/tasks/{plain['id']}", {"tags": ["b", "c"], "priority": "low"}, 3, True),
         ("PUT", f"/tasks/{plain['id']}", {"title": "p", "tags": []}, 3, True),
-        ("PATCH", f"/tasks/{recurring['id']}/complete", None, 3, True),
+        # A recurring occurrence's completion reads where its successor goes (just after it among
+        # its siblings): one statement more.
+        ("PATCH", f"/tasks/{recurring['id']}/complete", None, 4, True),
         # On PostgreSQL a rename first locks the owner's change counter, in a statement of its
         # own, so that the rename's reads see any rename that held it before (a race of two
         # renames onto one name merges them): one statement more.
@@ -201,7 +203,8 @@ async def test_conditional_keyed_and_sync_requests_stay_within_the_budget(
             {"Idempotency-Key": f"k{next(key)}", "If-Match": '"2"'},
             3,
         ),
-        ("PATCH", f"/tasks/{recurring['id']}/complete", None, {"Idempotency-Key": f"k{next(key)}"}, 3),
+        # Where the successor goes: one more (as above).
+        ("PATCH", f"/tasks/{recurring['id']}/complete", None, {"Idempotency-Key": f"k{next(key)}"}, 4),
         ("DELETE", f"/tasks/{plain['id']}", None, {"Idempotency-Key": f"k{next(key)}"}, 3),
         ("GET", "/tasks/changes", None, {}, 1),
         ("GET", f"/tasks?limit=1&cursor={cursor}", None, {}, 2),
@@ -339,3 +342,37 @@ async def test_the_list_routes_stay_within_the_budget(alice: Caller, statements:
         response = await alice.request(method, path, json=body)
         assert response.status_code < 300, (method, path, response.text)
         assert len(work(statements)) <= 2, (method, path, statements)
+
+
+async def test_the_subtask_and_move_routes_stay_within_the_budget(
+    app: FastAPI, alice: Caller, statements: list[str]
+) -> None:
+    """A subtask's create locks the owner's counter, reads its parent's chain, then writes (one
+    transaction); a move locks, reads the task, its new place and neighbours, writes one row;
+    the tree's reads are one statement or two, as any list."""
+    writes_in_with = app.state.database.writes_in_with
+    parent = await alice.create(title="parent")
+    first = await alice.create(title="first", parent_id=parent["id"])
+    loose = await alice.create(title="loose")
+    other_list = (
+        await alice.client.post(f"/api/{alice.user_id}/lists", json={"name": "W"}, headers=alice.headers)
+    ).json()
+    calls: list[tuple[str, str, Any, int, int]] = [
+        # method, path, body, most work statements, transactions
+        ("POST", "", {"title": "sub", "parent_id": parent["id"]}, 3 if writes_in_with else 4, 1),
+        ("GET", "?parent_id=none&sort=position", None, 2, 0),
+        ("GET", f"?parent_id={parent['id']}&sort=position", None, 2, 0),
+        ("GET", f"?list_id={other_list['id']}&sort=position", None, 2, 0),
+        ("POST", f"/{loose['id']}/move", {"after_id": parent["id"]}, 5, 1),  # between two
+        ("POST", f"/{loose['id']}/move", {}, 4, 1),  # first
+        ("POST", f"/{loose['id']}/move", {"list_id": other_list["id"]}, 5, 1),  # another list
+        ("POST", f"/{loose['id']}/move", {"parent_id": parent["id"], "after_id": first["id"]}, 7, 1),
+        ("PATCH", f"/{parent['id']}/complete", None, 2, 0),  # with open subtasks: their count again
+        ("DELETE", f"/{parent['id']}", None, 1, 0),  # its subtasks by trigger
+    ]
+    for method, path, body, most, opened in calls:
+        statements.clear()
+        response = await alice.request(method, path, json=body)
+        assert response.status_code < 300, (method, path, response.text)
+        assert 1 <= len(work(statements)) <= most, (method, path, statements)
+        assert len(transactions(statements)) == opened, (method, path, statements)

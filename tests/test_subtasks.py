@@ -131,10 +131,12 @@ async def test_completing_a_task_completes_its_open_subtasks_and_reopening_leave
     )
     for task in (child, grandchild):
         found = await get(alice, task["id"])
-        assert found["completed"] and found["version"] == task["version"] + 1
+        assert found["completed"]
+        assert found["version"] == task["version"] + 1
     assert (await get(alice, done["id"]))["version"] == done["version"]  # already done: untouched
     reopened = (await alice.request("PATCH", f"/{parent['id']}/complete")).json()
-    assert reopened["completed"] is False and reopened["open_subtask_count"] == 0
+    assert reopened["completed"] is False
+    assert reopened["open_subtask_count"] == 0
     assert (await get(alice, child["id"]))["completed"] is True
 
 
@@ -198,7 +200,8 @@ async def test_new_tasks_go_last_and_sort_position_lists_in_the_chosen_order(ali
 async def test_a_move_puts_a_task_after_a_sibling_or_first_and_writes_one_row(alice: Caller) -> None:
     one, two, three = [await alice.create(title=title) for title in ("one", "two", "three")]
     moved = await move(alice, three["id"], after_id=one["id"])
-    assert moved["version"] == three["version"] + 1 and one["position"] < moved["position"] < two["position"]
+    assert moved["version"] == three["version"] + 1
+    assert one["position"] < moved["position"] < two["position"]
     assert await titles(alice) == ["one", "three", "two"]
     await move(alice, two["id"])
     assert await titles(alice) == ["two", "one", "three"]
@@ -276,9 +279,7 @@ async def test_moves_that_would_break_the_tree_are_refused(alice: Caller) -> Non
         await alice.request("POST", f"/{child['id']}/move", json={"after_id": child["id"]}),
         "body.after_id",
     )
-    refused(
-        await alice.request("POST", f"/{child['id']}/move", json={"list_id": 10**12}), "body.list_id"
-    )
+    refused(await alice.request("POST", f"/{child['id']}/move", json={"list_id": 10**12}), "body.list_id")
     assert (await get(alice, child["id"]))["version"] == child["version"]
 
 
@@ -290,7 +291,8 @@ async def test_a_move_honours_if_match_and_idempotency_keys(alice: Caller) -> No
     first = await alice.request("POST", f"/{two['id']}/move", json={}, headers=headers)
     again = await alice.request("POST", f"/{two['id']}/move", json={}, headers=headers)
     assert first.status_code == again.status_code == 200
-    assert again.headers["Idempotent-Replayed"] == "true" and again.json() == first.json()
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
     assert first.headers["ETag"] == f'"{two["version"] + 1}"'
     assert await titles(alice) == ["two", "one"]
     assert one["id"]
@@ -307,7 +309,8 @@ async def test_many_moves_between_the_same_neighbours_rebalance_and_keep_the_ord
     positions = [
         task["position"] for task in (await alice.request("GET", params={"sort": "position"})).json()
     ]
-    assert positions == sorted(positions) and len(set(positions)) == 4
+    assert positions == sorted(positions)
+    assert len(set(positions)) == 4
     assert max(len(position) for position in positions) <= 64
     assert right["id"]
 

@@ -219,6 +219,8 @@ async def test_a_full_syncs_last_position_asked_at_once_returns_nothing(alice: C
         assert await changes(alice, since) == {
             "tasks": [],
             "deleted": [],
+            "lists": [],
+            "deleted_lists": [],
             "next_since": since,
             "has_more": False,
         }

@@ -32,6 +32,11 @@ TASK_FIELDS = {
     "next_occurrence_id",
     "version",  # the ETag (test_sync.py covers it)
     "list_id",  # (test_lists.py)
+    # Subtasks and order (test_subtasks.py).
+    "parent_id",
+    "position",
+    "subtask_count",
+    "open_subtask_count",
 }
 
 

@@ -165,17 +165,27 @@ def test_every_event_is_posted_as_a_signed_cloud_event(hooked: Hooked) -> None:
     task = write(server, "hook-ana", "POST", title="Water the plants")
     write(server, "hook-ana", "PATCH", f"/{task['id']}/complete")
     write(server, "hook-ana", "DELETE", f"/{task['id']}")
-    posts = receiver.wait_for("hook-ana", 3)
+    posts = receiver.wait_for("hook-ana", 4)
 
     events = [post.verified() for post in posts]
-    assert [e["type"] for e in events] == ["todo.task.created", "todo.task.completed", "todo.task.deleted"]
+    # The person's first write made their Inbox: its event comes first.
+    assert [e["type"] for e in events] == [
+        "todo.list.created",
+        "todo.task.created",
+        "todo.task.completed",
+        "todo.task.deleted",
+    ]
     assert [e["sequence"] for e in events] == [
         "00000000000000000001",
         "00000000000000000002",
         "00000000000000000003",
+        "00000000000000000004",
     ]
+    assert (events[0]["subject"], events[0]["data"]["name"]) == (str(task["list_id"]), "Inbox")
     for post, event in zip(posts, events, strict=True):
         assert post.path == "/hooks"
+        if event["type"].startswith("todo.list."):
+            continue
         assert post.headers["content-type"] == "application/cloudevents+json"
         assert post.headers["webhook-id"] == event["id"]
         assert event["specversion"] == "1.0"
@@ -187,7 +197,7 @@ def test_every_event_is_posted_as_a_signed_cloud_event(hooked: Hooked) -> None:
     assert forged.body != posts[0].body
     with pytest.raises(WebhookVerificationError, match="signature"):
         forged.verified()
-    hooked.sidecar.wait_for("hook-ana", 3)
+    hooked.sidecar.wait_for("hook-ana", 4)
     time.sleep(0.3)
     assert queued(hooked.database, "hook-ana") == 0
 
@@ -197,16 +207,18 @@ def test_500s_and_timeouts_are_tried_again_and_a_users_order_is_kept(hooked: Hoo
     hooked.receiver.scripts["hook-ben"] = lambda index: answers.get(index, 200)
     first = write(hooked.server, "hook-ben", "POST", title="first")
     write(hooked.server, "hook-ben", "POST", title="second")
-    posts = hooked.receiver.wait_for("hook-ben", 4, within=20)
+    posts = hooked.receiver.wait_for("hook-ben", 5, within=20)
     ids = [post.headers["webhook-id"] for post in posts]
-    # The first event three times (500, no answer, 200), the same id each time; the second
-    # only after the first was taken.
-    assert ids == ["hook-ben-1"] * 3 + ["hook-ben-2"]
-    assert all(post.verified()["subject"] == str(first["id"]) for post in posts[:3])
-    # The other endpoint took both at once, on its own queue.
-    assert [p.headers["webhook-id"] for p in hooked.sidecar.wait_for("hook-ben", 2)] == [
+    # The first event (the Inbox's creation, by the first write) three times (500, no answer,
+    # 200), the same id each time; the others only after the first was taken.
+    assert ids == ["hook-ben-1"] * 3 + ["hook-ben-2", "hook-ben-3"]
+    assert all(post.verified()["subject"] == str(first["list_id"]) for post in posts[:3])
+    assert posts[3].verified()["subject"] == str(first["id"])
+    # The other endpoint took them at once, on its own queue.
+    assert [p.headers["webhook-id"] for p in hooked.sidecar.wait_for("hook-ben", 3)] == [
         "hook-ben-1",
         "hook-ben-2",
+        "hook-ben-3",
     ]
     time.sleep(0.3)
     assert queued(hooked.database, "hook-ben") == 0
@@ -225,11 +237,12 @@ def test_a_delivery_is_given_up_after_webhook_max_attempts(hooked: Hooked) -> No
     before = given_up()
     hooked.receiver.scripts["hook-dee"] = lambda _: 500
     write(hooked.server, "hook-dee", "POST", title="nobody takes this")
-    hooked.receiver.wait_for("hook-dee", 3)
+    # Two events (the Inbox's creation, the task's), each tried three times, in order.
+    hooked.receiver.wait_for("hook-dee", 6, within=20)
     time.sleep(1.5)  # a fourth try would have come by now (0.2 s, then 0.8 s apart, +-25 %)
-    assert len(hooked.receiver.of("hook-dee")) == 3  # WEBHOOK_MAX_ATTEMPTS
+    assert len(hooked.receiver.of("hook-dee")) == 6  # WEBHOOK_MAX_ATTEMPTS each
     assert queued(hooked.database, "hook-dee") == 0
-    assert given_up() == before + 1
+    assert given_up() == before + 2
     (line,) = [
         line
         for line in hooked.server.log_lines()
@@ -242,7 +255,7 @@ def test_a_dapr_sidecars_publish_endpoint_takes_the_events_as_they_are(hooked: H
     """Dapr's publish API (POST /v1.0/publish/<pubsub>/<topic>) takes a body of content type
     application/cloudevents+json as the CloudEvent itself, unwrapped, and answers 204."""
     write(hooked.server, "hook-eve", "POST", title="to Kafka")
-    (post,) = hooked.sidecar.wait_for("hook-eve", 1)
+    _inbox, post = hooked.sidecar.wait_for("hook-eve", 2)
     time.sleep(0.5)
     assert post.path == "/v1.0/publish/pubsub/task-events"
     assert post.headers["content-type"] == "application/cloudevents+json"
@@ -250,7 +263,7 @@ def test_a_dapr_sidecars_publish_endpoint_takes_the_events_as_they_are(hooked: H
     assert {"specversion", "id", "source", "type", "datacontenttype", "data"} <= set(event)
     assert event["datacontenttype"] == "application/json"
     assert event["data"]["title"] == "to Kafka"
-    assert len(hooked.sidecar.of("hook-eve")) == 1  # 204 is a delivery: no retry
+    assert len(hooked.sidecar.of("hook-eve")) == 2  # 204 is a delivery: no retry
 
 
 @pytest.fixture(params=BACKENDS)
@@ -266,10 +279,10 @@ def test_a_delivery_outlives_a_server_restart(database: str, tmp_path: Path) -> 
     with running_server(env, tmp_path / "first.log") as server:
         write(server, "hook-cy", "POST", title="while the receiver is down")
         time.sleep(1)
-    assert queued(database) == 1
+    assert queued(database) == 2  # the Inbox's creation and the task's
     assert any(line.get("message", "").startswith("a webhook delivery failed") for line in server.log_lines())
     with receiving(port=port) as receiver, running_server(env, tmp_path / "second.log"):
-        (post,) = receiver.wait_for("hook-cy", 1)
+        _inbox, post = receiver.wait_for("hook-cy", 2)
         time.sleep(0.5)
     assert post.verified()["data"]["title"] == "while the receiver is down"
     assert queued(database) == 0
@@ -289,14 +302,14 @@ def test_two_servers_deliver_each_event_once_in_each_users_order(tmp_path: Path)
                     for index, user in enumerate(users):
                         write(first if (round_ + index) % 2 else second, user, "POST", title=f"{round_}")
                 for user in users:
-                    receiver.wait_for(user, 5)
+                    receiver.wait_for(user, 6)  # each one's Inbox, then five tasks
                 time.sleep(1)  # a duplicate would have had time to come
-    assert len(receiver.received) == 30
+    assert len(receiver.received) == 36
     by_user: dict[str, list[int]] = {}
     for post in receiver.received:
         event = post.verified()
         by_user.setdefault(event["userid"], []).append(int(event["sequence"]))
-    assert by_user == {user: [1, 2, 3, 4, 5] for user in users}
+    assert by_user == {user: [1, 2, 3, 4, 5, 6] for user in users}
 
 
 def test_webhook_settings_are_checked_at_start() -> None:

@@ -24,7 +24,7 @@ from typing import Any
 from sse_starlette import ServerSentEvent
 
 from backend.domain.cloud_events import cloud_event
-from backend.models import DeletedTask, TaskPublic
+from backend.models import DeletedList, DeletedTask, ListPublic, TaskPublic
 from backend.store.database import Database, DatabaseUnavailableError, Row
 from backend.store.events import OwnedEvents
 from backend.store.notifications import ListenerRegistry
@@ -55,7 +55,9 @@ def render(row: Row, user_id: str, rendering: Rendering) -> StreamEvent:
     """An event read by `OwnedEvents.after`, as the stream and webhooks send it."""
     data: dict[str, Any]
     late = False
-    if row["id"] is None or row["deleted_at"] is not None:
+    if row["event_type"].startswith("list."):
+        data = _list_data(row)
+    elif row["id"] is None or row["deleted_at"] is not None:
         deleted_at = row["deleted_at"] or row["occurred_at"]  # a purged tombstone: its event's time
         data = DeletedTask(id=row["task_id"], deleted_at=deleted_at).model_dump(mode="json")
     else:
@@ -68,12 +70,21 @@ def render(row: Row, user_id: str, rendering: Rendering) -> StreamEvent:
         user_id=user_id,
         sequence=row["sequence"],
         event_type=row["event_type"],
-        task_id=row["task_id"],
+        subject_id=row["task_id"],
         time=row["occurred_at"],
         data=data,
         late=late,
     )
     return StreamEvent(sequence=row["sequence"], type=row["event_type"], body=body.decode())
+
+
+def _list_data(row: Row) -> dict[str, Any]:
+    """A list's event's data: the list as the REST API returns it now, or `{"id", "deleted_at"}`."""
+    if row["the_list_id"] is None or row["the_list_deleted_at"] is not None:
+        deleted_at = row["the_list_deleted_at"] or row["occurred_at"]
+        return DeletedList(id=row["task_id"], deleted_at=deleted_at).model_dump(mode="json")
+    fields = {name: row[f"the_list_{name}"] for name in ListPublic.model_fields}
+    return ListPublic.model_validate(fields).model_dump(mode="json")
 
 
 # What a stream's queue holds: an event, or None for "read for yourself" (it fell behind).

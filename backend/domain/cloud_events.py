@@ -3,12 +3,13 @@ webhook as its body. No I/O: the store reads the event and its task, this shapes
 
 - `id`: `<user id>-<sequence>`, unique per source and the same on every redelivery.
 - `source`: PUBLIC_URL; `type`: EVENT_TYPE_PREFIX + the event's type (`todo.task.created`).
-- `subject`: the task's id; `time`: when the change was made.
+- `subject`: the task's id (a `list.*` event's: the list's); `time`: when the change was made.
 - `userid` and `sequence` (extension attributes): the owner and the change's number. The
   CloudEvents sequence extension spells a sequence as a lexicographically ordered string,
   so it is zero-padded to 20 digits; `int(...)` gives the number back.
 - `late` (a `reminder.due` only, when true): fired more than a minute after its time.
-- `data`: the task as the REST API returns it now, or `{"id", "deleted_at"}` once deleted.
+- `data`: the task (or list) as the REST API returns it now, or `{"id", "deleted_at"}` once
+  deleted.
   An event is rendered when it is read, so an event superseded by a later change carries the
   newer state (as sync does); its `type` still says what that change did.
 """
@@ -35,7 +36,7 @@ def cloud_event(
     user_id: str,
     sequence: int,
     event_type: str,
-    task_id: int,
+    subject_id: int,
     time: datetime,
     data: dict[str, Any],
     late: bool = False,
@@ -45,7 +46,7 @@ def cloud_event(
         "id": event_id(user_id, sequence),
         "source": source,
         "type": type_prefix + event_type,
-        "subject": str(task_id),
+        "subject": str(subject_id),
         "time": time,
         "datacontenttype": "application/json",
         "userid": user_id,

@@ -17,6 +17,12 @@ ends the changes is followed by the counter's value itself (every change up to i
 been read), so asking again at once returns nothing, even after tasks that were created
 and deleted before a full sync.
 
+Lists are numbered by the same counter (migration a3b4c5d6e7f8): the lists changed in the range
+the task page covers (at most MAX_LISTS a person) come with it, read by a second statement
+bounded above by where the page ends. Numbers are given in commit order, so every list change
+numbered up to that bound had committed when the first statement read: the second reads
+exactly those, however much commits between the two.
+
 A deleted task is a tombstone, returned as `{"id", "deleted_at"}`, until it is
 purged `SYNC_RETENTION_DAYS` after its deletion; a position older than that may have
 missed purged tombstones, and is refused (410) so that the client starts over.
@@ -26,11 +32,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import DateTime, String, bindparam, delete, select, true
+from sqlalchemy import BigInteger, DateTime, String, bindparam, delete, select, true
 
 from backend.auth.tokens import TokenClaims
 from backend.store.database import Database, Query, Row
-from backend.store.tables import CHANGE_COUNTERS, TASK_COLUMNS, TASKS
+from backend.store.lists import LIST_COLUMNS
+from backend.store.tables import CHANGE_COUNTERS, TASK_COLUMNS, TASK_LISTS, TASKS
 
 
 def _sync_query(from_scratch: bool) -> Query:
@@ -60,6 +67,19 @@ def _sync_query(from_scratch: bool) -> Query:
     )
 
 
+def _lists_query(from_scratch: bool) -> Query:
+    """The person's lists changed in (`since`, `upto`], tombstones included unless from scratch."""
+    changed = (
+        select(*LIST_COLUMNS, TASK_LISTS.c.deleted_at)
+        .where(TASK_LISTS.c.user_id == bindparam("owner_id", type_=String))
+        .where(TASK_LISTS.c.change_seq > bindparam("since", type_=BigInteger))
+        .where(TASK_LISTS.c.change_seq <= bindparam("upto", type_=BigInteger))
+        .order_by(TASK_LISTS.c.change_seq)
+    )
+    return Query(changed.where(TASK_LISTS.c.deleted_at.is_(None)) if from_scratch else changed)
+
+
+LIST_QUERIES = {False: _lists_query(False), True: _lists_query(True)}
 # By whether the sync starts from scratch.
 SYNC_QUERIES = {False: _sync_query(False), True: _sync_query(True)}
 _PURGE = Query(delete(TASKS).where(TASKS.c.deleted_at < bindparam("before", type_=DateTime(timezone=True))))
@@ -72,6 +92,8 @@ class Changes:
     last_seq: int  # the last change read, or the position asked from
     has_more: bool
     counter: int  # the owner's change counter, as of the same read
+    lists: Sequence[Row] = ()
+    deleted_lists: Sequence[Row] = ()
 
 
 class OwnedChanges:
@@ -92,13 +114,36 @@ class OwnedChanges:
         has_more = len(rows) > limit
         rows = rows[:limit]
         last_seq = rows[-1]["change_seq"] if rows else since or 0
-        tasks, deleted = [], []
-        for row in rows:
-            if row["deleted_at"] is None:
-                tasks.append(row)
-            else:
-                deleted.append({"id": row["id"], "deleted_at": row["deleted_at"]})
-        return Changes(tasks=tasks, deleted=deleted, last_seq=last_seq, has_more=has_more, counter=counter)
+        tasks, deleted = _split(rows)
+        # Up to where this page ends: the counter itself once every change is read.
+        upto = last_seq if has_more else max(counter, last_seq)
+        changed_lists = await self.db.fetch_all(
+            LIST_QUERIES[since is None],
+            owner_id=self.owner.subject,
+            since=-1 if since is None else since,  # from scratch: lists never changed since the migration too
+            upto=upto,
+        )
+        lists, deleted_lists = _split(changed_lists)
+        return Changes(
+            tasks=tasks,
+            deleted=deleted,
+            last_seq=last_seq,
+            has_more=has_more,
+            counter=counter,
+            lists=lists,
+            deleted_lists=deleted_lists,
+        )
+
+
+def _split(rows: Sequence[Row]) -> tuple[list[Row], list[Row]]:
+    """Rows as they are, and tombstones as `{"id", "deleted_at"}`."""
+    alive, deleted = [], []
+    for row in rows:
+        if row["deleted_at"] is None:
+            alive.append(row)
+        else:
+            deleted.append({"id": row["id"], "deleted_at": row["deleted_at"]})
+    return alive, deleted
 
 
 async def purge_tombstones(db: Database, before: datetime) -> int:

@@ -1,4 +1,4 @@
-"""A user's events: every change of their tasks, numbered as sync numbers it.
+"""A user's events: every change of their tasks and lists, numbered as sync numbers it.
 
 The rows are written by trigger in the statement that makes the change (see the migration
 `a7b8c9d0e1f2`), so an event exists exactly when its change committed, and its number is
@@ -16,7 +16,8 @@ from sqlalchemy import BigInteger, DateTime, Integer, String, Table, and_, bindp
 
 from backend.models import metadata
 from backend.store.database import Database, Query, Row
-from backend.store.tables import CHANGE_COUNTERS, TASK_COLUMNS, TASKS
+from backend.store.lists import LIST_COLUMNS
+from backend.store.tables import CHANGE_COUNTERS, TASK_COLUMNS, TASK_LISTS, TASKS
 
 EVENTS: Table = metadata.tables["events"]
 
@@ -28,7 +29,14 @@ _OWNER = bindparam("owner_id", type_=String)
 _PURGE = Query(
     delete(EVENTS).where(EVENTS.c.occurred_at < bindparam("before", type_=DateTime(timezone=True)))
 )
-# The events after a position, each with its task as it is now (tombstone or gone: no row).
+# A list's event (`list.*`) holds the list's id in `task_id` (migration a3b4c5d6e7f8).
+_OF_A_LIST = EVENTS.c.type.like("list.%")
+# A list's columns beside a task's, each prefixed `the_list_` (a task has a `list_id`).
+LIST_EVENT_COLUMNS = [
+    column.label(f"the_list_{column.name}") for column in (*LIST_COLUMNS, TASK_LISTS.c.deleted_at)
+]
+# The events after a position, each with its task or list as it is now (a tombstone, or gone:
+# no row).
 _AFTER = Query(
     select(
         EVENTS.c.sequence,
@@ -37,8 +45,16 @@ _AFTER = Query(
         EVENTS.c.occurred_at,
         TASKS.c.deleted_at,
         *TASK_COLUMNS,
+        *LIST_EVENT_COLUMNS,
     )
-    .select_from(EVENTS.outerjoin(TASKS, and_(TASKS.c.id == EVENTS.c.task_id, TASKS.c.user_id == _OWNER)))
+    .select_from(
+        EVENTS.outerjoin(
+            TASKS, and_(TASKS.c.id == EVENTS.c.task_id, TASKS.c.user_id == _OWNER, ~_OF_A_LIST)
+        ).outerjoin(
+            TASK_LISTS,
+            and_(TASK_LISTS.c.id == EVENTS.c.task_id, TASK_LISTS.c.user_id == _OWNER, _OF_A_LIST),
+        )
+    )
     .where(EVENTS.c.user_id == _OWNER, EVENTS.c.sequence > bindparam("after", type_=BigInteger))
     .order_by(EVENTS.c.sequence)
     .limit(bindparam("limit", type_=Integer))

@@ -1,4 +1,5 @@
-"""Incremental sync: what changed in the user's tasks since a position (store/changes.py)."""
+"""Incremental sync: what changed in the user's tasks and lists since a position
+(store/changes.py)."""
 
 from datetime import timedelta
 from typing import Annotated
@@ -34,8 +35,8 @@ async def get_task_changes(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_CHANGES, description="Most changes in one answer.")] = 100,
 ) -> TaskChanges:
-    """Every task created or changed since `since`, as it is now, and every task deleted since;
-    page with `next_since` while `has_more`."""
+    """Every task and list created or changed since `since`, as it is now, and every task and
+    list deleted since; page with `next_since` while `has_more`."""
     read_at = utc_now()
     position = None
     retention_days = state_of(request).settings.sync_retention_days
@@ -65,6 +66,8 @@ async def get_task_changes(
         {
             "tasks": found.tasks,
             "deleted": found.deleted,
+            "lists": found.lists,
+            "deleted_lists": found.deleted_lists,
             "next_since": following.encode(),
             "has_more": found.has_more,
         }
