@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 import jwt
 import orjson
+from fractional_indexing import generate_key_between  # type: ignore[import-untyped]  # no types shipped
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -51,6 +52,7 @@ COUNTER_LOCKED = (
     "AS locked_counter) >= 0"
 )
 PRIORITIES = ("none", "low", "medium", "high")
+REBALANCE_AT = 48  # as store/positions.py
 pool: asyncpg.Pool
 
 
@@ -208,11 +210,19 @@ async def filtered(user_id: str, query: Any, limit: int, offset: int) -> Respons
             "WHERE task_tags.task_id = tasks.id AND tags.user_id = $1 "
             f"AND tags.name_folded = {argument(tag.casefold())})"
         )
+    if "list_id" in query:
+        conditions.append(f"list_id = {argument(int(query['list_id']))}")
+    if query.get("parent_id") == "none":
+        conditions.append("parent_id IS NULL")
+    elif "parent_id" in query:
+        conditions.append(f"parent_id = {argument(int(query['parent_id']))}")
     for word in query.get("q", "").split():
         pattern = argument(f"%{word.casefold()}%")
         conditions.append(f"(title_folded LIKE {pattern} OR description_folded LIKE {pattern})")
     where = " AND ".join(conditions)
-    ordering = "due_at ASC NULLS LAST, id" if query.get("sort") == "due" else "created_at DESC, id DESC"
+    ordering = {"due": "due_at ASC NULLS LAST, id", "position": "position, id"}.get(
+        query.get("sort", ""), "created_at DESC, id DESC"
+    )
     rows = await pool.fetch(
         f"SELECT tasks.*, {TAGS}, {COUNTS} FROM (SELECT {PUBLIC} FROM tasks WHERE {where} "
         f"ORDER BY {ordering} LIMIT {argument(limit)} OFFSET {argument(offset)}) AS tasks "
@@ -283,10 +293,25 @@ async def changes(request: Request) -> Response:
         page[-1]["change_seq"] if len(rows) > limit else max(counter, page[-1]["change_seq"] if page else 0)
     )
     since = base64.urlsafe_b64encode(orjson.dumps({"n": last, "t": int(time.time())})).decode().rstrip("=")
+    # The lists changed up to where the page ends, in a second read, as the API reads them.
+    lists = await pool.fetch(
+        "SELECT id, name, position, inbox, created_at, updated_at, version, "
+        "(SELECT count(*) FROM tasks WHERE tasks.list_id = task_lists.id AND tasks.deleted_at IS NULL) "
+        "AS task_count, (SELECT count(*) FROM tasks WHERE tasks.list_id = task_lists.id "
+        "AND tasks.deleted_at IS NULL AND NOT tasks.completed) AS pending_count "
+        "FROM task_lists WHERE user_id = $1 AND change_seq > -1 AND change_seq <= $2 AND deleted_at IS NULL "
+        "ORDER BY change_seq",
+        user_id, last,
+    )  # fmt: skip
     return json(
         {
             "tasks": [task(row) for row in page],
             "deleted": [],
+            "lists": [
+                {**dict(row), "created_at": stamp(row["created_at"]), "updated_at": stamp(row["updated_at"])}
+                for row in lists
+            ],
+            "deleted_lists": [],
             "next_since": since,
             "has_more": len(rows) > limit,
         }
@@ -307,6 +332,49 @@ async def toggle(request: Request) -> Response:
         int(request.path_params["task_id"]), user_id, datetime.now(UTC),
     )  # fmt: skip
     return json(task(row)) if row else json({"detail": "not found"}, 404)
+
+
+async def move(request: Request) -> Response:
+    """A move after a sibling, as the API makes one: the counter locked, the task and its new
+    neighbours read, a key between them (the same package), one row written; in one transaction."""
+    user_id = owner(request)
+    if user_id is None:
+        return json({"detail": "unauthorised"}, 401)
+    task_id = int(request.path_params["task_id"])
+    after_id = orjson.loads(await request.body()).get("after_id")
+    async with pool.acquire() as connection, connection.transaction():
+        seq = await connection.fetchval(
+            "SELECT seq FROM change_counters WHERE user_id = $1 FOR UPDATE", user_id
+        )
+        moved = await connection.fetchrow(
+            "SELECT list_id, parent_id, version, recurrence, position FROM tasks "
+            "WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL",
+            task_id, user_id,
+        )  # fmt: skip
+        if moved is None or seq is None:
+            return json({"detail": "not found"}, 404)
+        siblings = "list_id = $1 AND parent_id IS NULL AND user_id = $2 AND deleted_at IS NULL AND id <> $3"
+        lower = await connection.fetchval(
+            f"SELECT position FROM tasks WHERE {siblings} AND id = $4",
+            moved["list_id"], user_id, task_id, after_id,
+        )  # fmt: skip
+        if lower is None:
+            return json({"detail": "after_id is not a sibling"}, 422)
+        upper = await connection.fetchval(
+            f"SELECT min(position) FROM tasks WHERE {siblings} AND position > $4",
+            moved["list_id"], user_id, task_id, lower,
+        )  # fmt: skip
+        position = f"r{seq + 1:018d}" if upper is None else generate_key_between(lower, upper)
+        if len(position) > REBALANCE_AT:
+            return json({"detail": "the ceiling does not rebalance"}, 500)
+        row = await connection.fetchrow(
+            "UPDATE tasks SET list_id = $3, parent_id = NULL, position = $4, updated_at = $5, "
+            "version = version + 1 WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL "
+            f"RETURNING {COLUMNS}",
+            task_id, user_id, moved["list_id"], position, datetime.now(UTC),
+        )  # fmt: skip
+    assert row is not None  # the counter is held: nothing deleted it since it was read
+    return json(task(row))
 
 
 async def keep_session(_connection: asyncpg.Connection) -> None:
@@ -336,6 +404,7 @@ app = Starlette(
         Route("/api/{user_id}/tasks/changes", changes, methods=["GET"]),
         Route("/api/{user_id}/tasks/{task_id:int}", one_task, methods=["GET", "PUT", "PATCH", "DELETE"]),
         Route("/api/{user_id}/tasks/{task_id:int}/complete", toggle, methods=["PATCH"]),
+        Route("/api/{user_id}/tasks/{task_id:int}/move", move, methods=["POST"]),
     ],
     lifespan=lifespan,
 )

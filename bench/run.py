@@ -32,7 +32,9 @@ import psycopg
 from psycopg import sql
 
 from backend.auth.tokens import issue_token
-from backend.store.positions import FIRST_POSITION
+from backend.store import task_tree
+from backend.store.database import Query
+from backend.store.positions import FIRST_POSITION, between
 from backend.store.task_filters import WALK_SHARE, TaskFilters, list_query, total_query
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,6 +59,8 @@ OPERATIONS = [
     "CREATE_KEYED",
     "PATCH_IF_MATCH",
     "SYNC_100",
+    "MOVE",
+    "LIST_IN_LIST",
 ]
 
 # What each operation's requests look like, in wrk's Lua. `pick()` chooses a
@@ -88,6 +92,13 @@ REQUESTS = {
     'with_match(auth(u), \'"1"\'), \'{"title":"patched"}\')',
     # A full sync's first page: a user's 100 tasks.
     "SYNC_100": 'local u = pick() return wrk.format("GET", base(u) .. "/changes?limit=100", auth(u))',
+    # A task put after another of its user's (both in their Inbox's top level).
+    "MOVE": """local u, t = pick() local a = t
+        while a == t do a = first_task + (u - 1) * per_user + math.random(0, per_user - 1) end
+        return wrk.format("POST", base(u) .. "/" .. t .. "/move", auth(u), '{"after_id":' .. a .. '}')""",
+    # A list of 10,000 tasks in the order people choose, its top level's first page.
+    "LIST_IN_LIST": 'return wrk.format("GET", "/api/bench-big/tasks?list_id=" .. big_list .. '
+    '"&parent_id=none&sort=position&limit=100", big_auth)',
     "LIST_100K": 'return wrk.format("GET", "/api/bench-big/tasks", big_auth)',
     "LIST_100K_OFFSET": 'return wrk.format("GET", "/api/bench-big/tasks?offset=10000", big_auth)',
     "GET_100K": 'return wrk.format("GET", "/api/bench-big/tasks/" .. (big_first + math.random(0, 99999)), big_auth)',
@@ -98,6 +109,7 @@ local users, tokens = {users}, {tokens}
 local first_task, per_user = {first_task}, {per_user}
 local doomed_first, doomed_count = {doomed_first}, {doomed_count}
 big_first, big_auth = {big_first}, {{["Authorization"] = "Bearer {big_token}"}}
+big_list = {big_list}
 local thread_count, started = {threads}, 0
 function setup(thread)
   thread:set("thread_index", started)
@@ -151,6 +163,7 @@ class Seed:
     users: list[str]
     first_task: int
     big_first: int
+    big_list: int = 0
     doomed_first: int = 0
 
 
@@ -225,10 +238,25 @@ def seed(url: str) -> Seed:
             "INSERT INTO change_counters (user_id, seq) SELECT user_id, max(change_seq) FROM tasks "
             "GROUP BY user_id ON CONFLICT (user_id) DO UPDATE SET seq = excluded.seq"
         )
+        # Each task last as it was made (the key of its change number, as the trigger gives it).
+        connection.execute("UPDATE tasks SET position = 'r' || lpad(change_seq::text, 18, '0')")
+        # The big user's list of 10,000 tasks, the first of them with nine subtasks.
+        big_list = connection.execute(
+            "INSERT INTO task_lists (user_id, name, name_folded, position, created_at, updated_at) "
+            "VALUES ('bench-big', 'Big list', 'big list', 'a1', now(), now()) RETURNING id"
+        ).fetchone()[0]  # type: ignore[index]
+        connection.execute(
+            "UPDATE tasks SET list_id = %s WHERE id >= %s AND id < %s",
+            (big_list, big_first, big_first + 10_000),
+        )
+        connection.execute(
+            "UPDATE tasks SET parent_id = %s WHERE id > %s AND id < %s",
+            (big_first, big_first, big_first + 10),
+        )
         connection.execute("VACUUM ANALYZE tasks")
         connection.execute("VACUUM ANALYZE tags")
         connection.execute("VACUUM ANALYZE task_tags")
-    return Seed(users, first, big_first)
+    return Seed(users, first, big_first, big_list)
 
 
 def into_inboxes(connection: psycopg.Connection[tuple[object, ...]], users: list[str]) -> None:
@@ -266,6 +294,10 @@ def seed_doomed(url: str, state: Seed) -> None:
             (state.users, USERS, DELETE_POOL - 1),
         ).fetchall()
         into_inboxes(connection, state.users)
+        # First in their Inbox's order (a key below every numbered one), never in a move's way.
+        connection.execute(
+            "UPDATE tasks SET position = 'q' || lpad(id::text, 17, '0') WHERE position IS NULL"
+        )
         state.doomed_first = min(row[0] for row in ids)
         assert max(row[0] for row in ids) == state.doomed_first + DELETE_POOL - 1  # contiguous
         recount(connection)
@@ -331,6 +363,69 @@ def explain_big_list(url: str) -> str:
     return "\n".join(plans)
 
 
+def explain_tree(url: str, state: Seed) -> str:
+    """EXPLAIN (ANALYZE) of the tree's statements for the big user: their list of 10,000 tasks in
+    position order (its top level, and the count), one task's subtasks, and every statement of a
+    move (in a transaction rolled back)."""
+    now = datetime.now(UTC)
+    variants: list[tuple[str, TaskFilters]] = [
+        (
+            "a list of 10,000 in position order (top level)",
+            TaskFilters(list_id=state.big_list, parent="none"),
+        ),
+        ("a task's subtasks in position order", TaskFilters(parent=state.big_first)),
+    ]
+    first, second = state.big_first + 100, state.big_first + 200
+    move: dict[str, Any] = {
+        "owner_id": "bench-big",
+        "task_id": first,
+        "moved_id": first,
+        "after_id": second,
+        "to_list_id": state.big_list,
+        "to_parent_id": None,
+        "now": now,
+    }
+
+    async def explain() -> list[str]:
+        connection = await asyncpg.connect(url)
+        plans = []
+
+        async def analyse(name: str, query: Query, values: dict[str, Any]) -> dict[str, Any]:
+            rows = await connection.fetch(f"EXPLAIN (ANALYZE, BUFFERS) {query.sql}", *query.arguments(values))
+            plans.append(f"-- {name}\n" + "\n".join(row[0] for row in rows))
+            found = (
+                await connection.fetchrow(query.sql, *query.arguments(values)) if "SELECT" in name else None
+            )
+            return dict(found) if found else {}
+
+        try:
+            for name, filters in variants:
+                values = {"owner_id": "bench-big", "limit": 100, "offset": 0, **filters.parameters(now)}
+                await analyse(name, list_query(filters.status, "position", "asc", filters.shape()), values)
+                await analyse(f"{name}: its count", total_query(filters.shape()), values)
+            transaction = connection.transaction()
+            await transaction.start()
+            try:
+                await analyse("a move: the counter locked (SELECT)", task_tree.LOCK_COUNTER, move)
+                await analyse("a move: the task read (SELECT)", task_tree._MOVED, move)
+                lower = await analyse("a move: the sibling it follows (SELECT)", task_tree._TOP.after, move)
+                upper = await analyse(
+                    "a move: the next sibling up (SELECT)",
+                    task_tree._TOP.next_up,
+                    {**move, "lower": lower["position"]},
+                )
+                upper_key = next(iter(upper.values()), None)
+                key = between(lower["position"], upper_key) if upper_key else "r9"
+                await analyse("a move: the one row written", task_tree._PUT, {**move, "new_position": key})
+            finally:
+                await transaction.rollback()
+            return plans
+        finally:
+            await connection.close()
+
+    return "\n".join(asyncio.run(explain()))
+
+
 def lua_script(directory: Path, operation: str, state: Seed) -> Path:
     tokens = [issue_token(SECRET, user, lifetime=timedelta(hours=2)) for user in state.users]
     text = LUA_PRELUDE.format(
@@ -341,6 +436,7 @@ def lua_script(directory: Path, operation: str, state: Seed) -> Path:
         doomed_first=state.doomed_first,
         doomed_count=DELETE_POOL,
         big_first=state.big_first,
+        big_list=state.big_list,
         big_token=issue_token(SECRET, "bench-big", lifetime=timedelta(hours=2)),
         request=REQUESTS[operation],
         threads=WRK_THREADS,
@@ -508,6 +604,7 @@ def main() -> int:
         subprocess.run([str(Path(sys.executable).parent / "todo-api"), "migrate"], env=env, check=True)
         state = seed(url)
         print(explain_big_list(url))
+        print(explain_tree(url, state))
         for workers in map(int, args.workers.split(",")):
             with (
                 serve("api", url, workers, directory / f"api-{workers}.log") as (api, api_process),

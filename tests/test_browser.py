@@ -310,3 +310,9 @@ def test_the_assistant_adds_a_task_and_answers_what_is_overdue(browsers: Browser
 
 def test_a_person_makes_a_list_adds_to_it_and_moves_between_lists(browsers: Browsers) -> None:
     run_browser_test(browsers, "a person makes a list, adds a task to it, and moves between their lists")
+
+
+def test_my_order_nests_subtasks_and_reorders_by_drag_and_drop_and_keyboard(browsers: Browsers) -> None:
+    run_browser_test(
+        browsers, "in My order a person nests subtasks and reorders by drag and drop and with the keyboard"
+    )

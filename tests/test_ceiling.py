@@ -106,5 +106,23 @@ async def test_the_ceiling_answers_every_benchmarked_request_as_the_api_does(
         assert theirs.status_code == 200, theirs.text
         assert {**theirs.json(), "next_since": None} == {**ours.json(), "next_since": None}
 
+        # LIST_IN_LIST: one list in the order people choose, its top level; MOVE: after a sibling.
+        inbox = (await alice.request("GET", "/2")).json()["list_id"]
+        in_order = f"?list_id={inbox}&parent_id=none&sort=position&limit=100"
+        ours, theirs = await alice.request("GET", in_order), await at_ceiling.request("GET", in_order)
+        assert theirs.status_code == 200, theirs.text
+        assert (theirs.json(), theirs.headers["x-total-count"]) == (
+            ours.json(),
+            ours.headers["x-total-count"],
+        )
+        moved = await same_as_the_api(await at_ceiling.request("POST", "/2/move", json={"after_id": 5}), 200)
+        after = (await alice.request("GET", "/5")).json()
+        assert moved["position"] > after["position"]
+        last = (await alice.request("GET", in_order)).json()[-1]
+        to_the_end = await same_as_the_api(
+            await at_ceiling.request("POST", "/3/move", json={"after_id": last["id"]}), 200
+        )
+        assert to_the_end["position"] > last["position"]
+
         assert (await at_ceiling.request("DELETE", "/4")).status_code == 204
         assert (await alice.request("GET", "/4")).status_code == 404

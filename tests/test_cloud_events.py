@@ -29,7 +29,7 @@ def test_any_event_reads_back_as_the_cloud_event_it_was(user_id: str, sequence: 
         user_id=user_id,
         sequence=sequence,
         event_type="reminder.due",
-        task_id=17,
+        subject_id=17,
         time=time,
         data={"id": 17, "title": "x"},
         late=late,
@@ -58,7 +58,7 @@ def test_sequences_order_as_strings_as_they_do_as_numbers(first: int, second: in
             user_id="u",
             sequence=number,
             event_type="task.created",
-            task_id=1,
+            subject_id=1,
             time=datetime.now(UTC),
             data={},
         )

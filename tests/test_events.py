@@ -1,4 +1,4 @@
-"""Events: every change of a person's tasks is an event, written in the statement that makes
+"""Events: every change of a person's tasks (and lists) is an event, written in the statement that makes
 the change, numbered as sync numbers it, typed by what it did; a failed write leaves none;
 old events are purged with the tombstones."""
 
@@ -55,15 +55,18 @@ async def test_each_change_is_one_event_typed_by_what_it_did(
     assert (await alice.request("DELETE", f"/{task['id']}")).status_code == 204
     await bob.create(title="bob's")
 
+    # A person's first write makes their Inbox: its creation is their first event (the list's
+    # id in `task_id`, the type saying which).
     assert events(app, alice.user_id) == [
-        (1, "task.created", task["id"]),
-        (2, "task.updated", task["id"]),
-        (3, "task.completed", task["id"]),
-        (4, "task.reopened", task["id"]),
-        (5, "task.updated", task["id"]),
-        (6, "task.deleted", task["id"]),
+        (1, "list.created", task["list_id"]),
+        (2, "task.created", task["id"]),
+        (3, "task.updated", task["id"]),
+        (4, "task.completed", task["id"]),
+        (5, "task.reopened", task["id"]),
+        (6, "task.updated", task["id"]),
+        (7, "task.deleted", task["id"]),
     ]
-    assert types(app, bob.user_id) == ["task.created"]
+    assert types(app, bob.user_id) == ["list.created", "task.created"]
 
 
 async def test_the_event_number_is_the_number_sync_gives_the_change(app: FastAPI, alice: Caller) -> None:
@@ -75,11 +78,12 @@ async def test_the_event_number_is_the_number_sync_gives_the_change(app: FastAPI
         f"SELECT id, change_seq FROM tasks WHERE user_id = '{alice.user_id}' ORDER BY id",
     )
     latest = {int(row[0]): int(row[1]) for row in stored}
-    assert latest == {first["id"]: 3, second["id"]: 2}
+    assert latest == {first["id"]: 4, second["id"]: 3}  # 1: the Inbox's creation
     assert [(sequence, task_id) for sequence, _, task_id in events(app, alice.user_id)] == [
-        (1, first["id"]),
-        (2, second["id"]),
-        (3, first["id"]),
+        (1, first["list_id"]),
+        (2, first["id"]),
+        (3, second["id"]),
+        (4, first["id"]),
     ]
 
 
@@ -89,17 +93,21 @@ async def test_completing_an_occurrence_of_a_series_is_three_events(app: FastAPI
     assert response.status_code == 200, response.text
     successor = response.json()["next_occurrence_id"]
     assert events(app, alice.user_id) == [
-        (1, "task.created", series["id"]),
-        (2, "task.completed", series["id"]),
-        (3, "task.created", successor),
+        (1, "list.created", series["list_id"]),
+        (2, "task.created", series["id"]),
+        (3, "task.completed", series["id"]),
+        (4, "task.created", successor),
         # The occurrence now points at its successor (`next_occurrence_id` in its JSON).
-        (4, "task.updated", series["id"]),
+        (5, "task.updated", series["id"]),
     ]
 
 
 async def test_a_task_created_completed_is_one_created_event(app: FastAPI, alice: Caller) -> None:
     task = await alice.create(title="done already", completed=True)
-    assert events(app, alice.user_id) == [(1, "task.created", task["id"])]
+    assert events(app, alice.user_id) == [
+        (1, "list.created", task["list_id"]),
+        (2, "task.created", task["id"]),
+    ]
 
 
 async def test_renaming_or_deleting_a_tag_is_an_update_of_each_task_carrying_it(
@@ -149,7 +157,7 @@ async def test_a_fired_reminder_is_its_own_event(app: FastAPI, alice: Caller) ->
     url = app.state.settings.database_url
     now = "now()" if url.startswith("postgres") else "strftime('%Y-%m-%d %H:%M:%f000', 'now')"
     run_sql(url, f"UPDATE tasks SET reminded_at = {now} WHERE id = {task['id']}")
-    assert types(app, alice.user_id) == ["task.created", "reminder.due"]
+    assert types(app, alice.user_id) == ["list.created", "task.created", "reminder.due"]
 
 
 async def test_events_older_than_the_retention_are_purged(app: FastAPI, alice: Caller) -> None:
@@ -161,9 +169,11 @@ async def test_events_older_than_the_retention_are_purged(app: FastAPI, alice: C
         if url.startswith("postgres")
         else "strftime('%Y-%m-%d %H:%M:%f000', occurred_at, '-31 days')"
     )
-    run_sql(url, f"UPDATE events SET occurred_at = {older} WHERE sequence = 1")
-    assert (await purge(app.state.database, app.state.settings)).events == 1
-    assert [sequence for sequence, _, _ in events(app, alice.user_id)] == [2]
+    run_sql(
+        url, f"UPDATE events SET occurred_at = {older} WHERE sequence <= 2"
+    )  # the Inbox's, the first task's
+    assert (await purge(app.state.database, app.state.settings)).events == 2
+    assert [sequence for sequence, _, _ in events(app, alice.user_id)] == [3]
 
 
 async def test_the_purge_outlives_a_failed_round(

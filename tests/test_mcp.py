@@ -38,6 +38,7 @@ TOOLS = {
     "update_task",
     "complete_task",
     "delete_task",
+    "move_task",
     "list_tags",
     "list_lists",
     "create_list",

@@ -289,7 +289,14 @@ def _list_of_ours(database: Database) -> int:
         (lists._LIST, "ix_task_lists_user_id_position_id"),  # the lists, with their counts
         (lists._GET, "pk_task_lists"),
         # A create's count and last place: any index led by the person.
-        (lists._SURVEY, ("ix_task_lists_user_id_position_id", "uq_task_lists_user_id_name_folded")),
+        (
+            lists._SURVEY,
+            (
+                "ix_task_lists_user_id_position_id",
+                "uq_task_lists_user_id_name_folded",
+                "ix_task_lists_user_id_change_seq",
+            ),
+        ),
         (lists._LOCK, "pk_task_lists"),
         (lists._NAMED, "uq_task_lists_user_id_name_folded"),
         (lists._POSITION_OF, "pk_task_lists"),  # a move's neighbours

@@ -2,13 +2,17 @@
 `POST …/tasks/{id}/move`; both databases (concurrent moves on PostgreSQL)."""
 
 import asyncio
+import json
 from typing import Any
+from unittest.mock import ANY
 
 import pytest
 from fastapi import FastAPI
 from httpx import Response
 
+from backend.api.event_stream import Rendering, render
 from backend.models import MAX_SUBTASK_DEPTH
+from backend.store.events import OwnedEvents
 from tests.conftest import Caller, assert_problem, run_sql, sign_in
 from tests.test_lists import make_list
 
@@ -362,3 +366,106 @@ async def test_bobs_path_is_403_for_alice_on_the_move_route(alice: Caller, bob: 
     assert_problem(response, 403)
     stranger = sign_in(alice.client, "carol-1")
     assert (await stranger.request("GET", params={"parent_id": "none"})).json() == []
+
+
+# --- through the MCP tools (and so the chat agent's) ---------------------------------------
+
+
+async def test_an_agent_adds_subtasks_and_moves_tasks_through_the_same_rules(
+    alice: Caller, bob: Caller
+) -> None:
+    await alice.tool("create_list", {"name": "Groceries"})
+    trip = await alice.tool("add_task", {"title": "Shop", "list": "Groceries"})
+    assert trip.result is not None
+    milk = await alice.tool("add_task", {"title": "Milk", "parent_id": trip.result["id"]})
+    assert milk.result is not None
+    assert (milk.result["parent_id"], milk.result["list_id"]) == (trip.result["id"], trip.result["list_id"])
+    eggs = await alice.tool("add_task", {"title": "Eggs", "parent_id": trip.result["id"]})
+    assert eggs.result is not None
+    moved = await alice.tool("move_task", {"task_id": eggs.result["id"], "parent_id": trip.result["id"]})
+    assert moved.result is not None
+    listed = await alice.tool("list_tasks", {"parent_id": trip.result["id"], "sort": "position"})
+    assert listed.result is not None
+    assert [task["title"] for task in listed.result["tasks"]] == ["Eggs", "Milk"]
+    top = await alice.tool("list_tasks", {"parent_id": "none", "list": "Groceries"})
+    assert top.result is not None
+    assert [task["title"] for task in top.result["tasks"]] == ["Shop"]
+    out = await alice.tool("move_task", {"task_id": milk.result["id"], "list": "Inbox"})
+    assert out.result is not None
+    assert out.result["parent_id"] is None
+    # The same refusals as REST's, word for word where they name the task.
+    cycle = await alice.tool("move_task", {"task_id": trip.result["id"], "parent_id": eggs.result["id"]})
+    assert "under itself or under one of its own subtasks" in cycle.refused
+    bobs = await bob.tool("add_task", {"title": "Bob's"})
+    assert bobs.result is not None
+    foreign = await alice.tool("add_task", {"title": "x", "parent_id": bobs.result["id"]})
+    missing = await alice.tool("add_task", {"title": "x", "parent_id": bobs.result["id"] + 10_000})
+    assert foreign.refused == missing.refused
+    stale = await alice.tool("move_task", {"task_id": eggs.result["id"], "expected_version": 99})
+    assert "version" in stale.refused
+
+
+# --- sync and events -------------------------------------------------------------------------
+
+
+async def changes(caller: Caller, since: str | None = None) -> dict[str, Any]:
+    response = await caller.request("GET", "/changes", params={} if since is None else {"since": since})
+    assert response.status_code == 200, response.text
+    found: dict[str, Any] = response.json()
+    return found
+
+
+async def test_sync_carries_lists_their_tombstones_and_the_new_task_fields(alice: Caller) -> None:
+    first = await changes(alice)
+    assert (first["lists"], first["deleted_lists"]) == ([], [])
+    work = await make_list(alice, "Work")
+    parent = await alice.create(title="p", list_id=work["id"])
+    child = await alice.create(title="c", parent_id=parent["id"])
+    since = first["next_since"]
+    page = await changes(alice, since)
+    # The Inbox (made by the first list write) and Work; the tasks with their new fields.
+    assert [item["name"] for item in page["lists"]] == ["Inbox", "Work"]
+    synced = {task["id"]: task for task in page["tasks"]}
+    assert synced[child["id"]]["parent_id"] == parent["id"]
+    assert synced[parent["id"]]["position"] == parent["position"]
+    # A rename, a move and a deletion: each list's latest state, then its tombstone.
+    await alice.client.patch(
+        f"/api/{alice.user_id}/lists/{work['id']}", json={"name": "Job"}, headers=alice.headers
+    )
+    later = await changes(alice, page["next_since"])
+    assert [(item["id"], item["name"]) for item in later["lists"]] == [(work["id"], "Job")]
+    await alice.client.delete(f"/api/{alice.user_id}/lists/{work['id']}", headers=alice.headers)
+    gone = await changes(alice, later["next_since"])
+    assert [item["id"] for item in gone["deleted_lists"]] == [work["id"]]
+    assert sorted(item["id"] for item in gone["deleted"]) == sorted([parent["id"], child["id"]])
+    # From scratch: the lists alive, no tombstones.
+    scratch = await changes(alice)
+    assert [item["name"] for item in scratch["lists"]] == ["Inbox"]
+    assert scratch["deleted_lists"] == []
+
+
+async def test_list_changes_and_moves_are_events(alice: Caller, app: FastAPI) -> None:
+    work = await make_list(alice, "Work")
+    task = await alice.create(title="t")
+    await move(alice, task["id"], list_id=work["id"])
+    await alice.client.patch(
+        f"/api/{alice.user_id}/lists/{work['id']}", json={"name": "Job"}, headers=alice.headers
+    )
+    await alice.client.delete(f"/api/{alice.user_id}/lists/{work['id']}", headers=alice.headers)
+    rows = await OwnedEvents(app.state.database, alice.user_id).after(0, 100)
+    assert [row["event_type"] for row in rows] == [
+        "list.created",  # the Inbox, by the first list write
+        "list.created",
+        "task.created",
+        "task.updated",  # the move
+        "list.updated",
+        "task.deleted",  # with its list
+        "list.deleted",
+    ]
+    rendering = Rendering(source="http://localhost", type_prefix="todo.")
+    bodies = [json.loads(render(row, alice.user_id, rendering).body) for row in rows]
+    assert (bodies[1]["subject"], bodies[1]["type"]) == (str(work["id"]), "todo.list.created")
+    assert bodies[0]["data"]["inbox"] is True
+    assert bodies[6]["data"] == {"id": work["id"], "deleted_at": ANY}
+    # Read after the deletion, every event of the list carries its tombstone, as a task's does.
+    assert bodies[4]["data"] == bodies[6]["data"]

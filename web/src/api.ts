@@ -13,6 +13,10 @@ export type Priority = "none" | "low" | "medium" | "high";
 export interface Task {
   id: number;
   list_id: number;
+  parent_id: number | null;
+  position: string;
+  subtask_count: number;
+  open_subtask_count: number;
   title: string;
   description: string | null;
   completed: boolean;
@@ -175,6 +179,17 @@ export class TaskApi {
 
   async get(id: number): Promise<Task> {
     return (await (await this.send(this.tasksPath(`/${id}`))).json()) as Task;
+  }
+
+  /** Where a task goes: under `parent_id` (null: the top level) of its list, after `after_id`
+   * (null: first). Its subtasks go with it. */
+  async move(id: number, version: number, place: { parent_id: number | null; after_id: number | null }): Promise<Task> {
+    const response = await this.send(this.tasksPath(`/${id}/move`), {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "If-Match": `"${version}"` },
+      body: JSON.stringify(place),
+    });
+    return (await response.json()) as Task;
   }
 
   async create(task: Partial<Task> & { title: string; time_zone?: string; list_id?: number }): Promise<Task> {

@@ -63,6 +63,12 @@ function viewParams(): URLSearchParams {
   if (offset && offset !== "0") query.set("offset", offset);
   const list = current.get("list_id");
   if (list) query.set("list_id", list);
+  // In the order people choose, from the top (moving up is moving up), the top level; each
+  // task's subtasks come under it.
+  if (query.get("sort") === "position") {
+    query.set("order", "asc");
+    query.set("parent_id", "none");
+  }
   return query;
 }
 
@@ -97,7 +103,92 @@ function prioritySelect(selected: Priority): HTMLSelectElement {
   return select;
 }
 
-function taskItem(task: Task): HTMLLIElement {
+// "My order" (sort=position): the tree, each level in the order the person chose, reordered by
+// drag and drop or by the Move up / Move down buttons (the keyboard's way).
+const ordered = (): boolean => (new URLSearchParams(location.search).get("sort") ?? VIEW_DEFAULTS.sort) === "position";
+
+/** Puts `task` after `afterId` among its siblings (null: first), and shows the list again. */
+async function moveTask(task: Task, afterId: number | null): Promise<void> {
+  try {
+    await api!.move(task.id, task.version, { parent_id: task.parent_id, after_id: afterId });
+    announce(`Moved “${task.title}”.`);
+  } finally {
+    await loadTasks({ keepViewForm: true });
+  }
+}
+
+function orderControls(task: Task, siblings: Task[]): HTMLButtonElement[] {
+  const index = siblings.findIndex((sibling) => sibling.id === task.id);
+  const up = h("button", { type: "button", id: `up-${task.id}`, "aria-label": `Move “${task.title}” up`, disabled: index <= 0 }, "↑");
+  const down = h(
+    "button",
+    { type: "button", id: `down-${task.id}`, "aria-label": `Move “${task.title}” down`, disabled: index >= siblings.length - 1 },
+    "↓",
+  );
+  up.addEventListener("click", () => attempt(() => moveTask(task, index >= 2 ? siblings[index - 2].id : null)));
+  down.addEventListener("click", () => attempt(() => moveTask(task, siblings[index + 1].id)));
+  return [up, down];
+}
+
+/** Drag a task onto a sibling: it takes that sibling's place (the others make way). */
+function draggable(item: HTMLLIElement, task: Task, siblings: Task[]): void {
+  item.draggable = true;
+  item.addEventListener("dragstart", (event) => {
+    event.stopPropagation();
+    event.dataTransfer!.setData("text/plain", String(task.id));
+    event.dataTransfer!.effectAllowed = "move";
+  });
+  item.addEventListener("dragover", (event) => {
+    event.stopPropagation();
+    event.preventDefault();
+  });
+  item.addEventListener("drop", (event) => {
+    event.stopPropagation();
+    event.preventDefault();
+    const from = siblings.findIndex((sibling) => String(sibling.id) === event.dataTransfer!.getData("text/plain"));
+    const to = siblings.findIndex((sibling) => sibling.id === task.id);
+    if (from < 0 || from === to) return; // not one of this level's tasks
+    const afterId = to > from ? siblings[to].id : to > 0 ? siblings[to - 1].id : null;
+    void attempt(() => moveTask(siblings[from], afterId));
+  });
+}
+
+function subtaskForm(task: Task, item: HTMLLIElement): HTMLFormElement {
+  const form = h(
+    "form",
+    { class: "subtask", "aria-label": `Add a subtask to “${task.title}”` },
+    h("input", { name: "title", required: true, "aria-label": `Subtask of “${task.title}”` }),
+    h("button", { type: "submit" }, "Add subtask"),
+  );
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const title = formValues(form).title.trim();
+    void attempt(async () => {
+      await api!.create({ title, parent_id: task.id, time_zone: timeZone });
+      announce(`Added “${title}” under “${task.title}”.`);
+      form.remove();
+      await loadTasks({ keepViewForm: true });
+    });
+  });
+  item.append(form);
+  return form;
+}
+
+/** In "My order", each task's subtasks under it, level by level (at most four below the top). */
+async function showSubtasks(items: HTMLLIElement[], tasks: Task[]): Promise<void> {
+  await Promise.all(
+    tasks.map(async (task, index) => {
+      if (!task.subtask_count) return;
+      const query = new URLSearchParams({ parent_id: String(task.id), sort: "position", limit: "100" });
+      const page = await api!.list(query);
+      const children = page.tasks.map((child) => taskItem(child, page.tasks));
+      items[index].append(h("ul", { class: "subtasks", "aria-label": `Subtasks of “${task.title}”` }, ...children));
+      await showSubtasks(children, page.tasks);
+    }),
+  );
+}
+
+function taskItem(task: Task, siblings: Task[] = []): HTMLLIElement {
   const checkboxId = `done-${task.id}`;
   const checkbox = h("input", { type: "checkbox", id: checkboxId, checked: task.completed });
   checkbox.addEventListener("change", () =>
@@ -117,6 +208,11 @@ function taskItem(task: Task): HTMLLIElement {
     meta.push(`${meta.length ? " · " : ""}due ${due}`);
   }
   for (const tag of task.tags) meta.push(" ", h("span", { class: "tag" }, tag));
+  if (task.subtask_count) {
+    const done = task.subtask_count - task.open_subtask_count;
+    meta.push(`${meta.length ? " · " : ""}${done} of ${task.subtask_count} subtasks done`);
+  }
+  const addSubtask = h("button", { type: "button", "aria-label": `Add a subtask to “${task.title}”` }, "+ Subtask");
   const edit = h("button", { type: "button", "aria-label": `Edit “${task.title}”` }, "Edit");
   const remove = h("button", { type: "button", "aria-label": `Delete “${task.title}”` }, "Delete");
   const item = h(
@@ -128,10 +224,17 @@ function taskItem(task: Task): HTMLLIElement {
       checkbox,
       h("label", { for: checkboxId, class: "title" }, task.title),
       h("span", { class: "meta" }, ...meta),
+      ...(ordered() ? orderControls(task, siblings) : []),
+      addSubtask,
       edit,
       remove,
     ),
   );
+  if (ordered()) draggable(item, task, siblings);
+  addSubtask.addEventListener("click", () => {
+    const form = item.querySelector<HTMLFormElement>(":scope > form.subtask") ?? subtaskForm(task, item);
+    form.querySelector("input")!.focus();
+  });
   edit.addEventListener("click", () => {
     if (!item.querySelector("form")) item.append(editForm(task));
     item.querySelector<HTMLInputElement>('input[name="title"]')!.focus();
@@ -208,7 +311,9 @@ async function loadTasks({ keepViewForm = false } = {}): Promise<void> {
   const list = $<HTMLUListElement>("#tasks");
   // Keyboard users keep their place: the control that had focus has it again if still shown.
   const focused = document.activeElement?.id;
-  list.replaceChildren(...page.tasks.map(taskItem));
+  const items = page.tasks.map((task) => taskItem(task, page.tasks));
+  list.replaceChildren(...items);
+  if (ordered()) await showSubtasks(items, page.tasks);
   if (focused) document.getElementById(focused)?.focus();
   const offset = Number(query.get("offset") ?? 0);
   $("#summary").textContent =
@@ -348,6 +453,9 @@ const TOOL_WORDS: Record<string, string> = {
   complete_task: "marked a task",
   delete_task: "deleted a task",
   list_tags: "looked at your tags",
+  list_lists: "looked at your lists",
+  create_list: "made a list",
+  move_task: "moved a task",
   get_stats: "counted your tasks",
 };
 

@@ -410,3 +410,57 @@ browserTest("a person makes a list, adds a task to it, and moves between their l
   assert.deepEqual(await titles(page), ["Water the plants"]);
   assert.ok(await alertOf(page).isHidden());
 });
+
+browserTest("in My order a person nests subtasks and reorders by drag and drop and with the keyboard", async (newContext) => {
+  const page = await (await newContext()).newPage();
+  await signUp(page, env.WEB_URL, "Ord");
+  for (const title of ["Pack", "Book train", "Water plants"]) await addTask(page, title);
+  await page.locator("#view").getByLabel("Sort by").selectOption("position");
+  await page.locator("#view").getByRole("button", { name: "Show" }).click();
+  await page.getByRole("button", { name: "Move “Pack” up" }).waitFor();
+  const topLevel = () => page.locator("#tasks > li > .task label.title").allTextContents();
+  assert.deepEqual(await topLevel(), ["Pack", "Book train", "Water plants"]);
+
+  // The keyboard's way: focus "Move down", press Enter; the focus stays on the moved task's button.
+  await page.getByRole("button", { name: "Move “Pack” down" }).focus();
+  await page.keyboard.press("Enter");
+  await page.getByRole("status").filter({ hasText: "Moved “Pack”" }).waitFor();
+  assert.deepEqual(await topLevel(), ["Book train", "Pack", "Water plants"]);
+  assert.equal(await page.evaluate(() => document.activeElement?.getAttribute("aria-label")), "Move “Pack” down");
+  await page.getByRole("button", { name: "Move “Water plants” up" }).click();
+  await page.getByRole("status").filter({ hasText: "Moved “Water plants”" }).waitFor();
+  assert.deepEqual(await topLevel(), ["Book train", "Water plants", "Pack"]);
+  assert.ok(await page.getByRole("button", { name: "Move “Book train” up" }).isDisabled());
+
+  // Drag and drop: "Pack" dropped on "Book train" takes its place, first.
+  await page.locator('#tasks > li[data-task-id]').filter({ hasText: "Pack" }).dragTo(
+    page.locator('#tasks > li[data-task-id]').filter({ hasText: "Book train" }),
+  );
+  await page.getByRole("status").filter({ hasText: "Moved “Pack”" }).waitFor();
+  await page.waitForFunction(() => document.querySelector("#tasks > li label.title")?.textContent === "Pack");
+  assert.deepEqual(await topLevel(), ["Pack", "Book train", "Water plants"]);
+
+  // Subtasks, nested under their task, in their own order.
+  for (const title of ["Passport", "Charger"]) {
+    await page.getByRole("button", { name: "Add a subtask to “Pack”" }).click();
+    await page.getByLabel("Subtask of “Pack”").fill(title);
+    await page.getByRole("button", { name: "Add subtask" }).click();
+    await page.getByRole("status").filter({ hasText: `Added “${title}” under “Pack”` }).waitFor();
+  }
+  const subtasks = page.getByRole("list", { name: "Subtasks of “Pack”" });
+  await subtasks.getByText("Charger").waitFor();
+  assert.deepEqual(await subtasks.locator("label.title").allTextContents(), ["Passport", "Charger"]);
+  await page.getByRole("button", { name: "Move “Charger” up" }).click();
+  await page.getByRole("status").filter({ hasText: "Moved “Charger”" }).waitFor();
+  assert.deepEqual(await subtasks.locator("label.title").allTextContents(), ["Charger", "Passport"]);
+  await page.getByText("0 of 2 subtasks done").waitFor();
+  // Ticking the task off ticks its subtasks off with it.
+  await page.getByRole("checkbox", { name: "Pack", exact: true }).check();
+  await page.getByText("2 of 2 subtasks done").waitFor();
+  assert.ok(await page.getByRole("checkbox", { name: "Passport" }).isChecked());
+  // The order is kept: a reload shows it.
+  await page.reload();
+  await page.getByRole("button", { name: "Move “Pack” up" }).waitFor();
+  assert.deepEqual(await topLevel(), ["Pack", "Book train", "Water plants"]);
+  assert.ok(await alertOf(page).isHidden());
+});

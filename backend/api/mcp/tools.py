@@ -38,6 +38,7 @@ from backend.models import (
     TagPublic,
     Tags,
     TaskCreate,
+    TaskMove,
     TaskPublic,
     TaskStats,
     TaskUpdate,
@@ -110,6 +111,26 @@ class AddTask(ToolArguments):
         HIDE_NULL,
         Field(description="Or the list's name (case-insensitively), instead of list_id."),
     ] = None
+    parent_id: Annotated[
+        Id | None,
+        HIDE_NULL,
+        Field(description="Make it a subtask of this task (it goes in that task's list, last)."),
+    ] = None
+
+
+class MoveTask(ToolArguments):
+    task_id: TaskIdArgument
+    list_id: Annotated[
+        Id | None, HIDE_NULL, Field(description="The list it goes to (default: its parent's, or its own).")
+    ] = None
+    list: Annotated[ListName | None, HIDE_NULL, Field(description="Or that list's name.")] = None
+    parent_id: Annotated[
+        Id | None, HIDE_NULL, Field(description="The task it goes under; omit it for the top level.")
+    ] = None
+    after_id: Annotated[
+        Id | None, HIDE_NULL, Field(description="The task it is to follow there; omit it to put it first.")
+    ] = None
+    expected_version: ExpectedVersion = None
 
 
 class ListTasks(ToolArguments, ListQuery):
@@ -244,11 +265,22 @@ async def _list_named(context: ToolContext, list_id: int | None, name: str | Non
 
 
 async def add_task(context: ToolContext, args: AddTask) -> TaskPublic:
-    """Add a task for the signed-in person (to their Inbox, or to a list given by id or name)."""
+    """Add a task for the signed-in person (to their Inbox, to a list given by id or name, or as a
+    subtask of one of their tasks)."""
     values = args.model_dump(exclude={"user_id", "list"}, exclude_none=True)
     values["list_id"] = await _list_named(context, args.list_id, args.list)
     body = TaskCreate.model_validate(values)
     return TaskPublic.model_validate(await context.tasks.create(body))
+
+
+async def move_task(context: ToolContext, args: MoveTask) -> TaskPublic:
+    """Move one of the signed-in person's tasks: to another list, under another task (or to the
+    top level), after a given task (or first). Its subtasks go with it."""
+    expected = expected_version(args.expected_version, required=context.require_if_match)
+    values = args.model_dump(include={"parent_id", "after_id"}, exclude_none=True)
+    values["list_id"] = await _list_named(context, args.list_id, args.list)
+    target = TaskMove.model_validate(values)
+    return TaskPublic.model_validate(await context.tasks.move(args.task_id, target, expected=expected))
 
 
 async def list_tasks(context: ToolContext, args: ListTasks) -> TaskList:
@@ -355,6 +387,7 @@ TOOLS = {
         ToolSpec(update_task, UpdateTask, TaskPublic, _writes(idempotent=True)),
         ToolSpec(complete_task, CompleteTask, TaskPublic, _writes()),
         ToolSpec(delete_task, DeleteTask, Deleted, _writes(destructive=True, idempotent=True)),
+        ToolSpec(move_task, MoveTask, TaskPublic, _writes(idempotent=True)),
         ToolSpec(list_tags, NoArguments, TagList, READ),
         ToolSpec(list_lists, NoArguments, ListList, READ),
         ToolSpec(create_list, CreateList, ListPublic, _writes()),
