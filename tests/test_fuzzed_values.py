@@ -135,6 +135,10 @@ by_name: dict[str, st.SearchStrategy[Any]] = {
     "expected_version": integers,
     "list_id": st.one_of(integers, st.sampled_from(ODD_NUMBERS)),
     "move_tasks_to": st.one_of(integers, st.sampled_from(ODD_NUMBERS)),
+    # A task's place: ids near the ones the battery makes (so real parents and siblings come
+    # up), anything else, and the filter's word.
+    "parent_id": st.one_of(st.integers(1, 60), integers, st.sampled_from([*ODD_NUMBERS, "none", "NONE"])),
+    "after_id": st.one_of(st.integers(1, 60), integers, st.sampled_from(ODD_NUMBERS)),
     "tags": st.one_of(
         st.lists(texts, max_size=30), st.lists(st.sampled_from(["a", "A", " a", "a "]), max_size=300)
     ),
@@ -208,6 +212,7 @@ def assert_no_5xx(response: Any) -> None:
 
 BODY_FIELDS = [
     "list_id",
+    "parent_id",
     "title",
     "description",
     "completed",
@@ -233,6 +238,7 @@ LIST_PARAMETERS = [
     "offset",
     "cursor",
     "list_id",
+    "parent_id",
 ]
 
 
@@ -272,6 +278,21 @@ async def test_writing_to_a_task_never_answers_5xx(
     method, suffix = route
     headers = conditional_headers(alice, method, if_match, key)
     response = await send(alice, method, alice.url(f"/{task['id']}{suffix}"), body, headers)
+    assert_no_5xx(response)
+
+
+@BATTERY
+@given(
+    body=st.one_of(st.none(), values, arguments(["list_id", "parent_id", "after_id"])),
+    if_match=st.one_of(st.none(), texts, integers.map(lambda n: f'"{n}"')),
+    key=st.one_of(st.none(), texts),
+)
+async def test_moving_a_task_never_answers_5xx(alice: Caller, body: Any, if_match: Any, key: Any) -> None:
+    parent = await alice.create(title="parent")
+    child = await alice.create(title="child", parent_id=parent["id"])
+    await alice.create(title="grandchild", parent_id=child["id"])
+    headers = conditional_headers(alice, "POST", if_match, key)
+    response = await send(alice, "POST", alice.url(f"/{child['id']}/move"), body, headers)
     assert_no_5xx(response)
 
 
