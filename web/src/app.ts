@@ -111,10 +111,10 @@ const ordered = (): boolean => (new URLSearchParams(location.search).get("sort")
 async function moveTask(task: Task, afterId: number | null): Promise<void> {
   try {
     await api!.move(task.id, task.version, { parent_id: task.parent_id, after_id: afterId });
-    announce(`Moved “${task.title}”.`);
   } finally {
     await loadTasks({ keepViewForm: true });
   }
+  announce(`Moved “${task.title}”.`); // once the list shows it
 }
 
 function orderControls(task: Task, siblings: Task[]): HTMLButtonElement[] {
@@ -165,9 +165,9 @@ function subtaskForm(task: Task, item: HTMLLIElement): HTMLFormElement {
     const title = formValues(form).title.trim();
     void attempt(async () => {
       await api!.create({ title, parent_id: task.id, time_zone: timeZone });
-      announce(`Added “${title}” under “${task.title}”.`);
       form.remove();
       await loadTasks({ keepViewForm: true });
+      announce(`Added “${title}” under “${task.title}”.`);
     });
   });
   item.append(form);
