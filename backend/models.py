@@ -278,6 +278,10 @@ class Task(SQLModel, table=True):
             String(POSITION_MAX_LENGTH).with_variant(String(POSITION_MAX_LENGTH, collation="C"), "postgresql")
         ),
     )
+    # Its direct subtasks (not deleted), and those not completed: kept by triggers (see the
+    # migration f2a3b4c5d6e7), read as columns.
+    subtask_count: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
+    open_subtask_count: int = Field(default=0, sa_column=Column(Integer, nullable=False, server_default="0"))
 
 
 # Descending due dates, still without-a-date last: PostgreSQL only (SQLite's CREATE

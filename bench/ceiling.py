@@ -32,20 +32,14 @@ SECRET = os.environ["BETTER_AUTH_SECRET"]
 PUBLIC = (
     "id, user_id, title, description, completed, created_at, updated_at, priority, due_at, remind_at, "
     "reminded_at, recurrence, time_zone, completed_at, next_occurrence_id, version, list_id, parent_id, "
-    "position"
+    "position, subtask_count, open_subtask_count"
 )
 # A task's tags in its row, as the API reads them.
 TAGS = (
     "(SELECT string_agg(tags.name, chr(31)) FROM task_tags JOIN tags ON tags.id = task_tags.tag_id "
     "WHERE task_tags.task_id = tasks.id) AS tags"
 )
-# Its subtasks' counts, as the API reads them.
-_SUBTASKS = "FROM tasks AS subtasks WHERE subtasks.parent_id = tasks.id AND subtasks.deleted_at IS NULL"
-COUNTS = (
-    f"(SELECT count(*) {_SUBTASKS}) AS subtask_count, "
-    f"(SELECT count(*) {_SUBTASKS} AND NOT subtasks.completed) AS open_subtask_count"
-)
-COLUMNS = f"{PUBLIC}, {TAGS}, {COUNTS}"
+COLUMNS = f"{PUBLIC}, {TAGS}"
 # Every write takes the owner's change counter first, as the API's do (store/sql.py).
 COUNTER_LOCKED = (
     "(SELECT count(*) FROM (SELECT 1 FROM change_counters WHERE change_counters.user_id = $2 FOR UPDATE) "
@@ -116,7 +110,7 @@ async def tasks(request: Request) -> Response:
         rows = await pool.fetch(
             # The total from the user's counters, as the API reads it (a count(*) would
             # read every one of the user's tasks); the page first, then its tasks' tags.
-            f"SELECT tasks.*, {TAGS}, {COUNTS} FROM (SELECT {PUBLIC}, "
+            f"SELECT tasks.*, {TAGS} FROM (SELECT {PUBLIC}, "
             "(SELECT task_count FROM users WHERE id = $1) AS total FROM tasks "
             "WHERE user_id = $1 AND deleted_at IS NULL "
             "ORDER BY created_at DESC, id DESC LIMIT $2 OFFSET $3) AS tasks "
@@ -154,8 +148,7 @@ async def create(user_id: str, raw: bytes, key: str | None) -> Response:
         "title_folded, description_folded, list_id) VALUES ($1, $2, $3, $4, $5, $5, $6, $7, $8, "
         "coalesce((SELECT id FROM new_inbox), (SELECT id FROM task_lists WHERE user_id = $1 AND inbox))) "
         f"RETURNING {PUBLIC}, (SELECT string_agg(name, chr(31)) FROM tags "
-        "WHERE user_id = $1 AND name_folded = ANY($9::text[])) AS tags, 0 AS subtask_count, "
-        "0 AS open_subtask_count"
+        "WHERE user_id = $1 AND name_folded = ANY($9::text[])) AS tags"
     )
     if not tags and key is None:
         row = await pool.fetchrow(statement, *arguments)
@@ -224,7 +217,7 @@ async def filtered(user_id: str, query: Any, limit: int, offset: int) -> Respons
         query.get("sort", ""), "created_at DESC, id DESC"
     )
     rows = await pool.fetch(
-        f"SELECT tasks.*, {TAGS}, {COUNTS} FROM (SELECT {PUBLIC} FROM tasks WHERE {where} "
+        f"SELECT tasks.*, {TAGS} FROM (SELECT {PUBLIC} FROM tasks WHERE {where} "
         f"ORDER BY {ordering} LIMIT {argument(limit)} OFFSET {argument(offset)}) AS tasks "
         f"ORDER BY {ordering}",
         *arguments,

@@ -16,7 +16,7 @@ from backend.store import conversations, events, lists, reminders, task_tree, we
 from backend.store.changes import SYNC_QUERIES
 from backend.store.database import Query
 from backend.store.task_filters import TaskFilters, list_query
-from backend.store.task_statements import GET, STATS_IN_LIST, SUBTASKS_OF, create_with_user
+from backend.store.task_statements import STATS_IN_LIST, create_with_user
 from tests.conftest import fresh_postgres_database, libpq_url, migrate
 
 SEED = [
@@ -381,7 +381,7 @@ def _tree_of_ours(database: Database) -> tuple[int, int, int]:
         ("list", "ix_tasks_list_id_position_id"),
         ("subtasks", "ix_tasks_parent_id_position_id"),
         ("top", "ix_tasks_list_id_position_id"),
-        # A move's reads and its write; a subtask's counts; a task's chain and height.
+        # A move's reads and its write; a task's chain and height.
         (task_tree.CHAIN, "pk_tasks"),
         (task_tree.HEIGHT, "ix_tasks_parent_id_position_id"),
         (task_tree._TOP.after, "pk_tasks"),
@@ -392,8 +392,6 @@ def _tree_of_ours(database: Database) -> tuple[int, int, int]:
         (task_tree._UNDER.first, "ix_tasks_parent_id_position_id"),
         (task_tree._PUT, "pk_tasks"),
         (task_tree.NEXT_SIBLING, "ix_tasks_list_id_position_id"),
-        (SUBTASKS_OF, "ix_tasks_parent_id_position_id"),
-        (GET, "ix_tasks_parent_id_position_id"),  # its counts
     ],
 )
 def test_the_tree_statements_read_by_index(database: Database, statement: Query | str, index: str) -> None:

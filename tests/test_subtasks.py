@@ -127,17 +127,24 @@ async def test_completing_a_task_completes_its_open_subtasks_and_reopening_leave
     child = await alice.create(title="c", parent_id=parent["id"])
     grandchild = await alice.create(title="g", parent_id=child["id"])
     done = await alice.create(title="d", parent_id=parent["id"], completed=True)
-    completed = (await alice.request("PATCH", f"/{parent['id']}/complete", json={"completed": True})).json()
+    before = {task["id"]: (await get(alice, task["id"]))["version"] for task in (child, grandchild, done)}
+    assert (await get(alice, parent["id"]))["open_subtask_count"] == 1
+    response = await alice.request("PATCH", f"/{parent['id']}/complete", json={"completed": True})
+    completed = response.json()
     assert (completed["completed"], completed["subtask_count"], completed["open_subtask_count"]) == (
         True,
         2,
         0,
     )
-    for task in (child, grandchild):
-        found = await get(alice, task["id"])
-        assert found["completed"]
-        assert found["version"] == task["version"] + 1
-    assert (await get(alice, done["id"]))["version"] == done["version"]  # already done: untouched
+    # The answer is the task as it now is (its counts changed after the statement's own row).
+    assert completed == await get(alice, parent["id"])
+    assert response.headers["ETag"] == f'"{completed["version"]}"'
+    # Each subtask completed (a change), `child` also recounted (its subtask done: another).
+    assert (await get(alice, grandchild["id"]))["completed"]
+    assert (await get(alice, grandchild["id"]))["version"] == before[grandchild["id"]] + 1
+    assert (await get(alice, child["id"]))["completed"]
+    assert (await get(alice, child["id"]))["version"] == before[child["id"]] + 2
+    assert (await get(alice, done["id"]))["version"] == before[done["id"]]  # already done: untouched
     reopened = (await alice.request("PATCH", f"/{parent['id']}/complete")).json()
     assert reopened["completed"] is False
     assert reopened["open_subtask_count"] == 0
@@ -238,6 +245,10 @@ async def test_a_move_across_lists_and_parents_takes_the_subtasks_along(alice: C
     inbox_id = parent["list_id"]
     top = await move(alice, child["id"], list_id=inbox_id)
     assert (top["parent_id"], top["list_id"]) == (None, inbox_id)
+    # Its old parent counts it no more (a change of the parent, whose JSON changed).
+    left = await get(alice, parent["id"])
+    assert (left["subtask_count"], left["open_subtask_count"]) == (0, 0)
+    assert left["version"] > moved["version"]
     assert (await get(alice, grandchild["id"]))["list_id"] == inbox_id
     # Under another parent: into that parent's list, after a sibling.
     holder = await alice.create(title="holder", list_id=work["id"])
@@ -270,6 +281,7 @@ async def test_moves_that_would_break_the_tree_are_refused(alice: Caller) -> Non
     for level in range(1, MAX_SUBTASK_DEPTH):
         deep = await alice.create(title=f"d{level}", parent_id=deep["id"])
     await alice.create(title="g", parent_id=child["id"])
+    child = await get(alice, child["id"])  # a subtask of its own: a change of it
     refused(
         await alice.request("POST", f"/{parent['id']}/move", json={"parent_id": deep["id"]}),
         "body.parent_id",

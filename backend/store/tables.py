@@ -16,7 +16,6 @@ from sqlalchemy import (
     Text,
     bindparam,
     cast,
-    literal,
     literal_column,
     null,
     select,
@@ -178,19 +177,11 @@ PUBLIC_COLUMNS = [
         "list_id",
         "parent_id",
         "position",
+        "subtask_count",
+        "open_subtask_count",
     )
 ]
-# A task's subtasks (direct ones, not deleted): all, and those not completed. Read from the
-# (parent_id, position, id) index: a task without subtasks costs one probe each. Written out
-# with every column qualified, as `TASK_TAG_NAMES` is (RETURNING on SQLite).
-_SUBTASKS = "FROM tasks AS subtasks WHERE subtasks.parent_id = tasks.id AND subtasks.deleted_at IS NULL"
-SUBTASK_COUNTS: tuple[Any, ...] = (
-    literal_column(f"(SELECT count(*) {_SUBTASKS})").label("subtask_count"),
-    literal_column(f"(SELECT count(*) {_SUBTASKS} AND NOT subtasks.completed)").label("open_subtask_count"),
-)
-# A new task's: it has none yet.
-NO_SUBTASKS: tuple[Any, ...] = (literal(0).label("subtask_count"), literal(0).label("open_subtask_count"))
-TASK_COLUMNS = [*PUBLIC_COLUMNS, TASK_TAG_NAMES, *SUBTASK_COUNTS]
+TASK_COLUMNS = [*PUBLIC_COLUMNS, TASK_TAG_NAMES]
 
 
 class TaskRow(TypedDict):

@@ -30,7 +30,6 @@ from backend.models import PRIORITY_RANK, SortOrder, TaskSort, TaskStatus, fold,
 from backend.store.database import Query
 from backend.store.tables import (
     PUBLIC_COLUMNS,
-    SUBTASK_COUNTS,
     TAGS,
     TASK_TAG_NAMES,
     TASK_TAGS,
@@ -227,7 +226,7 @@ def list_query(status: TaskStatus, sort: TaskSort, order: SortOrder, shape: List
         page = page.add_columns(_counted_total(shape.status).label("total"))
     # Named `tasks`, as the tags' subquery expects (`tables.TASK_TAG_NAMES`).
     chosen = page.limit(bindparam("limit")).offset(bindparam("offset")).subquery("tasks")
-    return Query(select(*chosen.c, TASK_TAG_NAMES, *SUBTASK_COUNTS).order_by(*_ordering(sort, order, chosen)))
+    return Query(select(*chosen.c, TASK_TAG_NAMES).order_by(*_ordering(sort, order, chosen)))
 
 
 @cache

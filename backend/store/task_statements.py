@@ -35,10 +35,8 @@ from backend.store.database import Query
 from backend.store.tables import (
     COUNTER_LOCKED,
     LAST_POSITION,
-    NO_SUBTASKS,
     OWNED,
     PUBLIC_COLUMNS,
-    SUBTASK_COUNTS,
     TASK_COLUMNS,
     TASK_LISTS,
     TASK_TAG_NAMES,
@@ -50,8 +48,6 @@ from backend.store.tables import (
 
 GET = Query(select(*TASK_COLUMNS).where(OWNED))
 VERSION = Query(select(TASKS.c.version).where(OWNED))
-# A task's counts of subtasks alone (`tables.SUBTASK_COUNTS` reads the outer `tasks`).
-SUBTASKS_OF = Query(select(*SUBTASK_COUNTS).select_from(TASKS).where(TASKS.c.id == bindparam("task_id")))
 NOW = bindparam("now", type_=DateTime(timezone=True))
 
 
@@ -157,7 +153,7 @@ def _new_task(count: int, in_list: bool, new_inbox: Any = None) -> Any:
     ]
     # A new task has no tags of its own yet (the ones it is being given, as first spelled), and
     # no subtasks.
-    returned = [*PUBLIC_COLUMNS, existing_tag_names(count), *NO_SUBTASKS]
+    returned = [*PUBLIC_COLUMNS, existing_tag_names(count)]
     return insert(TASKS).from_select(columns, values).returning(*returned)
 
 
@@ -269,7 +265,7 @@ def update_query(shape: UpdateShape) -> Query:
     # The task's tags; or, when it is being given new ones, their stored spellings.
     tags = TASK_TAG_NAMES if shape.tags is None else existing_tag_names(shape.tags)
     # The anchor too, which completing a recurring occurrence reads (it is not public).
-    returned = [*PUBLIC_COLUMNS, tags, *SUBTASK_COUNTS, TASKS.c.recurrence_anchor]
+    returned = [*PUBLIC_COLUMNS, tags, TASKS.c.recurrence_anchor]
     return Query(statement.values(**values, updated_at=now).returning(*returned))
 
 

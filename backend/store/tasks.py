@@ -71,7 +71,6 @@ from backend.store.task_statements import (
     SET_TAGS,
     STATS,
     STATS_IN_LIST,
-    SUBTASKS_OF,
     VERSION,
     UpdateShape,
     create_with_user,
@@ -144,12 +143,13 @@ class _Update:
 
 
 async def _completed_with_subtasks(connection: Connection, task: TaskRow, update: _Update) -> TaskRow:
-    """The row as it is once its open subtasks were completed with it (by the database's trigger,
-    after the statement's RETURNING was read): their count read again, only then."""
+    """The row as it is once its open subtasks were completed with it: the database's triggers
+    did that, and recounted them (a change of the task: its version), after the statement's
+    RETURNING was read. Read again, only then."""
     if update.completes and task["completed"] and task["open_subtask_count"]:
-        counted = await connection.fetch_one(SUBTASKS_OF, task_id=task["id"])
-        assert counted is not None  # an aggregate
-        task["open_subtask_count"] = counted["open_subtask_count"]
+        again = _task(await connection.fetch_one(GET, owner_id=task["user_id"], task_id=task["id"]))
+        if again is not None:
+            return {**again, "recurrence_anchor": task.get("recurrence_anchor")}
     return task
 
 
@@ -209,40 +209,22 @@ class OwnedTasks:
             if data.recurrence is not None:
                 raise SubtaskRecurs("recurrence")
             return _as_given(
-                await self.db.atomic(lambda connection: self._subtask(connection, data, values)), data.tags
+                await self.db.atomic(lambda connection: self._subtask(connection, data, values, known)),
+                data.tags,
             )
         in_list = data.list_id is not None
         values["new_list_id"] = data.list_id
         values["new_parent_id"] = None
-        # Where a statement may write in its WITH clause (PostgreSQL), the user's upsert and the
-        # insert are one statement; elsewhere (SQLite), two, in a transaction.
         one_statement = self.db.writes_in_with
-
-        async def create(connection: Connection) -> TaskRow | None:
-            if one_statement:
-                created = _task(await connection.fetch_one(create_with_user(known, tags, in_list), **values))
-            else:
-                await connection.execute(record_user(known), **values)
-                created = _task(await connection.fetch_one(insert_task(tags, in_list), **values))
-                if created is None and not in_list:
-                    # Perhaps the person's first write: their Inbox, in the same transaction.
-                    await connection.execute(CREATE_INBOX, owner_id=owner.subject, now=now)
-                    created = _task(await connection.fetch_one(insert_task(tags, in_list), **values))
-            if created is not None and tags:
-                await connection.execute(
-                    SET_TAGS,
-                    task_id=created["id"],
-                    owner_id=owner.subject,
-                    tag_names=_tag_pairs(data.tags),
-                )
-            return created
 
         async def attempt() -> TaskRow | None:
             if one_statement and not tags:
                 # On a remote database such as Neon each round trip is a millisecond
                 # or more, and the user's row stays locked for less time.
                 return _task(await self.db.fetch_one(create_with_user(known, 0, in_list), **values))
-            return await self.db.atomic(create)
+            return await self.db.atomic(
+                lambda connection: self._insert(connection, values, known, data.tags, in_list=in_list)
+            )
 
         task = await attempt()
         if task is None and not in_list and one_statement:
@@ -258,7 +240,36 @@ class OwnedTasks:
             raise TaskLimitReached(self.max_tasks)
         return _as_given(task, data.tags)
 
-    async def _subtask(self, connection: Connection, data: TaskCreate, values: dict[str, Any]) -> TaskRow:
+    async def _insert(
+        self,
+        connection: Connection,
+        values: dict[str, Any],
+        known: frozenset[str],
+        tags: Sequence[str],
+        *,
+        in_list: bool,
+    ) -> TaskRow | None:
+        """The user's row, the task and its tags, on `connection` (in a transaction). Where a
+        statement may write in its WITH clause (PostgreSQL), the user's upsert and the insert are
+        one statement; elsewhere (SQLite), two. None: the cap, or no such list of the owner's."""
+        if self.db.writes_in_with:
+            created = _task(await connection.fetch_one(create_with_user(known, len(tags), in_list), **values))
+        else:
+            await connection.execute(record_user(known), **values)
+            created = _task(await connection.fetch_one(insert_task(len(tags), in_list), **values))
+            if created is None and not in_list:
+                # Perhaps the person's first write: their Inbox, in the same transaction.
+                await connection.execute(CREATE_INBOX, owner_id=self.owner.subject, now=values["now"])
+                created = _task(await connection.fetch_one(insert_task(len(tags), in_list), **values))
+        if created is not None and tags:
+            await connection.execute(
+                SET_TAGS, task_id=created["id"], owner_id=self.owner.subject, tag_names=_tag_pairs(tags)
+            )
+        return created
+
+    async def _subtask(
+        self, connection: Connection, data: TaskCreate, values: dict[str, Any], known: frozenset[str]
+    ) -> TaskRow:
         """A new subtask, last under its parent, in the parent's list: checked and written with the
         owner's counter locked (`task_tree`), so the parent cannot be deleted or moved between."""
         assert data.parent_id is not None
@@ -267,21 +278,9 @@ class OwnedTasks:
             raise ParentNotFound()  # no task written yet: no parent either
         values["new_list_id"] = await parent_of_new_task(connection, owner_id, data.parent_id, data.list_id)
         values["new_parent_id"] = data.parent_id
-        tags = len(data.tags)
-        known = frozenset(
-            column for column, value in (("email", self.owner.email), ("name", self.owner.name)) if value
-        )
-        if self.db.writes_in_with:
-            created = _task(await connection.fetch_one(create_with_user(known, tags, True), **values))
-        else:
-            await connection.execute(record_user(known), **values)
-            created = _task(await connection.fetch_one(insert_task(tags, True), **values))
+        created = await self._insert(connection, values, known, data.tags, in_list=True)
         if created is None:
-            raise TaskLimitReached(self.max_tasks)  # the list is the parent's, locked: only the cap
-        if tags:
-            await connection.execute(
-                SET_TAGS, task_id=created["id"], owner_id=owner_id, tag_names=_tag_pairs(data.tags)
-            )
+            raise TaskLimitReached(self.max_tasks)  # the list is the parent's, held: only the cap
         return created
 
     async def move(self, task_id: int, target: TaskMove, *, expected: Versions = None) -> TaskRow:
