@@ -312,7 +312,10 @@ def test_a_person_makes_a_list_adds_to_it_and_moves_between_lists(browsers: Brow
     run_browser_test(browsers, "a person makes a list, adds a task to it, and moves between their lists")
 
 
-def test_my_order_nests_subtasks_and_reorders_by_drag_and_drop_and_keyboard(browsers: Browsers) -> None:
+def test_the_manual_order_nests_subtasks_and_reorders_by_drag_and_drop_and_keyboard(
+    browsers: Browsers,
+) -> None:
     run_browser_test(
-        browsers, "in My order a person nests subtasks and reorders by drag and drop and with the keyboard"
+        browsers,
+        "in the manual order a person nests subtasks and reorders by drag and drop and with the keyboard",
     )

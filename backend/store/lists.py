@@ -145,7 +145,7 @@ _ENSURE_INBOX = Query(
 def new_inbox() -> postgresql.Insert:
     """The person's Inbox, inserted only when they have none (their first write): nothing is
     attempted otherwise, not even a sequence number taken. Without the lock `_ENSURE_INBOX`
-    takes: for a task's create, alone (`CREATE_INBOX`) or in its WITH clause (`task_statements`)."""
+    takes: for a task's create (`CREATE_INBOX`), before the task's insert."""
     first = select(*_INBOX_ROW.values()).where(
         ~exists().where(TASK_LISTS.c.user_id == bindparam("owner_id", type_=String), TASK_LISTS.c.inbox)
     )

@@ -30,7 +30,6 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 
 from backend.models import PRIORITY_RANK
-from backend.store import lists
 from backend.store.database import Query
 from backend.store.tables import (
     COUNTER_LOCKED,
@@ -96,13 +95,11 @@ def _target_list(given: bool) -> Any:
     )
 
 
-def _new_task(count: int, in_list: bool, new_inbox: Any = None) -> Any:
+def _new_task(count: int, in_list: bool) -> Any:
     """The new task's row, or none when the user already keeps `max_tasks` (their
     counter, kept by triggers, is one primary-key lookup away), or its list is not theirs
-    (or the owner has no Inbox, and none is being made by `new_inbox`)."""
+    (or the owner has no Inbox yet)."""
     target = _target_list(in_list)
-    if new_inbox is not None:
-        target = func.coalesce(select(new_inbox.c.id).scalar_subquery(), target)
     values = select(
         bindparam("owner_id", type_=String),
         bindparam("new_title", type_=String),
@@ -191,15 +188,10 @@ def insert_task(tags: int, in_list: bool) -> Query:
 
 @cache
 def create_with_user(known: frozenset[str], tags: int, in_list: bool) -> Query:
-    """The user's upsert (and their Inbox, on their first write) and the task's insert as
-    one statement (in WITH clauses): atomic without a transaction, and one round trip
-    instead of four."""
-    if in_list:
-        return Query(_new_task(tags, in_list).add_cte(_upsert_user(known).cte("recorded_user")))
-    new_inbox = lists.new_inbox().returning(TASK_LISTS.c.id).cte("new_inbox")
-    return Query(
-        _new_task(tags, in_list, new_inbox).add_cte(_upsert_user(known).cte("recorded_user"), new_inbox)
-    )
+    """The user's upsert and the task's insert as one statement (in a WITH clause): atomic
+    without a transaction, and one round trip instead of two. (A person's first write makes
+    their Inbox first, in a statement of its own: `OwnedTasks.create`.)"""
+    return Query(_new_task(tags, in_list).add_cte(_upsert_user(known).cte("recorded_user")))
 
 
 SET_TAGS = Query(

@@ -228,8 +228,9 @@ class OwnedTasks:
 
         task = await attempt()
         if task is None and not in_list and one_statement:
-            # Two first writes of a person at once: the other made the Inbox this statement
-            # could not yet see (its snapshot was older); the next statement sees it.
+            # Perhaps the person's first write: their Inbox first, in a statement of its own (a
+            # change numbered before the task's; two first writes racing make one), then the task.
+            await self.db.execute(CREATE_INBOX, owner_id=owner.subject, now=now)
             task = await attempt()
         if task is None:
             if (

@@ -103,7 +103,7 @@ function prioritySelect(selected: Priority): HTMLSelectElement {
   return select;
 }
 
-// "My order" (sort=position): the tree, each level in the order the person chose, reordered by
+// "Manual" (sort=position): the tree, each level in the order the person chose, reordered by
 // drag and drop or by the Move up / Move down buttons (the keyboard's way).
 const ordered = (): boolean => (new URLSearchParams(location.search).get("sort") ?? VIEW_DEFAULTS.sort) === "position";
 
@@ -174,7 +174,7 @@ function subtaskForm(task: Task, item: HTMLLIElement): HTMLFormElement {
   return form;
 }
 
-/** In "My order", each task's subtasks under it, level by level (at most four below the top). */
+/** In "Manual", each task's subtasks under it, level by level (at most four below the top). */
 async function showSubtasks(items: HTMLLIElement[], tasks: Task[]): Promise<void> {
   await Promise.all(
     tasks.map(async (task, index) => {
