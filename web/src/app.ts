@@ -156,7 +156,7 @@ function draggable(item: HTMLLIElement, task: Task, siblings: Task[]): void {
 function subtaskForm(task: Task, item: HTMLLIElement): HTMLFormElement {
   const form = h(
     "form",
-    { class: "subtask", "aria-label": `Add a subtask to “${task.title}”` },
+    { class: "subtask", "aria-label": `Add a subtask to “${task.title}”`, "data-parent-id": String(task.id) },
     h("input", { name: "title", required: true, "aria-label": `Subtask of “${task.title}”` }),
     h("button", { type: "submit" }, "Add subtask"),
   );
@@ -212,7 +212,11 @@ function taskItem(task: Task, siblings: Task[] = []): HTMLLIElement {
     const done = task.subtask_count - task.open_subtask_count;
     meta.push(`${meta.length ? " · " : ""}${done} of ${task.subtask_count} subtasks done`);
   }
-  const addSubtask = h("button", { type: "button", "aria-label": `Add a subtask to “${task.title}”` }, "+ Subtask");
+  const addSubtask = h(
+    "button",
+    { type: "button", class: "add-subtask", "aria-label": `Add a subtask to “${task.title}”` },
+    "+ Subtask",
+  );
   const edit = h("button", { type: "button", "aria-label": `Edit “${task.title}”` }, "Edit");
   const remove = h("button", { type: "button", "aria-label": `Delete “${task.title}”` }, "Delete");
   const item = h(
@@ -311,9 +315,23 @@ async function loadTasks({ keepViewForm = false } = {}): Promise<void> {
   const list = $<HTMLUListElement>("#tasks");
   // Keyboard users keep their place: the control that had focus has it again if still shown.
   const focused = document.activeElement?.id;
+  // A subtask being typed survives the list being shown again (another change arrived).
+  const drafts = [...list.querySelectorAll<HTMLFormElement>("form.subtask")].map((form) => ({
+    parent: form.dataset.parentId,
+    title: form.querySelector("input")!.value,
+    focused: form.contains(document.activeElement),
+  }));
   const items = page.tasks.map((task) => taskItem(task, page.tasks));
   list.replaceChildren(...items);
   if (ordered()) await showSubtasks(items, page.tasks);
+  for (const draft of drafts) {
+    const item = list.querySelector<HTMLLIElement>(`li[data-task-id="${draft.parent}"]`);
+    if (!item) continue;
+    item.querySelector<HTMLButtonElement>(":scope > .task > button.add-subtask")!.click();
+    const input = item.querySelector<HTMLInputElement>(":scope > form.subtask input")!;
+    input.value = draft.title;
+    if (draft.focused) input.focus();
+  }
   if (focused) document.getElementById(focused)?.focus();
   const offset = Number(query.get("offset") ?? 0);
   $("#summary").textContent =
@@ -408,12 +426,12 @@ function listen(): void {
   void api!.streamEvents((message) => {
     if (message.event === "reminder.due") remind(JSON.parse(message.data) as TaskEvent);
     // A burst of changes (a tag renamed on fifty tasks) reloads the list once; not under an
-    // open edit form, whose draft would go: then when it closes (a stale save is a 412).
+    // open edit or subtask form, whose draft would go: then when it closes (a stale save is a 412).
     if (reloading === null) {
       reloading = setTimeout(() => {
         reloading = null;
         if (!api) return;
-        if (document.querySelector("form.edit")) staleList = true;
+        if (document.querySelector("form.edit, form.subtask")) staleList = true;
         else void attempt(() => loadTasks({ keepViewForm: true }));
       }, 100);
     }

@@ -433,11 +433,13 @@ browserTest("in the manual order a person nests subtasks and reorders by drag an
   assert.ok(await page.getByRole("button", { name: "Move “Book train” up" }).isDisabled());
 
   // Drag and drop: "Pack" dropped on "Book train" takes its place, first.
-  // By the mouse, step by step, as a person drags (Chromium's HTML5 drag and drop needs moves).
-  const from = await page.locator("#tasks > li[data-task-id]").filter({ hasText: "Pack" }).locator(".title").boundingBox();
-  const to = await page.locator("#tasks > li[data-task-id]").filter({ hasText: "Book train" }).locator(".title").boundingBox();
-  await page.mouse.move(from.x + 5, from.y + from.height / 2);
+  // The page's event stream shows each change again 100 ms after it arrives: drag once the last
+  // move's has come, so the list is not redrawn under the mouse. Then by the mouse, step by
+  // step, as a person drags (Chromium's HTML5 drag and drop needs the moves).
+  await page.waitForTimeout(500);
+  await page.locator("#tasks > li[data-task-id]").filter({ hasText: "Pack" }).locator(".title").hover();
   await page.mouse.down();
+  const to = await page.locator("#tasks > li[data-task-id]").filter({ hasText: "Book train" }).locator(".title").boundingBox();
   await page.mouse.move(to.x + 10, to.y + to.height / 2, { steps: 10 });
   await page.mouse.move(to.x + 12, to.y + to.height / 2, { steps: 2 });
   await page.mouse.up();
