@@ -18,6 +18,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    exists,
     false,
     func,
     insert,
@@ -155,15 +156,21 @@ def _new_task(count: int, in_list: bool) -> Any:
 
 
 @cache
-def _upsert_user(known: frozenset[str]) -> postgresql.Insert:
-    """Insert the user; if they exist, update the `known` profile columns, only when changed."""
+def _upsert_user(known: frozenset[str], only_with_inbox: bool = False) -> postgresql.Insert:
+    """Insert the user; if they exist, update the `known` profile columns, only when changed.
+    `only_with_inbox`: nothing unless they have their Inbox (see `create_with_user`)."""
     # postgresql.insert compiles for SQLite too: both speak ON CONFLICT.
-    statement = postgresql.insert(USERS).values(
-        id=bindparam("owner_id"),
-        email=bindparam("user_email"),
-        name=bindparam("user_name"),
-        created_at=bindparam("now"),
+    row = select(
+        bindparam("owner_id", type_=String),
+        bindparam("user_email", type_=String),
+        bindparam("user_name", type_=String),
+        bindparam("now", type_=DateTime(timezone=True)),
     )
+    if only_with_inbox:
+        row = row.where(
+            exists().where(TASK_LISTS.c.user_id == bindparam("owner_id", type_=String), TASK_LISTS.c.inbox)
+        )
+    statement = postgresql.insert(USERS).from_select(["id", "email", "name", "created_at"], row)
     if not known:
         return statement.on_conflict_do_nothing(index_elements=["id"])
     return statement.on_conflict_do_update(
@@ -189,9 +196,10 @@ def insert_task(tags: int, in_list: bool) -> Query:
 @cache
 def create_with_user(known: frozenset[str], tags: int, in_list: bool) -> Query:
     """The user's upsert and the task's insert as one statement (in a WITH clause): atomic
-    without a transaction, and one round trip instead of two. (A person's first write makes
-    their Inbox first, in a statement of its own: `OwnedTasks.create`.)"""
-    return Query(_new_task(tags, in_list).add_cte(_upsert_user(known).cte("recorded_user")))
+    without a transaction, and one round trip instead of two. A person's first write finds no
+    Inbox and writes nothing, not even the user's row; `OwnedTasks.create` then makes the Inbox
+    and the task in one transaction (the Inbox's change numbered first)."""
+    return Query(_new_task(tags, in_list).add_cte(_upsert_user(known, True).cte("recorded_user")))
 
 
 SET_TAGS = Query(

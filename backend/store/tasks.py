@@ -228,10 +228,14 @@ class OwnedTasks:
 
         task = await attempt()
         if task is None and not in_list and one_statement:
-            # Perhaps the person's first write: their Inbox first, in a statement of its own (a
-            # change numbered before the task's; two first writes racing make one), then the task.
-            await self.db.execute(CREATE_INBOX, owner_id=owner.subject, now=now)
-            task = await attempt()
+            # Perhaps the person's first write (it wrote nothing): their Inbox, then the user and
+            # the task, in one transaction, so a task that fails leaves neither behind (two first
+            # writes racing make one Inbox).
+            async def first_write(connection: Connection) -> TaskRow | None:
+                await connection.execute(CREATE_INBOX, owner_id=owner.subject, now=now)
+                return await self._insert(connection, values, known, data.tags, in_list=False)
+
+            task = await self.db.atomic(first_write)
         if task is None:
             if (
                 in_list
