@@ -10,7 +10,10 @@ successor a recurring occurrence's completion creates is `flows`'.
 
 How many statements each write sends (`tests/test_statements.py` holds them to it):
 - a plain create is one on PostgreSQL (the user's row in a WITH clause) and two in
-  a transaction on SQLite; giving it tags adds one, in the same transaction;
+  a transaction on SQLite; giving it tags adds one, in the same transaction; a person's very
+  first write finds no Inbox and writes nothing, then makes the Inbox, the user's row and the
+  task in one transaction (three statements more, once per person);
+- a subtask's create locks the counter and reads its parent's chain first (`task_tree`);
 - a single-task update is one statement; giving it tags adds one, in a transaction;
   setting its recurrence, due date or time zone makes it transactional, so that a rule
   that would never occur again is rolled back;
