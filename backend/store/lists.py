@@ -350,13 +350,13 @@ class OwnedLists:
             _check(await connection.fetch_one(_LOCK, **ids), expected)
             if after_id is None:
                 lower = None
-                upper = await _value(connection, _FIRST, ids)
+                upper = await first_value(connection, _FIRST, ids)
             else:
                 after = await connection.fetch_one(_POSITION_OF, **{**ids, "list_id": after_id})
                 if after is None or after_id == list_id:
                     raise NoSuchTargetList("after_id", "body")
                 lower = after["position"]
-                upper = await _value(connection, _NEXT_UP, {**ids, "lower": lower})
+                upper = await first_value(connection, _NEXT_UP, {**ids, "lower": lower})
             position = between(lower, upper)
             if len(position) > REBALANCE_AT:
                 position = await self._respread(connection, list_id, after_id)
@@ -409,7 +409,8 @@ class OwnedLists:
         return await connection.fetch_one(OWNS_LIST, **self._ids(list_id=list_id)) is not None
 
 
-async def _value(connection: Connection, query: Query, params: dict[str, Any]) -> Any:
+async def first_value(connection: Connection, query: Query, params: dict[str, Any]) -> Any:
+    """The first column of the statement's first row, or None."""
     row = await connection.fetch_one(query, **params)
     return None if row is None else next(iter(row.values()))
 

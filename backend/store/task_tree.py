@@ -20,7 +20,7 @@ from sqlalchemy.orm import aliased
 
 from backend.models import MAX_SUBTASK_DEPTH, TaskMove
 from backend.store.database import Connection, Query
-from backend.store.lists import OWNS_LIST
+from backend.store.lists import OWNS_LIST, first_value
 from backend.store.positions import REBALANCE_AT, between, numbered, spread
 from backend.store.tables import CHANGE_COUNTERS, OWNED, TASK_COLUMNS, TASK_TAGS, TASKS, TaskRow
 from backend.store.task_errors import (
@@ -210,13 +210,13 @@ async def move(
     where = {**ids, "to_list_id": to_list, "to_parent_id": target.parent_id}
     if target.after_id is None:
         lower = None
-        upper = await _value(connection, place.first, where)
+        upper = await first_value(connection, place.first, where)
     else:
         after = await connection.fetch_one(place.after, **where, after_id=target.after_id)
         if after is None:
             raise NotASibling()
         lower = after["position"]
-        upper = await _value(connection, place.next_up, {**where, "lower": lower})
+        upper = await first_value(connection, place.next_up, {**where, "lower": lower})
     assert counter is not None
     position = _between(lower, upper, counter["seq"])
     if position is None:
@@ -255,11 +255,6 @@ async def _respread(
             )
     moved_key: str = keys[moved_id]
     return moved_key
-
-
-async def _value(connection: Connection, query: Query, parameters: dict[str, Any]) -> Any:
-    row = await connection.fetch_one(query, **parameters)
-    return None if row is None else next(iter(row.values()))
 
 
 # --- a recurring task's next occurrence ---------------------------------------------------
@@ -337,7 +332,7 @@ async def next_to(connection: Connection, owner_id: str, task: TaskRow) -> str |
     lower = task["position"]
     if lower is None:
         return None
-    upper = await _value(
+    upper = await first_value(
         connection, NEXT_SIBLING, {"owner_id": owner_id, "list_id": task["list_id"], "lower": lower}
     )
     if upper is None or lower >= upper:
