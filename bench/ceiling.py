@@ -1,12 +1,17 @@
-"""The ceiling: the same routes served the thinnest way we know, to measure the API against.
+"""The ceilings: the same routes served the thinnest ways we know, to measure the API against.
 
-Raw Starlette, asyncpg, SQL by hand, orjson, no ORM and no validation beyond
-the JWT check; the same garbage-collector settings as the API. Not a product:
-no error bodies worth the name, no limits, no logs. It serves the same task
-(the organising fields and tags included) from the same SQL as the API, written
-out by hand.
-Run by bench/run.py as `uvicorn bench.ceiling:app`, with DATABASE_URL and
-BETTER_AUTH_SECRET as the API gets them.
+asyncpg, SQL by hand, orjson, no ORM and no validation beyond the JWT check;
+the same garbage-collector settings as the API. Not a product: no error bodies
+worth the name, no limits, no logs. It serves the same task (the organising
+fields and tags included) from the same SQL as the API, written out by hand, with
+the headers the API sends on a success (nosniff, no-store, `Vary: Origin`, a
+request id, the ETag).
+
+Two front doors onto the same handlers: `app`, Starlette's routing, requests and
+responses; and `raw_app`, a bare ASGI callable that splits the path and reads the
+headers itself, which is as thin as Python serves HTTP under uvicorn.
+Run by bench/run.py as `uvicorn bench.ceiling:app` (or `:raw_app`), with
+DATABASE_URL and BETTER_AUTH_SECRET as the API gets them.
 """
 
 import base64
@@ -14,10 +19,12 @@ import gc
 import hashlib
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode
 
 import asyncpg
 import jwt
@@ -27,6 +34,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Send
 
 SECRET = os.environ["BETTER_AUTH_SECRET"]
 PUBLIC = (
@@ -50,8 +58,52 @@ REBALANCE_AT = 48  # as store/positions.py
 pool: asyncpg.Pool
 
 
-def json(data: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+class Query:
+    """A query string's parameters, each name with all its values."""
+
+    def __init__(self, raw: bytes) -> None:
+        self.values: dict[str, list[str]] = {}
+        for name, value in parse_qsl(raw.decode("latin-1"), keep_blank_values=True):
+            self.values.setdefault(name, []).append(value)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.values
+
+    def get(self, name: str, default: Any = None) -> Any:
+        found = self.values.get(name)
+        return found[-1] if found else default
+
+    def __getitem__(self, name: str) -> str:
+        return self.values[name][-1]
+
+    def getlist(self, name: str) -> list[str]:
+        return self.values.get(name, [])
+
+    def names(self) -> set[str]:
+        return set(self.values)
+
+
+@dataclass
+class Call:
+    """A request as either front door hands it over: the path's parameters, the query, the
+    headers read (names in lower case) and the body."""
+
+    method: str
+    params: dict[str, str]
+    query: Query
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def json(data: Any, status: int = 200) -> Reply:
+    return Reply(status, orjson.dumps(data))
 
 
 def stamp(moment: datetime | None) -> str | None:
@@ -87,26 +139,26 @@ def task(row: asyncpg.Record) -> dict[str, Any]:
     }
 
 
-def owner(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
+def owner(call: Call) -> str | None:
+    header = call.headers.get("authorization", "")
     try:
         claims = jwt.decode(header.removeprefix("Bearer "), SECRET, algorithms=["HS256"])
     except jwt.PyJWTError:
         return None
-    user_id: str = request.path_params["user_id"]
+    user_id = call.params["user_id"]
     return user_id if claims.get("sub") == user_id else None
 
 
-async def tasks(request: Request) -> Response:
-    user_id = owner(request)
+async def tasks(call: Call) -> Reply:
+    user_id = owner(call)
     if user_id is None:
         return json({"detail": "unauthorised"}, 401)
-    if request.method == "POST":
-        return await create(user_id, await request.body(), request.headers.get("idempotency-key"))
-    query = request.query_params
+    if call.method == "POST":
+        return await create(user_id, call.body, call.headers.get("idempotency-key"))
+    query = call.query
     limit = int(query.get("limit", 100))
     offset = int(query.get("offset", 0))
-    if set(query) <= {"limit", "offset"}:
+    if query.names() <= {"limit", "offset"}:
         rows = await pool.fetch(
             # The total from the user's counters, as the API reads it (a count(*) would
             # read every one of the user's tasks); the page first, then its tasks' tags.
@@ -118,12 +170,14 @@ async def tasks(request: Request) -> Response:
             user_id, limit, offset,
         )  # fmt: skip
         response = json([task(row) for row in rows])
-        response.headers["X-Total-Count"] = str(rows[0]["total"] if rows else 0)
+        total = rows[0]["total"] if rows else 0
+        response.headers["x-total-count"] = str(total)
+        paged(response, user_id, query, total, limit, offset)
         return response
     return await filtered(user_id, query, limit, offset)
 
 
-async def create(user_id: str, raw: bytes, key: str | None) -> Response:
+async def create(user_id: str, raw: bytes, key: str | None) -> Reply:
     """The user's row and the task in one statement, as the API does on PostgreSQL; with
     tags, then the tags through the same trigger, in one transaction."""
     body: dict[str, Any] = orjson.loads(raw)
@@ -153,7 +207,7 @@ async def create(user_id: str, raw: bytes, key: str | None) -> Response:
     if not tags and key is None:
         row = await pool.fetchrow(statement, *arguments)
         assert row is not None  # INSERT … RETURNING returns the row
-        return json(task(row), 201)
+        return created_reply(row, orjson.dumps(task(row)))
     async with pool.acquire() as connection, connection.transaction():
         row = await connection.fetchrow(statement, *arguments)
         assert row is not None
@@ -180,10 +234,17 @@ async def create(user_id: str, raw: bytes, key: str | None) -> Response:
             )  # fmt: skip
             if kept is None:
                 raise RuntimeError("the ceiling does not replay")
-    return Response(body_bytes, status_code=201, media_type="application/json")
+    return created_reply(row, body_bytes)
 
 
-async def filtered(user_id: str, query: Any, limit: int, offset: int) -> Response:
+def created_reply(row: asyncpg.Record, body: bytes) -> Reply:
+    # Its Location and ETag, as the API answers a create.
+    return Reply(
+        201, body, {"location": f"/api/{row['user_id']}/tasks/{row['id']}", "etag": f'"{row["version"]}"'}
+    )
+
+
+async def filtered(user_id: str, query: Query, limit: int, offset: int) -> Reply:
     """The filtered list: the page, then the count of matching tasks, as the API sends them."""
     conditions, arguments = ["user_id = $1", "deleted_at IS NULL"], [user_id]
 
@@ -224,32 +285,54 @@ async def filtered(user_id: str, query: Any, limit: int, offset: int) -> Respons
     )
     total = await pool.fetchval(f"SELECT count(*) FROM tasks WHERE {where}", *arguments[:-2])
     response = json([task(row) for row in rows])
-    response.headers["X-Total-Count"] = str(total)
+    response.headers["x-total-count"] = str(total)
+    paged(response, user_id, query, total, limit, offset)
     return response
 
 
-async def one_task(request: Request) -> Response:
-    user_id = owner(request)
+def paged(response: Reply, user_id: str, query: Query, total: int, limit: int, offset: int) -> None:
+    """The `next` and `prev` links, as the API sends them."""
+    kept = [
+        (name, value)
+        for name in query.values
+        if name not in ("limit", "offset")
+        for value in query.getlist(name)
+    ]
+    path = f"/api/{quote(user_id, safe='')}/tasks"
+    links = []
+    if offset + limit < total:
+        links.append(
+            f'<{path}?{urlencode([*kept, ("limit", limit), ("offset", offset + limit)])}>; rel="next"'
+        )
+    if offset > 0:
+        at = min(max(offset - limit, 0), max(total - limit, 0))
+        links.append(f'<{path}?{urlencode([*kept, ("limit", limit), ("offset", at)])}>; rel="prev"')
+    if links:
+        response.headers["link"] = ", ".join(links)
+
+
+async def one_task(call: Call) -> Reply:
+    user_id = owner(call)
     if user_id is None:
         return json({"detail": "unauthorised"}, 401)
-    task_id = int(request.path_params["task_id"])
-    if request.method == "GET":
+    task_id = int(call.params["task_id"])
+    if call.method == "GET":
         row = await pool.fetchrow(
             f"SELECT {COLUMNS} FROM tasks WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL",
             task_id, user_id,
         )  # fmt: skip
-    elif request.method == "DELETE":
+    elif call.method == "DELETE":
         # A tombstone, as the API leaves.
         row = await pool.fetchrow(
             "UPDATE tasks SET deleted_at = $3, updated_at = $3, version = version + 1 "
             f"WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL AND {COUNTER_LOCKED} RETURNING id",
             task_id, user_id, datetime.now(UTC),
         )  # fmt: skip
-        return Response(status_code=204) if row else json({"detail": "not found"}, 404)
+        return Reply(204) if row else json({"detail": "not found"}, 404)
     else:
-        body = orjson.loads(await request.body())
+        body = orjson.loads(call.body)
         # If-Match: one strong tag, checked in the write, as the API does.
-        match = request.headers.get("if-match", "").strip('"')
+        match = call.headers.get("if-match", "").strip('"')
         version = int(match) if match.isdigit() else None
         row = await pool.fetchrow(
             "UPDATE tasks SET title = coalesce($3, title), completed = coalesce($4, completed), "
@@ -260,17 +343,21 @@ async def one_task(request: Request) -> Response:
         )  # fmt: skip
     if row is None:
         return json({"detail": "not found"}, 404)
+    return with_etag(row)
+
+
+def with_etag(row: asyncpg.Record) -> Reply:
     response = json(task(row))
-    response.headers["ETag"] = f'"{row["version"]}"'
+    response.headers["etag"] = f'"{row["version"]}"'
     return response
 
 
-async def changes(request: Request) -> Response:
+async def changes(call: Call) -> Reply:
     """A full sync's page: the live tasks in change order, as the API reads them."""
-    user_id = owner(request)
+    user_id = owner(call)
     if user_id is None:
         return json({"detail": "unauthorised"}, 401)
-    limit = int(request.query_params.get("limit", 100))
+    limit = int(call.query.get("limit", 100))
     # The page and the owner's change counter from one read, as the API reads them.
     rows = await pool.fetch(
         "SELECT counter.seq AS counter_seq, page.* FROM (SELECT $1::text AS user_id) AS owner "
@@ -311,8 +398,8 @@ async def changes(request: Request) -> Response:
     )
 
 
-async def toggle(request: Request) -> Response:
-    user_id = owner(request)
+async def toggle(call: Call) -> Reply:
+    user_id = owner(call)
     if user_id is None:
         return json({"detail": "unauthorised"}, 401)
     row = await pool.fetchrow(
@@ -322,19 +409,19 @@ async def toggle(request: Request) -> Response:
         "completed_at = CASE WHEN completed THEN NULL ELSE $3 END "
         f"WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL AND {COUNTER_LOCKED} "
         f"RETURNING {COLUMNS}",
-        int(request.path_params["task_id"]), user_id, datetime.now(UTC),
+        int(call.params["task_id"]), user_id, datetime.now(UTC),
     )  # fmt: skip
-    return json(task(row)) if row else json({"detail": "not found"}, 404)
+    return with_etag(row) if row else json({"detail": "not found"}, 404)
 
 
-async def move(request: Request) -> Response:
+async def move(call: Call) -> Reply:
     """A move after a sibling, as the API makes one: the counter locked, the task and its new
     neighbours read, a key between them (the same package), one row written; in one transaction."""
-    user_id = owner(request)
+    user_id = owner(call)
     if user_id is None:
         return json({"detail": "unauthorised"}, 401)
-    task_id = int(request.path_params["task_id"])
-    after_id = orjson.loads(await request.body()).get("after_id")
+    task_id = int(call.params["task_id"])
+    after_id = orjson.loads(call.body).get("after_id")
     async with pool.acquire() as connection, connection.transaction():
         seq = await connection.fetchval(
             "SELECT seq FROM change_counters WHERE user_id = $1 FOR UPDATE", user_id
@@ -367,7 +454,7 @@ async def move(request: Request) -> Response:
             task_id, user_id, moved["list_id"], position, datetime.now(UTC),
         )  # fmt: skip
     assert row is not None  # the counter is held: nothing deleted it since it was read
-    return json(task(row))
+    return with_etag(row)
 
 
 async def keep_session(_connection: asyncpg.Connection) -> None:
@@ -375,7 +462,7 @@ async def keep_session(_connection: asyncpg.Connection) -> None:
 
 
 @asynccontextmanager
-async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+async def lifespan(_app: Starlette | None) -> AsyncIterator[None]:
     global pool
     url = os.environ["DATABASE_URL"]
     # As many connections as the API opens by default (DATABASE_POOL_SIZE, 15).
@@ -391,13 +478,103 @@ async def lifespan(_app: Starlette) -> AsyncIterator[None]:
     await pool.close()
 
 
+def headers_sent(reply: Reply) -> dict[str, str]:
+    """What the API sends with every answer besides the route's own headers."""
+    return {
+        **reply.headers,
+        "x-content-type-options": "nosniff",
+        "cache-control": "no-store",
+        "vary": "Origin",
+        "x-request-id": os.urandom(16).hex(),
+    }
+
+
+Handler = Callable[[Call], Awaitable[Reply]]
+
+
+def starlette_route(path: str, handler: Handler, methods: list[str]) -> Route:
+    async def endpoint(request: Request) -> Response:
+        call = Call(
+            request.method,
+            {name: str(value) for name, value in request.path_params.items()},
+            Query(request.scope["query_string"]),
+            request.headers,
+            await request.body(),
+        )
+        reply = await handler(call)
+        return Response(
+            reply.body,
+            status_code=reply.status,
+            headers=headers_sent(reply),
+            media_type="application/json" if reply.body else None,
+        )
+
+    return Route(path, endpoint, methods=methods)
+
+
 app = Starlette(
     routes=[
-        Route("/api/{user_id}/tasks", tasks, methods=["GET", "POST"]),
-        Route("/api/{user_id}/tasks/changes", changes, methods=["GET"]),
-        Route("/api/{user_id}/tasks/{task_id:int}", one_task, methods=["GET", "PUT", "PATCH", "DELETE"]),
-        Route("/api/{user_id}/tasks/{task_id:int}/complete", toggle, methods=["PATCH"]),
-        Route("/api/{user_id}/tasks/{task_id:int}/move", move, methods=["POST"]),
+        starlette_route("/api/{user_id}/tasks", tasks, ["GET", "POST"]),
+        starlette_route("/api/{user_id}/tasks/changes", changes, ["GET"]),
+        starlette_route("/api/{user_id}/tasks/{task_id:int}", one_task, ["GET", "PUT", "PATCH", "DELETE"]),
+        starlette_route("/api/{user_id}/tasks/{task_id:int}/complete", toggle, ["PATCH"]),
+        starlette_route("/api/{user_id}/tasks/{task_id:int}/move", move, ["POST"]),
     ],
     lifespan=lifespan,
 )
+
+
+async def raw_app(scope: dict[str, Any], receive: Receive, send: Send) -> None:
+    """The same routes as `app`, with nothing between the server and the handlers: the path
+    split by hand, the headers read from the scope, the answer sent as two messages."""
+    if scope["type"] == "lifespan":
+        await raw_lifespan(receive, send)
+        return
+    parts = scope["path"].split("/")
+    handler = route(parts[4:]) if len(parts) >= 4 and parts[1] == "api" and parts[3] == "tasks" else None
+    if handler is None:
+        await answer(send, Reply(404, b'{"detail":"not found"}'))
+        return
+    body = b""
+    more = True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    params = {"user_id": parts[2]}
+    if len(parts) > 4:
+        params["task_id"] = parts[4]
+    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+    call = Call(scope["method"], params, Query(scope["query_string"]), headers, body)
+    await answer(send, await handler(call))
+
+
+def route(rest: list[str]) -> Handler | None:
+    if not rest:
+        return tasks
+    if rest == ["changes"]:
+        return changes
+    if not rest[0].isdigit():
+        return None
+    return {1: one_task}.get(len(rest)) or {"complete": toggle, "move": move}.get(
+        rest[1] if len(rest) == 2 else ""
+    )
+
+
+async def answer(send: Send, reply: Reply) -> None:
+    headers = [(name.encode(), value.encode()) for name, value in headers_sent(reply).items()]
+    if reply.body:
+        headers.append((b"content-type", b"application/json"))
+    headers.append((b"content-length", str(len(reply.body)).encode()))
+    await send({"type": "http.response.start", "status": reply.status, "headers": headers})
+    await send({"type": "http.response.body", "body": reply.body})
+
+
+async def raw_lifespan(receive: Receive, send: Send) -> None:
+    message = await receive()
+    assert message["type"] == "lifespan.startup"
+    async with lifespan(None):
+        await send({"type": "lifespan.startup.complete"})
+        message = await receive()
+        assert message["type"] == "lifespan.shutdown"
+    await send({"type": "lifespan.shutdown.complete"})

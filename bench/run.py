@@ -455,12 +455,16 @@ def free_port() -> int:
         return port
 
 
+# The hand-written apps measured against: Starlette's, and the raw ASGI one (bench/ceiling.py).
+CEILINGS = {"ceiling": "bench.ceiling:app", "raw": "bench.ceiling:raw_app"}
+
+
 @contextlib.contextmanager
 def serve(
     app: str, url: str, workers: int, log: Path, against: Path | None = None
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """The API, or the ceiling; or, with `against`, the API of the checkout there in the
-    ceiling's place (the same environment, its own code)."""
+    """The API, or a ceiling (`CEILINGS`); or, with `against`, the API of the checkout there
+    in the ceiling's place (the same environment, its own code)."""
     port = free_port()
     # The per-user rate limit is off (RATE_LIMIT_PER_SECOND=0): wrk sends each seeded
     # user's requests far faster than any person, and a 429 is not the work measured.
@@ -484,7 +488,7 @@ def serve(
             sys.executable,
             "-m",
             "uvicorn",
-            "bench.ceiling:app",
+            CEILINGS[app],
             "--port",
             str(port),
             "--no-access-log",
@@ -579,6 +583,11 @@ def main() -> int:
         help="alternating API/ceiling runs per cell; the table shows their medians (default 3)",
     )
     parser.add_argument(
+        "--ceilings",
+        default="ceiling,raw",
+        help="the hand-written apps to measure against: ceiling (Starlette), raw (bare ASGI); default both",
+    )
+    parser.add_argument(
         "--against",
         metavar="COMMIT",
         help="serve the API of an earlier commit in the ceiling's place: this API against that one, "
@@ -605,22 +614,32 @@ def main() -> int:
         state = seed(url)
         print(explain_big_list(url))
         print(explain_tree(url, state))
+        rivals = ["ceiling"] if against is not None else args.ceilings.split(",")
         for workers in map(int, args.workers.split(",")):
-            with (
-                serve("api", url, workers, directory / f"api-{workers}.log") as (api, api_process),
-                serve("ceiling", url, workers, directory / f"ceiling-{workers}.log", against) as (ceiling, _),
-            ):
-                # Unmeasured: both apps open their pools and prepare their statements
+            with contextlib.ExitStack() as servers:
+                api, api_process = servers.enter_context(
+                    serve("api", url, workers, directory / f"api-{workers}.log")
+                )
+                apps = [("api", api)] + [
+                    (
+                        rival,
+                        servers.enter_context(
+                            serve(rival, url, workers, directory / f"{rival}-{workers}.log", against)
+                        )[0],
+                    )
+                    for rival in rivals
+                ]
+                # Unmeasured: every app opens its pool and prepares its statements
                 # before anything is timed, so no first cell pays for a cold start.
-                for base in (api, ceiling):
+                for _, base in apps:
                     wrk(base, lua_script(directory, "MIXED", state), 32, WARM_UP_SECONDS)
                 extra = ["LIST_100K", "LIST_100K_OFFSET", "GET_100K"] if workers == 1 else []
                 for connections in map(int, args.connections.split(",")):
                     for operation in operations + (extra if connections == 32 else []):
-                        # API and ceiling alternate, so a slow spell of a shared
-                        # machine falls on both; the medians of the rounds are reported.
+                        # The apps alternate, so a slow spell of a shared machine
+                        # falls on all; the medians of the rounds are reported.
                         for _ in range(args.rounds):
-                            for app, base in (("api", api), ("ceiling", ceiling)):
+                            for app, base in apps:
                                 if operation in ("DELETE", "PATCH_IF_MATCH"):
                                     seed_doomed(url, state)
                                 script = lua_script(directory, operation, state)
@@ -669,39 +688,54 @@ def report(results: list[Measurement], memory: dict[str, list[float]], args: arg
         cell.setdefault(result.app, []).append(result)
     rows: list[dict[str, Any]] = []
     for (operation, workers, connections), runs in cells.items():
-        ours, top = summarise(runs["api"]), summarise(runs["ceiling"])
-        rows.append(
-            {
-                "operation": operation,
-                "workers": workers,
-                "connections": connections,
-                "api_rps": ours.requests_per_second,
-                "ceiling_rps": top.requests_per_second,
-                "ratio": round(ours.requests_per_second / top.requests_per_second, 2),
-                "api_p50_ms": ours.p50_ms,
-                "api_p99_ms": ours.p99_ms,
-                "ceiling_p99_ms": top.p99_ms,
-                "p99_ratio": round(ours.p99_ms / top.p99_ms, 2),
-                "api_non_2xx": ours.failures,
-                "ceiling_non_2xx": top.failures,
+        ours = summarise(runs["api"])
+        row: dict[str, Any] = {
+            "operation": operation,
+            "workers": workers,
+            "connections": connections,
+            "api_rps": ours.requests_per_second,
+            "api_p50_ms": ours.p50_ms,
+            "api_p99_ms": ours.p99_ms,
+            "api_non_2xx": ours.failures,
+        }
+        # Against each rival: `ceiling_*` and `ratio` (Starlette's, or --against's), `raw_*`.
+        for rival in (name for name in runs if name != "api"):
+            top = summarise(runs[rival])
+            prefix = "" if rival == "ceiling" else f"{rival}_"
+            row |= {
+                f"{rival}_rps": top.requests_per_second,
+                f"{prefix}ratio": round(ours.requests_per_second / top.requests_per_second, 2),
+                f"{rival}_p50_ms": top.p50_ms,
+                f"{rival}_p99_ms": top.p99_ms,
+                f"{prefix}p99_ratio": round(ours.p99_ms / top.p99_ms, 2),
+                f"{rival}_non_2xx": top.failures,
             }
-        )
-    header = f"{'operation':<17}{'w':>2}{'conn':>5}{'api rps':>10}{'ceil rps':>10}{'ratio':>7}"
-    header += f"{'p50 ms':>8}{'p99 ms':>8}{'ceil p99':>9}{'p99 x':>7}{'non2xx':>8}{'ceil non2xx':>12}"
+        rows.append(row)
+    rivals = [name for name in ("ceiling", "raw") if rows and f"{name}_rps" in rows[0]]
+    header = f"{'operation':<17}{'w':>2}{'conn':>5}{'api rps':>9}{'p50 ms':>8}{'p99 ms':>8}{'non2xx':>7}"
+    for rival in rivals:
+        header += f"{rival + ' rps':>12}{'ratio':>6}{'p99':>7}{'p99 x':>6}{'non2xx':>7}"
     print(f"medians of {args.rounds} alternating rounds of {args.duration} s per cell")
     if args.against:
-        print(f"'ceil' is the API at commit {args.against}, not the hand-written ceiling")
+        print(f"'ceiling' is the API at commit {args.against}, not the hand-written ceiling")
+    else:
+        print("'ceiling' is bench/ceiling.py on Starlette, 'raw' the same handlers as a bare ASGI app")
     print(
         "the API runs with its per-user rate limit off (RATE_LIMIT_PER_SECOND=0); everything else as shipped"
     )
     print(header)
     for row in rows:
-        print(
-            f"{row['operation']:<17}{row['workers']:>2}{row['connections']:>5}{row['api_rps']:>10}"
-            f"{row['ceiling_rps']:>10}{row['ratio']:>7}{row['api_p50_ms']:>8}{row['api_p99_ms']:>8}"
-            f"{row['ceiling_p99_ms']:>9}{row['p99_ratio']:>7}{row['api_non_2xx']:>8}"
-            f"{row['ceiling_non_2xx']:>12}"
+        line = (
+            f"{row['operation']:<17}{row['workers']:>2}{row['connections']:>5}{row['api_rps']:>9}"
+            f"{row['api_p50_ms']:>8}{row['api_p99_ms']:>8}{row['api_non_2xx']:>7}"
         )
+        for rival in rivals:
+            prefix = "" if rival == "ceiling" else f"{rival}_"
+            line += (
+                f"{row[f'{rival}_rps']:>12}{row[f'{prefix}ratio']:>6}{row[f'{rival}_p99_ms']:>7}"
+                f"{row[f'{prefix}p99_ratio']:>6}{row[f'{rival}_non_2xx']:>7}"
+            )
+        print(line)
     print("worker RSS (MB) after each operation:", memory)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -720,7 +754,12 @@ def report(results: list[Measurement], memory: dict[str, list[float]], args: arg
         "rows": rows,
         "runs": [asdict(result) for result in results],
         "worker_rss_mb": memory,
-        "median_ratio": statistics.median(row["ratio"] for row in rows) if rows else None,
+        "median_ratio": statistics.median(row["ratio"] for row in rows)
+        if rows and "ratio" in rows[0]
+        else None,
+        "median_raw_ratio": statistics.median(row["raw_ratio"] for row in rows)
+        if "raw_ratio" in rows[0]
+        else None,
     }
     path = RESULTS / f"bench-{stamp}.json"
     path.write_text(json.dumps(document, indent=2) + "\n")
@@ -728,7 +767,7 @@ def report(results: list[Measurement], memory: dict[str, list[float]], args: arg
     return [
         f"{row['operation']} (workers={row['workers']}, connections={row['connections']})"
         for row in rows
-        if row["api_non_2xx"] or row["ceiling_non_2xx"]
+        if any(row[f"{name}_non_2xx"] for name in ("api", *rivals))
     ]
 
 

@@ -1,6 +1,7 @@
-"""The bench's ceiling (`bench/ceiling.py`) answers every request `make bench` sends as
-the API does: a ceiling that fails or serves less than the API would make every ratio
-`make bench` reports a lie. (Its TOGGLE once answered nothing but 500s, unseen.)"""
+"""The bench's ceilings (`bench/ceiling.py`, Starlette's and the raw ASGI one) answer every
+request `make bench` sends as the API does, with the same headers: a ceiling that fails or
+serves less than the API would make every ratio `make bench` reports a lie. (Its TOGGLE
+once answered nothing but 500s, unseen.)"""
 
 import gc
 import importlib
@@ -19,22 +20,28 @@ pytestmark = [pytest.mark.anyio, pytest.mark.postgresql_only]
 LISTS = [
     "",
     "?limit=20",
+    "?limit=2&offset=2",
     "?offset=2",
     "?status=pending&priority=high&priority=medium&tag=work&q=task&sort=due&limit=20",
 ]
 
 
 @asynccontextmanager
-async def ceiling_client(url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[AsyncClient]:
-    """The ceiling app in this process, its lifespan run, on the database at `url`."""
+async def ceiling_client(
+    url: str, monkeypatch: pytest.MonkeyPatch, front: str = "app"
+) -> AsyncIterator[AsyncClient]:
+    """A ceiling app (`front`: `app` or `raw_app`) in this process, its lifespan run, on the
+    database at `url`."""
     monkeypatch.setenv("BETTER_AUTH_SECRET", SECRET)
     monkeypatch.setenv("DATABASE_URL", url)
     ceiling = importlib.reload(importlib.import_module("bench.ceiling"))
     threshold = gc.get_threshold()
     try:
         async with (
-            ceiling.app.router.lifespan_context(ceiling.app),
-            AsyncClient(transport=ASGITransport(app=ceiling.app), base_url="http://ceiling") as client,
+            ceiling.lifespan(None),
+            AsyncClient(
+                transport=ASGITransport(app=getattr(ceiling, front)), base_url="http://ceiling"
+            ) as client,
         ):
             yield client
     finally:  # the ceiling tunes the collector as the API's server does; not for the tests
@@ -42,13 +49,18 @@ async def ceiling_client(url: str, monkeypatch: pytest.MonkeyPatch) -> AsyncIter
         gc.set_threshold(*threshold)
 
 
+# The headers both send on every success; the ceiling's other headers are the route's own.
+EDGE_HEADERS = ("x-content-type-options", "cache-control", "vary")
+
+
+@pytest.mark.parametrize("front", ["app", "raw_app"])
 async def test_the_ceiling_answers_every_benchmarked_request_as_the_api_does(
-    postgres_url: str, monkeypatch: pytest.MonkeyPatch
+    postgres_url: str, monkeypatch: pytest.MonkeyPatch, front: str
 ) -> None:
     async with (
         running_app(make_settings(postgres_url)) as app,
         http_client(app) as client,
-        ceiling_client(postgres_url, monkeypatch) as ceiling,
+        ceiling_client(postgres_url, monkeypatch, front) as ceiling,
     ):
         alice = sign_in(client, "alice")
         # The same person, their requests sent to the ceiling.
@@ -64,18 +76,26 @@ async def test_the_ceiling_answers_every_benchmarked_request_as_the_api_does(
         await alice.request("PATCH", "/1/complete")
 
         async def same_as_the_api(answer: Response, status: int) -> dict[str, Any]:
-            """The ceiling's answer has `status`, and is the task the API then reads."""
+            """The ceiling's answer has `status`, and is the task the API then reads, with its
+            ETag and the API's other headers."""
             assert answer.status_code == status, answer.text
             task: dict[str, Any] = answer.json()
-            assert (await alice.request("GET", f"/{task['id']}")).json() == task
+            read = await alice.request("GET", f"/{task['id']}")
+            assert read.json() == task
+            assert answer.headers["etag"] == read.headers["etag"]
+            assert [answer.headers[name] for name in EDGE_HEADERS] == [
+                read.headers[name] for name in EDGE_HEADERS
+            ]
+            assert len(answer.headers["x-request-id"]) == 32
             return task
 
         for suffix in LISTS:
             ours, theirs = await alice.request("GET", suffix), await at_ceiling.request("GET", suffix)
             assert theirs.status_code == 200, (suffix, theirs.text)
-            assert (theirs.json(), theirs.headers["x-total-count"]) == (
+            assert (theirs.json(), theirs.headers["x-total-count"], theirs.headers.get("link")) == (
                 ours.json(),
                 ours.headers["x-total-count"],
+                ours.headers.get("link"),
             ), suffix
         await same_as_the_api(await at_ceiling.request("GET", "/2"), 200)
 
@@ -90,7 +110,9 @@ async def test_the_ceiling_answers_every_benchmarked_request_as_the_api_does(
         assert matched.headers["etag"] == '"2"'
         await same_as_the_api(matched, 200)
 
-        await same_as_the_api(await at_ceiling.request("POST", json={"title": "benchmark task"}), 201)
+        created = await at_ceiling.request("POST", json={"title": "benchmark task"})
+        await same_as_the_api(created, 201)
+        assert created.headers["location"] == f"/api/alice/tasks/{created.json()['id']}"
         tagged = await same_as_the_api(
             await at_ceiling.request("POST", json={"title": "b", "tags": ["work", "errands", "Home"]}), 201
         )
