@@ -902,11 +902,11 @@ class TagRename(RequestBody):
 # --- responses --------------------------------------------------------------------------
 
 
-def _priority_name(value: object) -> object:
+def priority_name(value: object) -> object:
     return PRIORITIES[value] if isinstance(value, int) and 0 <= value < len(PRIORITIES) else value
 
 
-def _tag_list(value: object) -> object:
+def tag_list(value: object) -> object:
     """Tags as stored rows carry them (names joined by a unit separator, which names
     cannot contain), as a list sorted case-insensitively."""
     if value is None:
@@ -927,7 +927,7 @@ class TaskPublic(BaseModel):
     completed: bool
     created_at: AwareDatetime
     updated_at: AwareDatetime
-    priority: Annotated[Priority, BeforeValidator(_priority_name)]
+    priority: Annotated[Priority, BeforeValidator(priority_name)]
     due_at: AwareDatetime | None
     remind_at: AwareDatetime | None
     reminded_at: AwareDatetime | None = PydanticField(
@@ -935,7 +935,7 @@ class TaskPublic(BaseModel):
         "again when `remind_at` moves later, which arms it anew."
     )
     tags: Annotated[
-        list[str], BeforeValidator(_tag_list), PydanticField(description="Sorted case-insensitively.")
+        list[str], BeforeValidator(tag_list), PydanticField(description="Sorted case-insensitively.")
     ]
     recurrence: str | None
     time_zone: str

@@ -41,17 +41,25 @@ class KeyReused(Unprocessable):
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """What a write answers, before it is sent (or stored for replays)."""
+    """What a write answers, before it is sent (or stored for replays): its body a model, or
+    JSON already written (a task, by `api.task_json`)."""
 
     status: int
-    body: BaseModel | None = None
+    body: BaseModel | bytes | None = None
     location: str | None = None
     version: int | None = None  # the task's, for its ETag
 
+    def json(self) -> bytes | None:
+        if isinstance(self.body, BaseModel):
+            return self.body.model_dump_json().encode()
+        return self.body
+
     def response(self) -> Response:
-        body = None if self.body is None else self.body.model_dump_json()
         return _response(
-            self.status, body, self.location, None if self.version is None else entity_tag(self.version)
+            self.status,
+            self.json(),
+            self.location,
+            None if self.version is None else entity_tag(self.version),
         )
 
 
@@ -63,7 +71,7 @@ def request_key(header: str) -> str:
         raise BadRequest(str(error)) from None
 
 
-def read_answer(body: BaseModel, version: int, if_none_match: str | None) -> Response:
+def read_answer(body: BaseModel | bytes, version: int, if_none_match: str | None) -> Response:
     """A read of one versioned thing (a task, a list): 304 with its ETag while the version in
     If-None-Match is current, else the body with it."""
     if still_current(if_none_match, version):
@@ -71,7 +79,7 @@ def read_answer(body: BaseModel, version: int, if_none_match: str | None) -> Res
     return Answer(200, body, version=version).response()
 
 
-def _response(status: int, body: str | None, location: str | None, etag: str | None) -> Response:
+def _response(status: int, body: str | bytes | None, location: str | None, etag: str | None) -> Response:
     headers = {}
     if location is not None:
         headers["Location"] = location
@@ -114,7 +122,8 @@ async def answer(
 
     async def keyed(connection: Connection) -> tuple[Answer, str | None, str | None]:
         done = await effect(owned.within(InTransaction(owned.db, connection)))
-        body = None if done.body is None else done.body.model_dump_json()
+        written = done.json()
+        body = None if written is None else written.decode()
         etag = None if done.version is None else entity_tag(done.version)
         stored = await idempotency.keep(
             owned.db,

@@ -4,7 +4,6 @@ from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Body, Path, Query, Request, Response, status
-from pydantic import TypeAdapter
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import QueryParams
 
@@ -13,6 +12,7 @@ from backend.api.rest.headers import IdempotencyKey, IfMatch, IfNoneMatch
 from backend.api.rest.idempotency import Answer, answer, read_answer
 from backend.api.shared import if_match_versions, task_stats
 from backend.api.shared import list_tasks as list_page
+from backend.api.task_json import task_json, tasks_json
 from backend.app_state import state_of
 from backend.errors import problem_responses
 from backend.models import (
@@ -55,8 +55,6 @@ router = APIRouter(
     responses=problem_responses(401, 403, 422, 429, 431, 500, 503),
 )
 
-# One validation for the whole page: a third faster than a model_validate per task.
-TASK_LIST = TypeAdapter(list[TaskPublic])
 TaskId = Annotated[int, Path(ge=1, le=MAX_ID, description="The task's id.", examples=[42]), DECIMAL_ID]
 not_found = problem_responses(404)
 # A body that is not UTF-8 cannot even be parsed: 400, not 422; one too large is 413.
@@ -141,24 +139,25 @@ def link_header(path: str, query: QueryParams, *, total: int, limit: int, offset
     },
 )
 async def list_tasks(
-    request: Request, response: Response, tasks: OwnedTasksDep, query: Annotated[ListQuery, Query()]
-) -> list[TaskPublic]:
+    request: Request, tasks: OwnedTasksDep, query: Annotated[ListQuery, Query()]
+) -> Response:
     """List the user's tasks, filtered, searched, sorted and paged."""
     listing = await list_page(tasks, query)
     page = listing.page
-    response.headers["X-Total-Count"] = str(page.total)
+    headers = {"X-Total-Count": str(page.total)}
     path = tasks_path(request, tasks.owner.subject)
     if listing.next_cursor is not None:
-        response.headers["X-Next-Cursor"] = listing.next_cursor
+        headers["X-Next-Cursor"] = listing.next_cursor
         if query.cursor is not None:
-            response.headers["Link"] = cursor_link(path, request.query_params, listing.next_cursor)
+            headers["Link"] = cursor_link(path, request.query_params, listing.next_cursor)
     if query.cursor is None and (
         links := link_header(
             path, request.query_params, total=page.total, limit=query.limit, offset=query.offset
         )
     ):
-        response.headers["Link"] = links
-    return TASK_LIST.validate_python(page.tasks)
+        headers["Link"] = links
+    # Rows straight to JSON (`api.task_json`), not through `list[TaskPublic]` and back.
+    return Response(tasks_json(page.tasks), headers=headers, media_type="application/json")
 
 
 @router.delete(
@@ -223,9 +222,9 @@ async def create_task(
     """Create a task for the user."""
 
     async def create(owned: OwnedTasks) -> Answer:
-        task = TaskPublic.model_validate(await owned.create(body))
-        location = task_path(request, owned.owner.subject, task.id)
-        return Answer(status.HTTP_201_CREATED, task, location=location, version=task.version)
+        row = await owned.create(body)
+        location = task_path(request, owned.owner.subject, row["id"])
+        return Answer(status.HTTP_201_CREATED, task_json(row), location=location, version=row["version"])
 
     return await answer(request, tasks, idempotency_key, create)
 
@@ -246,8 +245,8 @@ async def create_task(
 )
 async def get_task(task_id: TaskId, tasks: OwnedTasksDep, if_none_match: IfNoneMatch = None) -> Response:
     """Read one of the user's tasks."""
-    task = TaskPublic.model_validate(await tasks.get(task_id))
-    return read_answer(task, task.version, if_none_match)
+    row = await tasks.get(task_id)
+    return read_answer(task_json(row), row["version"], if_none_match)
 
 
 def _one_task(extra: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:
@@ -377,5 +376,4 @@ async def move_task(
 
 
 def _task_answer(row: TaskRow) -> Answer:
-    task = TaskPublic.model_validate(row)
-    return Answer(status.HTTP_200_OK, task, version=task.version)
+    return Answer(status.HTTP_200_OK, task_json(row), version=row["version"])
