@@ -10,8 +10,11 @@ from importlib.metadata import version
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.asyncexitstack import AsyncExitStackMiddleware
 from fastapi.routing import APIRoute
+from starlette.middleware.exceptions import ExceptionMiddleware
 from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from backend.api.docs import docs_routes
 from backend.api.event_stream import EventHub, Rendering
@@ -25,16 +28,8 @@ from backend.app_state import AppState
 from backend.auth.rate_limit import create_rate_limiter
 from backend.auth.tokens import JwksCache, TokenVerifier
 from backend.config import Settings, get_settings
-from backend.edge.access_log import RequestLogMiddleware
-from backend.edge.cors import configure_cors
 from backend.edge.metrics import Metrics, metrics_endpoint
-from backend.edge.middleware import (
-    AllowedHostsMiddleware,
-    BodyLimitMiddleware,
-    DeadlineMiddleware,
-    SecurityHeadersMiddleware,
-    UnexpectedErrorMiddleware,
-)
+from backend.edge.middleware import EdgeMiddleware
 from backend.errors import index_route_methods, install_error_handlers
 from backend.store.database import Database, create_database
 from backend.store.database.urls import asyncpg_dsn
@@ -46,12 +41,30 @@ __all__ = ["READY", "TodoApi", "create_app"]
 
 
 class TodoApi(FastAPI):
-    """FastAPI, with its state typed and its OpenAPI document shaped (`api.openapi`)."""
+    """FastAPI, with its state typed, its OpenAPI document shaped (`api.openapi`), and only
+    the layers this app uses around the router."""
 
     state: AppState
 
     def openapi(self) -> dict[str, Any]:
         return openapi_schema(self)
+
+    def build_middleware_stack(self) -> ASGIApp:
+        """Ours (`edge.middleware`), then FastAPI's exception handlers and its exit stack.
+
+        FastAPI also puts its server-error layer, its exceptions' telemetry and its body limit
+        outside ours: our edge answers a bug's 500 (inside CORS, with the request id) and
+        holds the body limit, and this app sends no telemetry of FastAPI's (its metrics are
+        `/metrics`). Each wrapped every request, two of them its `send`."""
+        handlers = {
+            key: value for key, value in self.exception_handlers.items() if key not in (500, Exception)
+        }
+        app: ASGIApp = ExceptionMiddleware(
+            AsyncExitStackMiddleware(self.router), handlers=handlers, debug=self.debug
+        )
+        for layer, args, kwargs in reversed(self.user_middleware):
+            app = layer(app, *args, **kwargs)
+        return app
 
 
 def create_app(settings: Settings | None = None) -> TodoApi:
@@ -84,6 +97,9 @@ def create_app(settings: Settings | None = None) -> TodoApi:
         # No 307 to the path with(out) a trailing slash: its Location would be built
         # from the Host header, which a client does not control the meaning of.
         redirect_slashes=False,
+        # FastAPI's OpenTelemetry, off: it asked on every request whether a tracer or a meter
+        # was configured (about 1% of a task read's CPU, py-spy).
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state = state
     install_error_handlers(app)
@@ -165,18 +181,17 @@ def event_hub(settings: Settings, database: Database) -> tuple[EventHub, Postgre
 
 
 def middleware(app: FastAPI, settings: Settings, state: AppState) -> None:
-    """Added innermost first: every answer, the app's or a layer's own (413, the deadline's
-    503, a bug's 500, a refused preflight or Host), goes out through CORS, the security
-    headers and the request id."""
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
-    app.add_middleware(DeadlineMiddleware, seconds=settings.request_timeout_seconds)
-    app.add_middleware(UnexpectedErrorMiddleware)
-    if settings.allowed_hosts:
-        app.add_middleware(AllowedHostsMiddleware, hosts=settings.allowed_hosts)
-    configure_cors(app, settings.cors_origins)
-    app.add_middleware(SecurityHeadersMiddleware)
-    # Outermost, so the line is written for every request, with the status sent.
-    app.add_middleware(RequestLogMiddleware, metrics=state.metrics)
+    """One layer, `edge.middleware`'s: every answer, the app's or the edge's own (413, the
+    deadline's 503, a bug's 500, a refused preflight or Host), goes out through CORS, the
+    security headers and the request id, and is logged."""
+    app.add_middleware(
+        EdgeMiddleware,
+        cors_origins=settings.cors_origins,
+        allowed_hosts=settings.allowed_hosts or (),
+        max_body_bytes=settings.max_body_bytes,
+        deadline_seconds=settings.request_timeout_seconds,
+        metrics=state.metrics,
+    )
 
 
 def routes(app: FastAPI, settings: Settings, state: AppState) -> None:

@@ -258,7 +258,7 @@ async def _user_busy(_request: Request, exc: Exception) -> JSONResponse:
 
 
 def log_unexpected_error(error: BaseException) -> None:
-    """A bug: the traceback goes to the log, never to the client (`edge.middleware.UnexpectedErrorMiddleware`
+    """A bug: the traceback goes to the log, never to the client (`edge.middleware.EdgeMiddleware`
     answers the 500)."""
     logger.error("unhandled error", exc_info=error)
 

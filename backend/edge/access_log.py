@@ -4,13 +4,10 @@ import logging
 import os
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-if TYPE_CHECKING:
-    from backend.edge.metrics import Metrics
+from starlette.types import Scope
 
 logger = logging.getLogger("backend.access")
 
@@ -84,58 +81,37 @@ def logging_config(level: str) -> dict[str, Any]:
     }
 
 
-class RequestLogMiddleware:
-    """Logs method, route template (never the raw path or headers), status, duration and request id."""
-
-    def __init__(self, app: ASGIApp, metrics: "Metrics | None" = None) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        request_id = _request_id(scope)
-        # The status the client received: set once the server has taken the response's
-        # head. 0 if none was: the server dropped the connection instead.
-        status = 0
-
-        async def send_with_request_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
-                await send(message)
-                status = message["status"]
-                return
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_request_id)
-        finally:
-            seconds = time.perf_counter() - started
-            # The template, not the path: paths carry user ids.
-            # (`path_format`: the template without its convertors, `{task_id}` not `{task_id:task_id}`.)
-            route = getattr(scope.get("route"), "path_format", None) or "unmatched"
-            logger.info(
-                "request",
-                extra={
-                    "method": scope["method"],
-                    "route": route,
-                    "status": status,
-                    "duration_ms": round(seconds * 1000, 2),
-                    "request_id": request_id,
-                },
-            )
-            if self.metrics is not None:
-                self.metrics.observe(route, scope["method"], status, seconds)
+def log_request(scope: Scope, status: int, seconds: float, request_id: str) -> str:
+    """The request's line: method, route template (never the raw path or headers), status,
+    duration and request id. Returns the template, which the metrics are labelled with."""
+    # The template, not the path: paths carry user ids.
+    # (`path_format`: the template without its convertors, `{task_id}` not `{task_id:task_id}`.)
+    route: str = getattr(scope.get("route"), "path_format", None) or "unmatched"
+    logger.info(
+        "request",
+        extra={
+            "method": scope["method"],
+            "route": route,
+            "status": status,
+            "duration_ms": round(seconds * 1000, 2),
+            "request_id": request_id,
+        },
+    )
+    return route
 
 
-def _request_id(scope: Scope) -> str:
+def request_id_of(scope: Scope) -> tuple[str, bool]:
+    """The request's id (the client's `X-Request-ID` if it is a plain token, else a new one),
+    and whether it came with an `Origin`: one pass over the headers for both."""
+    given: bytes | None = None
+    origin = False
     for name, value in scope["headers"]:
-        if name == b"x-request-id":
-            candidate: str = value.decode("latin-1")
-            if _REQUEST_ID.fullmatch(candidate):
-                return candidate
-            break
-    return os.urandom(16).hex()  # as random as uuid4().hex, without building a UUID
+        if name == b"x-request-id" and given is None:
+            given = value
+        elif name == b"origin":
+            origin = True
+    if given is not None:
+        candidate = given.decode("latin-1")
+        if _REQUEST_ID.fullmatch(candidate):
+            return candidate, origin
+    return os.urandom(16).hex(), origin  # as random as uuid4().hex, without building a UUID

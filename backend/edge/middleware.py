@@ -1,105 +1,132 @@
-"""ASGI middleware: security headers, allowed hosts, a problem+json 500 for a bug, a deadline
-no request may outlive, and the body limit (CORS is `cors`', the access log `access_log`').
+"""The edge: one pure-ASGI layer between the server and the app, for everything every answer
+shares. The request id and the access line (with its metrics), the security headers and CORS
+(`cors` holds the policy), the allowed hosts, the body limit, the deadline no request may
+outlive, and a problem+json 500 for a bug.
 
-`app` stacks them, the access log outermost, so that every answer, the app's or one of
-these layers' own, goes out through the security headers, CORS and the request id.
+One layer, not one each: every layer that rewrote the answer's head wrapped `send` and
+copied the headers again, and a task read went through fifteen ASGI layers, six of them
+wrapping `send` (py-spy, issue 25). Here a request without `Origin` (servers, scripts, the
+bench) passes two wrappers: the outer, which adds the shared headers once, and the guard's,
+which knows whether the answer has started and drops anything sent after the deadline's
+503. A browser's request also goes through Starlette's CORS, inside the outer wrapper, so
+that every answer (the app's, a refusal here, the deadline's, a bug's) carries the CORS
+headers, the security headers and the request id.
 """
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from http import HTTPStatus
+from typing import TYPE_CHECKING
 
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from backend.edge.access_log import log_request, request_id_of
+from backend.edge.cors import CORSMiddleware
 from backend.errors import ServiceUnavailable, log_unexpected_error, problem_response
+
+if TYPE_CHECKING:
+    from backend.edge.metrics import Metrics
 
 logger = logging.getLogger("backend.middleware")
 
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
+# The API's answers are one user's data: no cache keeps them.
+_NO_STORE = (b"cache-control", b"no-store")
+# CORS has nothing else to tell a request without `Origin`, but a cache must know the
+# answer would differ for one with it.
+_VARY_ORIGIN = (b"vary", b"Origin")
 
-class SecurityHeadersMiddleware:
-    """`nosniff` everywhere; `no-store` on the API, whose answers are one user's data."""
 
-    def __init__(self, app: ASGIApp) -> None:
+class EdgeMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        cors_origins: list[str] | None = None,
+        allowed_hosts: Iterable[str] = (),
+        max_body_bytes: int = 1024 * 1024,
+        deadline_seconds: float = 30.0,
+        metrics: "Metrics | None" = None,
+    ) -> None:
         self.app = app
+        self.hosts = AllowedHosts(allowed_hosts) if allowed_hosts else None
+        self.max_body_bytes = max_body_bytes
+        self.deadline_seconds = deadline_seconds
+        self.metrics = metrics
+        self.cors = CORSMiddleware(self.guarded, origins=cors_origins or [])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        private = scope["path"].startswith("/api/")
+        started = time.perf_counter()
+        request_id, origin = request_id_of(scope)
+        shared = [_NOSNIFF, (b"x-request-id", request_id.encode())]
+        if scope["path"].startswith("/api/"):
+            shared.append(_NO_STORE)
+        if not origin:
+            shared.append(_VARY_ORIGIN)
+        # The status the client received: set once the server has taken the response's
+        # head. 0 if none was: the server dropped the connection instead.
+        status = 0
 
-        async def send_with_headers(message: Message) -> None:
+        async def send_with_edge_headers(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
-                headers = [*message.get("headers", []), (b"x-content-type-options", b"nosniff")]
-                if private:
-                    headers.append((b"cache-control", b"no-store"))
-                message["headers"] = headers
+                message["headers"] = [*message.get("headers", ()), *shared]
+                await send(message)
+                status = message["status"]
+                return
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            if origin:
+                await self.cors(scope, receive, send_with_edge_headers)
+            else:
+                await self.guarded(scope, receive, send_with_edge_headers)
+        finally:
+            seconds = time.perf_counter() - started
+            route = log_request(scope, status, seconds, request_id)
+            if self.metrics is not None:
+                self.metrics.observe(route, scope["method"], status, seconds)
 
-
-class AllowedHostsMiddleware:
-    """400 problem for a `Host` not in ALLOWED_HOSTS (`*.example.com` allows its subdomains).
-
-    The API builds no URL from Host, but a proxy that passes any Host on lets
-    anyone aim the API's name at another site's, and logs and caches see the lie.
-    """
-
-    def __init__(self, app: ASGIApp, hosts: Iterable[str]) -> None:
-        self.app = app
-        self.exact = frozenset(host for host in hosts if not host.startswith("*."))
-        self.suffixes = tuple(host[1:] for host in hosts if host.startswith("*."))
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and not self.allows(Headers(scope=scope).get("host", "")):
-            response = problem_response(
+    async def guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app, behind the host check and the body limit, within the deadline, and with a
+        500 for a bug: all inside CORS, so that their answers carry its headers too."""
+        if self.hosts is not None and not self.hosts.allows(Headers(scope=scope).get("host", "")):
+            refusal = problem_response(
                 HTTPStatus.BAD_REQUEST, "the Host header names a host this API does not serve"
             )
-            await response(scope, receive, send)
+            await refusal(scope, receive, send)
             return
-        await self.app(scope, receive, send)
-
-    def allows(self, host: str) -> bool:
-        # Without the port: `[::1]:8000` keeps its brackets, `example.com:8000` loses `:8000`.
-        name = host.lower()
-        name = name[: name.find("]") + 1] if name.startswith("[") else name.partition(":")[0]
-        return name in self.exact or (bool(self.suffixes) and name.endswith(self.suffixes))
-
-
-class BodyLimitMiddleware:
-    """413 problem for a body over `max_bytes`, without reading more of it than the limit.
-
-    A declared Content-Length is refused before anything is read (the server
-    never delivers more than it declares); a chunked body is counted as it
-    arrives, and the HTTPException raised from `receive` reaches our error
-    handler (FastAPI re-raises HTTPExceptions met while reading a body).
-    """
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
+        receive_within_limit = self._limited(scope, receive)
+        if receive_within_limit is None:
+            refusal = problem_response(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, self._too_large)
+            await refusal(scope, receive, send)
             return
-        detail = f"the request body is larger than {self.max_bytes} bytes"
+        await self._within_deadline(scope, receive_within_limit, send)
+
+    @property
+    def _too_large(self) -> str:
+        return f"the request body is larger than {self.max_body_bytes} bytes"
+
+    def _limited(self, scope: Scope, receive: Receive) -> Receive | None:
+        """`receive`, or one that counts a chunked body as it arrives; None for a declared
+        Content-Length over the limit, refused before anything is read (the server never
+        delivers more than it declares). The HTTPException raised from `receive` reaches
+        the app's error handler (FastAPI re-raises HTTPExceptions met while reading a body)."""
         chunked = False
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                response = problem_response(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, detail)
-                await response(scope, receive, send)
-                return
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_body_bytes:
+                return None
             if name == b"transfer-encoding":
                 chunked = True
         if not chunked:
-            # No body, or one the server holds to its (allowed) Content-Length.
-            await self.app(scope, receive, send)
-            return
+            return receive  # no body, or one the server holds to its (allowed) Content-Length
         received = 0
 
         async def counting_receive() -> Message:
@@ -107,65 +134,24 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise HTTPException(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, detail)
+                if received > self.max_body_bytes:
+                    raise HTTPException(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, self._too_large)
             return message
 
-        await self.app(scope, counting_receive, send)
+        return counting_receive
 
+    async def _within_deadline(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app, answered 503 when it is not done in `deadline_seconds`, whatever it waits
+        on; or 500 when it raised (a bug), logged with its traceback.
 
-class UnexpectedErrorMiddleware:
-    """A problem+json 500 when the app raised (a bug), logged with its traceback.
-
-    Answered here rather than by Starlette's outermost error layer, so that it too
-    goes out through the security headers, CORS and the request id. If half a
-    response is already out, the server can only drop the connection.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracking_send)
-        except Exception as error:
-            log_unexpected_error(error)
-            if started:
-                raise
-            response = problem_response(HTTPStatus.INTERNAL_SERVER_ERROR, "an unexpected error occurred")
-            await response(scope, receive, send)
-
-
-class DeadlineMiddleware:
-    """Answers 503 when a request is not done in `seconds`, whatever it waits on.
-
-    Timeouts on connect, pool checkout and statements cover a database that is
-    down or stalls; this covers everything else. On time, the 503 is sent from
-    a task of its own, so it goes out even if cleaning up after a stalled
-    connection hangs; the request is cancelled and whatever it sends later is
-    dropped. Until then a request costs one timer, not an extra task (that was
-    about 10% of a request's CPU under `make bench`).
-    """
-
-    def __init__(self, app: ASGIApp, seconds: float) -> None:
-        self.app = app
-        self.seconds = seconds
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+        Timeouts on connect, pool checkout and statements cover a database that is down
+        or stalls; the deadline covers everything else. On time, the 503 is sent from a
+        task of its own, so it goes out even if cleaning up after a stalled connection
+        hangs; the request is cancelled and whatever it sends later is dropped. Until then
+        a request costs one timer, not an extra task (that was about 10% of a request's
+        CPU under `make bench`). If half a response is already out, when the deadline
+        passes or the app raises, the server can only drop the connection.
+        """
         request = asyncio.current_task()
         assert request is not None
         started = False
@@ -182,25 +168,32 @@ class DeadlineMiddleware:
         async def answer_unavailable() -> None:
             response = problem_response(
                 HTTPStatus.SERVICE_UNAVAILABLE,
-                f"the request did not complete within {self.seconds:g} seconds; retry shortly",
+                f"the request did not complete within {self.deadline_seconds:g} seconds; retry shortly",
                 headers=ServiceUnavailable.headers,
             )
             await response(scope, receive, send)
 
         def on_deadline() -> None:
             nonlocal answer
-            logger.warning("request deadline exceeded", extra={"deadline_seconds": self.seconds})
+            logger.warning("request deadline exceeded", extra={"deadline_seconds": self.deadline_seconds})
             # Once the response has started, a 503 can no longer be sent: just stop.
             answer = asyncio.ensure_future(_nothing() if started else answer_unavailable())
             request.cancel()
 
-        deadline = asyncio.get_running_loop().call_later(self.seconds, on_deadline)
+        deadline = asyncio.get_running_loop().call_later(self.deadline_seconds, on_deadline)
         scope[_DEADLINE] = deadline
         try:
             await self.app(scope, receive, guarded_send)
         except BaseException as error:
             if answer is None:
-                raise
+                if not isinstance(error, Exception):
+                    raise  # a cancellation from outside: the server's, at shutdown
+                log_unexpected_error(error)
+                if started:
+                    raise
+                failure = problem_response(HTTPStatus.INTERNAL_SERVER_ERROR, "an unexpected error occurred")
+                await failure(scope, receive, send)
+                return
             # Our own cancellation, or whatever the request's cleanup raised instead.
             if isinstance(error, asyncio.CancelledError):
                 request.uncancel()
@@ -210,6 +203,25 @@ class DeadlineMiddleware:
             deadline.cancel()
         if answer is not None:
             await answer
+
+
+class AllowedHosts:
+    """ALLOWED_HOSTS: a `Host` not in it is a 400 problem (`*.example.com` allows its subdomains).
+
+    The API builds no URL from Host, but a proxy that passes any Host on lets anyone
+    aim the API's name at another site's, and logs and caches see the lie.
+    """
+
+    def __init__(self, hosts: Iterable[str]) -> None:
+        hosts = list(hosts)
+        self.exact = frozenset(host for host in hosts if not host.startswith("*."))
+        self.suffixes = tuple(host[1:] for host in hosts if host.startswith("*."))
+
+    def allows(self, host: str) -> bool:
+        # Without the port: `[::1]:8000` keeps its brackets, `example.com:8000` loses `:8000`.
+        name = host.lower()
+        name = name[: name.find("]") + 1] if name.startswith("[") else name.partition(":")[0]
+        return name in self.exact or (bool(self.suffixes) and name.endswith(self.suffixes))
 
 
 async def _nothing() -> None:
