@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import platform
+import random
 import shutil
 import signal
 import statistics
@@ -29,6 +30,7 @@ from typing import Any
 import asyncpg
 import httpx
 import psycopg
+import uvloop
 from psycopg import sql
 
 from backend.auth.tokens import issue_token
@@ -36,6 +38,7 @@ from backend.store import task_tree
 from backend.store.database import Query
 from backend.store.positions import FIRST_POSITION, between
 from backend.store.task_filters import WALK_SHARE, TaskFilters, list_query, total_query
+from bench.open_loop import run_open_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -517,6 +520,117 @@ def serve(
             process.kill()
 
 
+@contextlib.contextmanager
+def serving(
+    url: str, workers: int, directory: Path, rivals: list[str], state: Seed, against: Path | None
+) -> Iterator[tuple[list[tuple[str, str]], subprocess.Popen[bytes]]]:
+    """The API and its rivals, each warmed up: [(name, base URL)], and the API's process."""
+    with contextlib.ExitStack() as servers:
+        api, api_process = servers.enter_context(serve("api", url, workers, directory / f"api-{workers}.log"))
+        apps = [("api", api)] + [
+            (
+                rival,
+                servers.enter_context(
+                    serve(rival, url, workers, directory / f"{rival}-{workers}.log", against)
+                )[0],
+            )
+            for rival in rivals
+        ]
+        # Unmeasured: every app opens its pool and prepares its statements
+        # before anything is timed, so no first cell pays for a cold start.
+        for _, base in apps:
+            wrk(base, lua_script(directory, "MIXED", state), 32, WARM_UP_SECONDS)
+        yield apps, api_process
+
+
+@contextlib.contextmanager
+def delayed(url: str, delay_ms: float) -> Iterator[tuple[str, float]]:
+    """The database at `url` behind bench/delay_proxy.py: its URL, and the round trip a
+    statement then takes (the median of 200 `SELECT 1`s, in ms)."""
+    port = free_port()
+    proxy = subprocess.Popen(
+        [sys.executable, "-m", "bench.delay_proxy", "--port", str(port), "--delay-ms", str(delay_ms)],
+        cwd=ROOT,
+    )
+    far = url.replace("127.0.0.1:5432", f"127.0.0.1:{port}")
+    assert far != url, "the bench database is expected at 127.0.0.1:5432"
+
+    async def round_trip() -> float:
+        for _ in range(50):
+            try:
+                connection = await asyncpg.connect(far)
+                break
+            except OSError:
+                await asyncio.sleep(0.1)
+        else:
+            raise RuntimeError("the delay proxy did not start")
+        try:
+            times = []
+            for _ in range(200):
+                started = time.perf_counter()
+                await connection.fetchval("SELECT 1")
+                times.append((time.perf_counter() - started) * 1000)
+            return round(statistics.median(times), 2)
+        finally:
+            await connection.close()
+
+    try:
+        yield far, asyncio.run(round_trip())
+    finally:
+        proxy.terminate()
+        proxy.wait(timeout=10)
+
+
+# What the open-loop runs send: raw HTTP/1.1, as wrk's scripts build them.
+def raw_requests(operation: str, state: Seed, count: int = 2000) -> list[bytes]:
+    rng = random.Random(7)  # noqa: S311 - a repeatable choice of tasks, not a secret
+    tokens = {user: issue_token(SECRET, user, lifetime=timedelta(hours=2)) for user in state.users}
+    made = []
+    for _ in range(count):
+        index = rng.randrange(len(state.users))
+        user = state.users[index]
+        task = state.first_task + index * TASKS_PER_USER + rng.randrange(TASKS_PER_USER)
+        method, path, body = {
+            "GET": ("GET", f"/api/{user}/tasks/{task}", b""),
+            "LIST": ("GET", f"/api/{user}/tasks", b""),
+            "CREATE": ("POST", f"/api/{user}/tasks", b'{"title":"benchmark task"}'),
+            "TOGGLE": ("PATCH", f"/api/{user}/tasks/{task}/complete", b""),
+        }[operation]
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {tokens[user]}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        )
+        made.append(head.encode() + body)
+    return made
+
+
+def open_loop_phase(
+    apps: list[tuple[str, str]],
+    state: Seed,
+    maxima: dict[str, float],
+    args: argparse.Namespace,
+    round_trip_ms: float | None,
+) -> list[dict[str, Any]]:
+    """Each operation at a constant rate, a share of the API's closed-loop maximum, offered to
+    every app in turn (the same load to each): their latency percentiles. With the database
+    far away (`round_trip_ms`), at half the maximum only."""
+    rows = []
+    shares = (0.5,) if round_trip_ms is not None else (0.5, 0.8)
+    for operation, maximum in maxima.items():
+        requests = raw_requests(operation, state)
+        for share in shares:
+            rate = round(maximum * share)
+            for app, base in apps:
+                port = int(base.rsplit(":", 1)[1])
+                result = uvloop.run(
+                    run_open_loop("127.0.0.1", port, requests, rate=rate, seconds=args.open_seconds)
+                )
+                row = {"operation": operation, "app": app, "share": share, "round_trip_ms": round_trip_ms}
+                rows.append(row | asdict(result))
+                print(json.dumps(rows[-1]), file=sys.stderr)
+    return rows
+
+
 def wrk(base: str, script: Path, connections: int, duration: int) -> dict[str, int]:
     result = subprocess.run(
         [
@@ -593,12 +707,27 @@ def main() -> int:
         help="serve the API of an earlier commit in the ceiling's place: this API against that one, "
         "in the same alternating rounds (a ratio near 1 means no slower)",
     )
+    parser.add_argument(
+        "--open-loop",
+        default="GET,LIST,CREATE,TOGGLE",
+        help="operations then sent open-loop, at 50%% and 80%% of the API's closed-loop maximum "
+        "(1 worker, 32 connections, which must be measured too); empty for none",
+    )
+    parser.add_argument("--open-seconds", type=int, default=10, help="seconds per open-loop run (default 10)")
+    parser.add_argument(
+        "--delay-ms",
+        type=float,
+        default=2.0,
+        help="the open-loop runs again with the database this far away each way (bench/delay_proxy.py); "
+        "0 for none (default 2)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk is not installed (make bench installs it: apt-get install wrk)", file=sys.stderr)
         return 2
     operations = args.operations.split(",")
     results: list[Measurement] = []
+    latency_rows: list[dict[str, Any]] = []
     memory: dict[str, list[float]] = {}
     with bench_database() as url, tempfile.TemporaryDirectory() as scratch:
         directory = Path(scratch)
@@ -616,23 +745,7 @@ def main() -> int:
         print(explain_tree(url, state))
         rivals = ["ceiling"] if against is not None else args.ceilings.split(",")
         for workers in map(int, args.workers.split(",")):
-            with contextlib.ExitStack() as servers:
-                api, api_process = servers.enter_context(
-                    serve("api", url, workers, directory / f"api-{workers}.log")
-                )
-                apps = [("api", api)] + [
-                    (
-                        rival,
-                        servers.enter_context(
-                            serve(rival, url, workers, directory / f"{rival}-{workers}.log", against)
-                        )[0],
-                    )
-                    for rival in rivals
-                ]
-                # Unmeasured: every app opens its pool and prepares its statements
-                # before anything is timed, so no first cell pays for a cold start.
-                for _, base in apps:
-                    wrk(base, lua_script(directory, "MIXED", state), 32, WARM_UP_SECONDS)
+            with serving(url, workers, directory, rivals, state, against) as (apps, api_process):
                 extra = ["LIST_100K", "LIST_100K_OFFSET", "GET_100K"] if workers == 1 else []
                 for connections in map(int, args.connections.split(",")):
                     for operation in operations + (extra if connections == 32 else []):
@@ -649,11 +762,29 @@ def main() -> int:
                                 results.append(result)
                                 print(json.dumps(asdict(result)), file=sys.stderr)
                         memory.setdefault(f"workers={workers}", []).append(rss_mb(api_process))
+        open_operations = [name for name in args.open_loop.split(",") if name]
+        if open_operations:
+            maxima = {
+                operation: statistics.median(
+                    r.requests_per_second
+                    for r in results
+                    if (r.app, r.operation, r.workers, r.connections) == ("api", operation, 1, 32)
+                )
+                for operation in open_operations
+            }
+            with serving(url, 1, directory, rivals, state, against) as (apps, _):
+                latency_rows += open_loop_phase(apps, state, maxima, args, None)
+            if args.delay_ms > 0:
+                with (
+                    delayed(url, args.delay_ms) as (far_url, round_trip_ms),
+                    serving(far_url, 1, directory, rivals, state, against) as (apps, _),
+                ):
+                    latency_rows += open_loop_phase(apps, state, maxima, args, round_trip_ms)
         if against is not None:
             subprocess.run(
                 ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(against)], check=True
             )
-    failed = report(results, memory, args)
+    failed = report(results, memory, args, latency_rows)
     if failed:
         # A ratio against an app that answered errors compares failures, not work.
         print(f"error: non-2xx answers or socket errors in {', '.join(failed)}", file=sys.stderr)
@@ -680,7 +811,12 @@ def summarise(runs: list[Measurement]) -> Summary:
     )
 
 
-def report(results: list[Measurement], memory: dict[str, list[float]], args: argparse.Namespace) -> list[str]:
+def report(
+    results: list[Measurement],
+    memory: dict[str, list[float]],
+    args: argparse.Namespace,
+    latency_rows: list[dict[str, Any]],
+) -> list[str]:
     """Print and save the table; the cells where either app failed a request."""
     cells: dict[tuple[str, int, int], dict[str, list[Measurement]]] = {}
     for result in results:
@@ -736,6 +872,20 @@ def report(results: list[Measurement], memory: dict[str, list[float]], args: arg
                 f"{row[f'{prefix}p99_ratio']:>6}{row[f'{rival}_non_2xx']:>7}"
             )
         print(line)
+    if latency_rows:
+        print(
+            f"open loop: a constant rate for {args.open_seconds} s, latency timed from when each request was due"
+        )
+        print(
+            f"{'operation':<10}{'db rtt ms':>10}{'share':>6}{'rate':>7}{'app':>9}{'p50 ms':>8}{'p99 ms':>8}"
+            f"{'p99.9 ms':>9}{'non2xx':>7}{'errors':>7}"
+        )
+        for row in latency_rows:
+            print(
+                f"{row['operation']:<10}{row['round_trip_ms'] or '-':>10}{row['share']:>6}{row['rate']:>7}"
+                f"{row['app']:>9}{row['p50_ms']:>8}{row['p99_ms']:>8}{row['p999_ms']:>9}{row['non_2xx']:>7}"
+                f"{row['errors']:>7}"
+            )
     print("worker RSS (MB) after each operation:", memory)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -752,6 +902,7 @@ def report(results: list[Measurement], memory: dict[str, list[float]], args: arg
         "rounds": args.rounds,
         "against": args.against,
         "rows": rows,
+        "open_loop": latency_rows,
         "runs": [asdict(result) for result in results],
         "worker_rss_mb": memory,
         "median_ratio": statistics.median(row["ratio"] for row in rows)
@@ -768,6 +919,10 @@ def report(results: list[Measurement], memory: dict[str, list[float]], args: arg
         f"{row['operation']} (workers={row['workers']}, connections={row['connections']})"
         for row in rows
         if any(row[f"{name}_non_2xx"] for name in ("api", *rivals))
+    ] + [
+        f"open loop {row['operation']} at {row['share']} ({row['app']})"
+        for row in latency_rows
+        if row["non_2xx"] or row["errors"]
     ]
 
 
