@@ -18,6 +18,7 @@ from starlette.types import ASGIApp
 
 from backend.api.docs import docs_routes
 from backend.api.event_stream import EventHub, Rendering
+from backend.api.fastapi_hot_path import remember_parameter_shapes
 from backend.api.mcp.server import MCP_PATH, McpEndpoint, create_mcp
 from backend.api.openapi import DESCRIPTION, OPENAPI_URL, openapi_schema
 from backend.api.rest import changes, chat, events, lists, operations, tags, tasks
@@ -69,6 +70,7 @@ class TodoApi(FastAPI):
 
 def create_app(settings: Settings | None = None) -> TodoApi:
     settings = settings or get_settings()
+    remember_parameter_shapes()
     state = services(settings)
     app = TodoApi(
         # The task routes go straight into the app's router, as `include_router`
