@@ -481,6 +481,16 @@ def serve(
     cwd = ROOT
     if app == "api":
         command = [str(Path(sys.executable).parent / "todo-api"), "serve", "--port", str(port)]
+    elif app == "granian":
+        # The API itself under Granian, for `--ceilings granian`: not a dependency, so from
+        # an environment of its own (BENCH_GRANIAN: its `granian`), given this checkout's.
+        site_packages = next(Path(sys.prefix).glob("lib/python*/site-packages"))
+        env["PYTHONPATH"] = f"{ROOT}:{site_packages}"
+        command = [
+            os.environ.get("BENCH_GRANIAN") or "granian", "--interface", "asgi", "--factory",
+            "backend.app:create_app", "--port", str(port), "--http", "1", "--no-ws", "--loop", "uvloop",
+            "--log-level", "warning", "--http1-buffer-size", "16384", "--http1-header-read-timeout", "10000",
+        ]  # fmt: skip
     elif against is not None:
         command = [sys.executable, "-c", "import sys; from backend.cli import main; sys.exit(main())"]
         command += ["serve", "--port", str(port)]
@@ -847,7 +857,11 @@ def report(
                 f"{rival}_non_2xx": top.failures,
             }
         rows.append(row)
-    rivals = [name for name in ("ceiling", "raw") if rows and f"{name}_rps" in rows[0]]
+    rivals = [
+        key.removesuffix("_rps")
+        for key in (rows[0] if rows else {})
+        if key.endswith("_rps") and key != "api_rps"
+    ]
     header = f"{'operation':<17}{'w':>2}{'conn':>5}{'api rps':>9}{'p50 ms':>8}{'p99 ms':>8}{'non2xx':>7}"
     for rival in rivals:
         header += f"{rival + ' rps':>12}{'ratio':>6}{'p99':>7}{'p99 x':>6}{'non2xx':>7}"
