@@ -6,8 +6,8 @@ outlive, and a problem+json 500 for a bug.
 One layer, not one each: every layer that rewrote the answer's head wrapped `send` and
 copied the headers again, and a task read went through fifteen ASGI layers, six of them
 wrapping `send` (py-spy, issue 25). Here a request without `Origin` (servers, scripts, the
-bench) passes two wrappers: the outer, which adds the shared headers once, and the guard's,
-which knows whether the answer has started and drops anything sent after the deadline's
+bench) passes two wrappers: the outer, which adds the shared headers once, and the
+deadline's, which knows whether the answer has started and drops anything sent after its
 503. A browser's request also goes through Starlette's CORS, inside the outer wrapper, so
 that every answer (the app's, a refusal here, the deadline's, a bug's) carries the CORS
 headers, the security headers and the request id.
@@ -53,9 +53,9 @@ class EdgeMiddleware:
         metrics: "Metrics | None" = None,
     ) -> None:
         self.app = app
+        self.deadline = DeadlineMiddleware(app, deadline_seconds)
         self.hosts = AllowedHosts(allowed_hosts) if allowed_hosts else None
         self.max_body_bytes = max_body_bytes
-        self.deadline_seconds = deadline_seconds
         self.metrics = metrics
         self.cors = CORSMiddleware(self.guarded, origins=cors_origins or [])
 
@@ -108,7 +108,16 @@ class EdgeMiddleware:
             refusal = problem_response(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, self._too_large)
             await refusal(scope, receive, send)
             return
-        await self._within_deadline(scope, receive_within_limit, send)
+        try:
+            await self.deadline(scope, receive_within_limit, send)
+        except Exception as error:
+            # A bug: logged with its traceback, answered 500 without it. If half the answer
+            # is out already, the server can only drop the connection.
+            log_unexpected_error(error)
+            if scope.get(_STARTED):
+                raise
+            failure = problem_response(HTTPStatus.INTERNAL_SERVER_ERROR, "an unexpected error occurred")
+            await failure(scope, receive, send)
 
     @property
     def _too_large(self) -> str:
@@ -140,18 +149,27 @@ class EdgeMiddleware:
 
         return counting_receive
 
-    async def _within_deadline(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The app, answered 503 when it is not done in `deadline_seconds`, whatever it waits
-        on; or 500 when it raised (a bug), logged with its traceback.
 
-        Timeouts on connect, pool checkout and statements cover a database that is down
-        or stalls; the deadline covers everything else. On time, the 503 is sent from a
-        task of its own, so it goes out even if cleaning up after a stalled connection
-        hangs; the request is cancelled and whatever it sends later is dropped. Until then
-        a request costs one timer, not an extra task (that was about 10% of a request's
-        CPU under `make bench`). If half a response is already out, when the deadline
-        passes or the app raises, the server can only drop the connection.
-        """
+class DeadlineMiddleware:
+    """Answers 503 when a request is not done in `seconds`, whatever it waits on.
+
+    Timeouts on connect, pool checkout and statements cover a database that is
+    down or stalls; this covers everything else. On time, the 503 is sent from
+    a task of its own, so it goes out even if cleaning up after a stalled
+    connection hangs; the request is cancelled and whatever it sends later is
+    dropped. Until then a request costs one timer, not an extra task (that was
+    about 10% of a request's CPU under `make bench`). Its `send` wrapper is the
+    edge's second, the one that knows whether the answer has started.
+    """
+
+    def __init__(self, app: ASGIApp, seconds: float) -> None:
+        self.app = app
+        self.seconds = seconds
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
         request = asyncio.current_task()
         assert request is not None
         started = False
@@ -163,37 +181,31 @@ class EdgeMiddleware:
                 return  # we already answered for it
             if message["type"] == "http.response.start":
                 started = True
+                scope[_STARTED] = True
             await send(message)
 
         async def answer_unavailable() -> None:
             response = problem_response(
                 HTTPStatus.SERVICE_UNAVAILABLE,
-                f"the request did not complete within {self.deadline_seconds:g} seconds; retry shortly",
+                f"the request did not complete within {self.seconds:g} seconds; retry shortly",
                 headers=ServiceUnavailable.headers,
             )
             await response(scope, receive, send)
 
         def on_deadline() -> None:
             nonlocal answer
-            logger.warning("request deadline exceeded", extra={"deadline_seconds": self.deadline_seconds})
+            logger.warning("request deadline exceeded", extra={"deadline_seconds": self.seconds})
             # Once the response has started, a 503 can no longer be sent: just stop.
             answer = asyncio.ensure_future(_nothing() if started else answer_unavailable())
             request.cancel()
 
-        deadline = asyncio.get_running_loop().call_later(self.deadline_seconds, on_deadline)
+        deadline = asyncio.get_running_loop().call_later(self.seconds, on_deadline)
         scope[_DEADLINE] = deadline
         try:
             await self.app(scope, receive, guarded_send)
         except BaseException as error:
             if answer is None:
-                if not isinstance(error, Exception):
-                    raise  # a cancellation from outside: the server's, at shutdown
-                log_unexpected_error(error)
-                if started:
-                    raise
-                failure = problem_response(HTTPStatus.INTERNAL_SERVER_ERROR, "an unexpected error occurred")
-                await failure(scope, receive, send)
-                return
+                raise
             # Our own cancellation, or whatever the request's cleanup raised instead.
             if isinstance(error, asyncio.CancelledError):
                 request.uncancel()
@@ -229,6 +241,7 @@ async def _nothing() -> None:
 
 
 _DEADLINE = "todo_api.deadline"
+_STARTED = "todo_api.answer_started"
 
 
 def lift_deadline(scope: Scope) -> None:
