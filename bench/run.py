@@ -736,6 +736,17 @@ def main() -> int:
         print("wrk is not installed (make bench installs it: apt-get install wrk)", file=sys.stderr)
         return 2
     operations = args.operations.split(",")
+    wanted_open = [name for name in args.open_loop.split(",") if name]
+    if wanted_open and not (
+        set(wanted_open) <= set(operations)
+        and "1" in args.workers.split(",")
+        and "32" in args.connections.split(",")
+    ):
+        print(
+            "error: --open-loop needs its operations measured with 1 worker and 32 connections",
+            file=sys.stderr,
+        )
+        return 2
     results: list[Measurement] = []
     latency_rows: list[dict[str, Any]] = []
     memory: dict[str, list[float]] = {}
@@ -774,14 +785,22 @@ def main() -> int:
                         memory.setdefault(f"workers={workers}", []).append(rss_mb(api_process))
         open_operations = [name for name in args.open_loop.split(",") if name]
         if open_operations:
-            maxima = {
-                operation: statistics.median(
+            measured = {
+                operation: [
                     r.requests_per_second
                     for r in results
                     if (r.app, r.operation, r.workers, r.connections) == ("api", operation, 1, 32)
-                )
+                ]
                 for operation in open_operations
             }
+            unmeasured = [operation for operation, runs in measured.items() if not runs]
+            if unmeasured:
+                print(
+                    f"error: no wrk maximum (1 worker, 32 connections) for {', '.join(unmeasured)}",
+                    file=sys.stderr,
+                )
+                return 2
+            maxima = {operation: statistics.median(runs) for operation, runs in measured.items()}
             with serving(url, 1, directory, rivals, state, against) as (apps, _):
                 latency_rows += open_loop_phase(apps, state, maxima, args, None)
             if args.delay_ms > 0:
