@@ -34,6 +34,7 @@ import uvloop
 from psycopg import sql
 
 from backend.auth.tokens import issue_token
+from backend.edge.access_log import logging_config
 from backend.store import task_tree
 from backend.store.database import Query
 from backend.store.positions import FIRST_POSITION, between
@@ -486,8 +487,13 @@ def serve(
         # an environment of its own (BENCH_GRANIAN: its `granian`), given this checkout's.
         site_packages = next(Path(sys.prefix).glob("lib/python*/site-packages"))
         env["PYTHONPATH"] = f"{ROOT}:{site_packages}"
+        # The API's own logging (the JSON access line), not Granian's default handlers.
+        logging = dict(logging_config("info"))
+        logging["formatters"] = {"json": {"()": "backend.edge.access_log.JsonFormatter"}}
+        (log.parent / "granian-logging.json").write_text(json.dumps(logging))
         command = [
             os.environ.get("BENCH_GRANIAN") or "granian", "--interface", "asgi", "--factory",
+            "--log-config", str(log.parent / "granian-logging.json"),
             "backend.app:create_app", "--port", str(port), "--http", "1", "--no-ws", "--loop", "uvloop",
             "--log-level", "warning", "--http1-buffer-size", "16384", "--http1-header-read-timeout", "10000",
         ]  # fmt: skip
