@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import hypothesis
 import orjson
 import psycopg
 import pytest
@@ -46,6 +47,23 @@ SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
 DEFAULT_TEST_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 BACKENDS = ["sqlite", "postgresql"]
+
+
+def hypothesis_battery(examples: int) -> hypothesis.settings:
+    """Settings for a hypothesis battery through the app: in CI the same examples every run
+    (a red run can be reproduced); locally new ones each time, and as many as FUZZ_EXAMPLES
+    asks for (a longer hunt: FUZZ_EXAMPLES=2000). No deadline: a request's time is not the
+    property tested, and the app fixtures are function-scoped on purpose."""
+    # `hypothesis.settings`: this module's `settings` is the app's fixture.
+    return hypothesis.settings(
+        max_examples=int(os.environ.get("FUZZ_EXAMPLES", str(examples))),
+        deadline=None,
+        derandomize=IN_CI,
+        suppress_health_check=[
+            hypothesis.HealthCheck.function_scoped_fixture,
+            hypothesis.HealthCheck.too_slow,
+        ],
+    )
 
 
 class WatchedLoop(asyncio.SelectorEventLoop):

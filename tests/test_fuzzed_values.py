@@ -7,29 +7,21 @@ success. (tests/test_hostile_values.py pins the findings; this looks for the nex
 """
 
 import json
-import os
 import string
 from typing import Any
 from urllib.parse import quote
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from backend.api.mcp.tools import TOOLS
 from backend.domain.recurrence import time_zone_names
-from tests.conftest import IN_CI, Caller
+from tests.conftest import Caller, hypothesis_battery
 
 pytestmark = pytest.mark.anyio
 
-# In CI the same examples every run (a red run can be reproduced); locally, new ones each time,
-# and as many as FUZZ_EXAMPLES asks for (a longer hunt: FUZZ_EXAMPLES=2000).
-BATTERY = settings(
-    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "80")),
-    deadline=None,
-    derandomize=IN_CI,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+BATTERY = hypothesis_battery(80)
 
 EDGE_DATES = [
     "9999-12-31T23:59:59-05:00",

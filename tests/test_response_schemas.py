@@ -4,13 +4,12 @@ generated sample of requests, on both databases, valid against its operation's r
 schema in the served document (formats checked, date-times included)."""
 
 import json
-import os
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator, FormatChecker
 from starlette.routing import Match, Route
@@ -18,16 +17,11 @@ from starlette.routing import Match, Route
 from backend.api.task_json import task_json, tasks_json
 from backend.app import create_app
 from backend.models import MAX_ID, PRIORITIES, TAG_SEPARATOR, TITLE_MAX_LENGTH, USER_ID_MAX_LENGTH, TaskPublic
-from tests.conftest import IN_CI, Caller, make_settings
+from tests.conftest import Caller, hypothesis_battery, make_settings
 
 pytestmark = pytest.mark.anyio
 
-SAMPLE = settings(
-    max_examples=int(os.environ.get("FUZZ_EXAMPLES", "300")),
-    deadline=None,
-    derandomize=IN_CI,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+SAMPLE = hypothesis_battery(300)
 
 # Text as a database gives it back: any code point but a lone surrogate (neither database
 # stores one; the API refuses a body holding one).
@@ -137,7 +131,7 @@ creates = st.fixed_dictionaries(
 
 
 # Nine requests an example, on each database.
-REQUESTS_SAMPLE = settings(SAMPLE, max_examples=int(os.environ.get("FUZZ_EXAMPLES", "100")))
+REQUESTS_SAMPLE = hypothesis_battery(100)
 
 
 @REQUESTS_SAMPLE
