@@ -39,8 +39,3 @@ def field_annotation_is_sequence(annotation: object) -> bool:
 def remember_parameter_shapes() -> None:
     """Put the remembering version in FastAPI's place (once; idempotent)."""
     vars(utils)[SEAM] = field_annotation_is_sequence
-
-
-def original_field_annotation_is_sequence(annotation: object) -> bool:
-    """FastAPI's own, for the test that holds the two to each other."""
-    return _original(annotation)
